@@ -1,0 +1,95 @@
+"""Inventory model: the example is valid; bad inventories fail with located errors and hints."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from installer import inventory as inv_mod
+from installer.errors import ValidationError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_with(tmp_path, mutate):
+    data = yaml.safe_load((ROOT / "inventory.example.yaml").read_text())
+    mutate(data)
+    p = tmp_path / "inv.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return inv_mod.load(p)
+
+
+def problems(tmp_path, mutate):
+    with pytest.raises(ValidationError) as e:
+        load_with(tmp_path, mutate)
+    assert e.value.exit_code == 2
+    return e.value.details
+
+
+def test_example_is_valid():
+    inv = inv_mod.load(ROOT / "inventory.example.yaml")
+    assert [h.name for h in inv.masters] == ["k8s-master1", "k8s-master2", "k8s-master3"]
+    assert len(inv.etcd_members) == 3 and len(inv.lbs) == 3 and len(inv.nodes) == 2
+    assert inv.cluster.kubernetes_service_ip == "10.254.0.1" and inv.cluster.dns_ip == "10.254.0.10"
+    assert inv.registry.project == "kubernetes" and inv.registry.public
+    with pytest.raises(Exception):
+        inv.cluster.vip = "1.2.3.4"  # frozen
+
+
+def test_duplicate_ip_and_name(tmp_path):
+    def m(d):
+        d["hosts"][1]["address"] = d["hosts"][0]["address"]
+        d["hosts"][4]["name"] = d["hosts"][3]["name"]
+    d = problems(tmp_path, m)
+    assert any(x.startswith("hosts[1].address") and "duplicate address" in x for x in d)
+    assert any(x.startswith("hosts[4].name") and "duplicate host name" in x for x in d)
+
+
+def test_vip_in_service_range_or_equal_to_host(tmp_path):
+    d = problems(tmp_path, lambda d: d["cluster"].update(vip="10.254.3.3"))
+    assert any(x.startswith("cluster.vip") and "inside cluster.service_cidr" in x for x in d)
+    d = problems(tmp_path, lambda d: d["cluster"].update(vip=d["hosts"][0]["address"]))
+    assert any("is the VIP" in x for x in d)
+
+
+def test_even_etcd_and_missing_roles(tmp_path):
+    def m(d):
+        d["hosts"][2]["roles"] = ["master", "lb"]
+    d = problems(tmp_path, m)
+    assert any("2 etcd members" in x and "hint: use 1, 3 or 5" in x for x in d)
+
+    def no_nodes(d):
+        d["hosts"] = d["hosts"][:3]
+    d = problems(tmp_path, no_nodes)
+    assert any("no host has the role 'node'" in x for x in d)
+
+
+def test_field_errors_all_at_once(tmp_path):
+    def m(d):
+        d["hosts"][0]["address"] = "192.168.10.300"
+        d["hosts"][1]["roles"] = ["master", "worker"]
+        d["hosts"][2]["name"] = "Bad_Name"
+        d["cluster"]["pod_cidr"] = "172.30.0.1/16"
+        d["registry"]["projet"] = "x"
+    d = problems(tmp_path, m)
+    assert len(d) >= 5, d
+    assert any(x.startswith("hosts[0].address (line") for x in d)
+    assert any(x.startswith("hosts[1].roles[1]") for x in d)
+    assert any(x.startswith("hosts[2].name") for x in d)
+    assert any(x.startswith("cluster.pod_cidr") for x in d)
+    assert any(x.startswith("registry.projet") and "did you mean 'project'" in x for x in d)
+
+
+def test_line_numbers_point_into_the_file(tmp_path):
+    p = tmp_path / "inv.yaml"
+    p.write_text(textwrap.dedent("""\
+        cluster: {vip: 192.168.1.100}
+        registry: {hostname: reg.local, address: 192.168.1.5}
+        hosts:
+          - {name: m1, address: 192.168.1.11, roles: [master, etcd, lb, node]}
+          - {name: m2, address: 192.168.1.11, roles: []}
+        """))
+    with pytest.raises(ValidationError) as e:
+        inv_mod.load(p)
+    assert any(x.startswith("hosts[1].roles (line 5)") for x in e.value.details), e.value.details
