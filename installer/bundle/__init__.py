@@ -1,0 +1,54 @@
+"""The bundle format: the one place both the bundler and the installer learn what a bundle is."""
+
+from __future__ import annotations
+
+from installer.bundle import layout
+from installer.bundle.archive import (
+    DEFAULT_LEVEL,
+    BundleResult,
+    Entry,
+    inspect_bundle,
+    open_stream,
+    parse_size,
+    read_manifest,
+    unpack_bundle,
+    write_bundle,
+)
+from installer.bundle.layout import kind_of
+from installer.bundle.manifest import FileEntry, Manifest
+from installer.bundle.parts import Part, PartsIndex
+from installer.bundle.signature import (
+    fingerprint,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    sign,
+    verify,
+)
+from installer.bundle.verify import VerifyReport, verify_bundle
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "BundleResult",
+    "Entry",
+    "FileEntry",
+    "Manifest",
+    "Part",
+    "PartsIndex",
+    "VerifyReport",
+    "fingerprint",
+    "generate_keypair",
+    "inspect_bundle",
+    "kind_of",
+    "layout",
+    "load_private_key",
+    "load_public_key",
+    "open_stream",
+    "parse_size",
+    "read_manifest",
+    "sign",
+    "unpack_bundle",
+    "verify",
+    "verify_bundle",
+    "write_bundle",
+]

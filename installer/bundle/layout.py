@@ -1,0 +1,139 @@
+"""Every name inside a bundle, and the names of a bundle's files on disk: the one place that knows them."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Optional
+
+from installer.errors import Error
+
+FORMAT_VERSION = 1
+
+# The first two members of the tar stream, in this order.
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+
+BINARIES_DIR = "binaries"
+RPMS_DIR = "rpms"  # a yum repository: the RPMs plus repodata/
+RPMS_REPODATA_DIR = "rpms/repodata"
+IMAGES_DIR = "images"  # ONE OCI image layout holding every image, each blob once
+IMAGES_OCI_LAYOUT = "images/oci-layout"
+IMAGES_INDEX = "images/index.json"
+IMAGES_BLOBS_DIR = "images/blobs/sha256"
+MANIFESTS_DIR = "manifests"  # addon manifests (templates)
+INSTALLER_DIR = "installer"  # the installer's wheels and its dependencies' wheels
+
+SBOM = "sbom.spdx.json"
+LOCK = "bundle-lock.yaml"
+SPEC = "bundle-spec.yaml"
+
+META_FILES = (MANIFEST, SIGNATURE, SBOM, LOCK, SPEC)
+RESERVED = (MANIFEST, SIGNATURE)  # written by the archive itself, never an entry
+
+KINDS = ("binary", "rpm", "image", "manifest", "installer", "meta")
+_KIND_OF_DIR = {
+    BINARIES_DIR: "binary",
+    RPMS_DIR: "rpm",
+    IMAGES_DIR: "image",
+    MANIFESTS_DIR: "manifest",
+    INSTALLER_DIR: "installer",
+}
+
+BUNDLE_SUFFIX = ".bundle.tar.zst"
+PART_INFIX = ".part"
+PARTS_INDEX_SUFFIX = ".parts.json"
+_PART_RE = re.compile(r"^(?P<bundle>.+)\.part(?P<index>[0-9]{3,})$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def path_problem(path: object) -> Optional[str]:
+    """Why `path` is not a safe file path inside a bundle, or None when it is."""
+    if not isinstance(path, str) or not path:
+        return "must be a non-empty string"
+    if path.startswith("/"):
+        return "must be relative, not absolute"
+    if any(ord(c) < 0x20 or c in "\\\x7f" for c in path):
+        return "must not contain control characters or backslashes"
+    if ".." in path.split("/"):
+        return "must not contain '..'"
+    if posixpath.normpath(path) != path or path == ".":
+        return "must be normalized (no '.', '//' or trailing '/')"
+    return None
+
+
+def _join(directory: str, filename: str) -> str:
+    """directory/filename, refusing a filename that would leave the directory."""
+    path = f"{directory}/{filename}"
+    problem = path_problem(filename) or path_problem(path)
+    if problem:
+        raise Error(f"bad file name {filename!r} for {directory}/: {problem}", context="naming a bundle file")
+    return path
+
+
+def binary_path(filename: str) -> str:
+    """Where a binary (kubelet, etcd, ...) lives in the bundle."""
+    return _join(BINARIES_DIR, filename)
+
+
+def rpm_path(filename: str) -> str:
+    """Where an RPM or a repodata file (e.g. 'repodata/repomd.xml') lives in the bundle."""
+    return _join(RPMS_DIR, filename)
+
+
+def manifest_path(filename: str) -> str:
+    """Where an addon manifest lives in the bundle."""
+    return _join(MANIFESTS_DIR, filename)
+
+
+def installer_path(filename: str) -> str:
+    """Where one of the installer's wheels lives in the bundle."""
+    return _join(INSTALLER_DIR, filename)
+
+
+def image_blob(digest: str) -> str:
+    """Where an OCI blob lives in the bundle, from 'sha256:<hex>' or '<hex>'."""
+    hexdigest = digest.removeprefix("sha256:")
+    if not _HEX64.match(hexdigest):
+        raise Error(f"bad blob digest {digest!r}: expected sha256:<64 lowercase hex digits>",
+                    context="naming an image blob")
+    return f"{IMAGES_BLOBS_DIR}/{hexdigest}"
+
+
+def kind_of(path: str) -> str:
+    """The kind of a bundle path: binary, rpm, image, manifest, installer or meta."""
+    top, sep, _ = path.partition("/")
+    return _KIND_OF_DIR.get(top, "meta") if sep else "meta"
+
+
+def bundle_filename(name: str, version: str) -> str:
+    """The bundle's file name: '<name>-<version>.bundle.tar.zst'."""
+    for label, value in (("name", name), ("version", version)):
+        if not _NAME_RE.match(value):
+            raise Error(f"bad bundle {label} {value!r}",
+                        hint="use letters, digits, '.', '_', '+' and '-', starting with a letter or digit")
+    return f"{name}-{version}{BUNDLE_SUFFIX}"
+
+
+def part_filename(bundle: str, index: int) -> str:
+    """The name of split part `index` (0-based) of bundle file name `bundle`: '<bundle>.part000'."""
+    return f"{bundle}{PART_INFIX}{index:03d}"
+
+
+def parts_index_filename(bundle: str) -> str:
+    """The name of the index listing a split bundle's parts: '<bundle>.parts.json'."""
+    return f"{bundle}{PARTS_INDEX_SUFFIX}"
+
+
+def parse_part_filename(filename: str) -> Optional[tuple[str, int]]:
+    """(bundle file name, part index) for a part's file name, or None when it is not a part."""
+    m = _PART_RE.match(filename)
+    return (m.group("bundle"), int(m.group("index"))) if m else None
+
+
+def bundle_of_index(filename: str) -> Optional[str]:
+    """The bundle file name a parts index file name belongs to, or None."""
+    if filename.endswith(PARTS_INDEX_SUFFIX) and len(filename) > len(PARTS_INDEX_SUFFIX):
+        return filename[: -len(PARTS_INDEX_SUFFIX)]
+    return None

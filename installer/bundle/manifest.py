@@ -1,0 +1,237 @@
+"""The signed manifest: every file's path, size, sha256 and mode, plus what the bundle is."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional, Union
+
+from installer.bundle import layout
+from installer.errors import LocatedProblem, ValidationError
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MODE = re.compile(r"^0[0-7]{3}$")
+_RFC3339_UTC = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+_KEYS = ("format_version", "name", "version", "created", "spec_sha256", "lock_sha256", "components", "files")
+_FILE_KEYS = ("path", "size", "sha256", "mode")
+_HINT = "the bundle is damaged or was not written by a compatible bundler; rebuild it with `bundler build`"
+
+
+def format_created(when: datetime) -> str:
+    """RFC 3339 UTC with second precision, e.g. '2018-05-21T10:00:00Z'."""
+    if when.tzinfo is None:
+        raise ValueError("created time must be timezone-aware")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_created(text: str) -> datetime:
+    """The datetime of an RFC 3339 UTC string as written by format_created."""
+    if not _RFC3339_UTC.match(text):
+        raise ValueError(f"not an RFC 3339 UTC time like 2018-05-21T10:00:00Z: {text!r}")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file in the bundle, as the signature vouches for it."""
+
+    path: str
+    size: int
+    sha256: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a bundle contains; its canonical bytes are what manifest.sig signs."""
+
+    format_version: int
+    name: str
+    version: str
+    created: str
+    spec_sha256: str
+    lock_sha256: str
+    components: Mapping[str, str]
+    files: tuple[FileEntry, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        """The JSON-ready form (modes as '0644' strings, files sorted as given)."""
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "spec_sha256": self.spec_sha256,
+            "lock_sha256": self.lock_sha256,
+            "components": dict(self.components),
+            "files": [
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "mode": f"{f.mode:04o}"} for f in self.files
+            ],
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes: sorted keys, fixed indentation, ASCII only, one trailing newline."""
+        return (json.dumps(self.to_dict(), sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode("ascii")
+
+    def check(self) -> Manifest:
+        """Raise ValidationError naming every bad field; return self when valid."""
+        problems = _problems(self.to_dict())
+        if problems:
+            raise _error(problems)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        """Validate a decoded manifest strictly and freeze it."""
+        problems = _problems(data)
+        if problems:
+            raise _error(problems)
+        return cls(
+            format_version=data["format_version"],
+            name=data["name"],
+            version=data["version"],
+            created=data["created"],
+            spec_sha256=data["spec_sha256"],
+            lock_sha256=data["lock_sha256"],
+            components=dict(data["components"]),
+            files=tuple(
+                FileEntry(f["path"], f["size"], f["sha256"], int(f["mode"], 8)) for f in data["files"]
+            ),
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Parse and validate manifest bytes as read from a bundle."""
+        try:
+            decoded = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ValidationError(f"{layout.MANIFEST} is not valid JSON: {e}", hint=_HINT) from None
+        return cls.from_dict(decoded)
+
+    @property
+    def total_size(self) -> int:
+        """Sum of every file's size in bytes."""
+        return sum(f.size for f in self.files)
+
+    def by_path(self) -> dict[str, FileEntry]:
+        """The files keyed by path."""
+        return {f.path: f for f in self.files}
+
+
+def _error(problems: list[LocatedProblem]) -> ValidationError:
+    """One ValidationError whose message names the first bad field and whose details list them all."""
+    n = len(problems)
+    more = f" (and {n - 1} more)" if n > 1 else ""
+    return ValidationError(
+        f"{layout.MANIFEST}: {problems[0]}{more}",
+        context=f"validating {layout.MANIFEST}",
+        details=[str(p) for p in problems],
+        hint=_HINT,
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _problems(data: Any) -> list[LocatedProblem]:
+    """Every located problem of a decoded manifest, in document order."""
+    if not isinstance(data, dict):
+        return [LocatedProblem("", "must be a JSON object")]
+    out: list[LocatedProblem] = []
+    for key in sorted(set(data) - set(_KEYS)):
+        out.append(LocatedProblem(key, "unknown field"))
+    for key in _KEYS:
+        if key not in data:
+            out.append(LocatedProblem(key, "missing"))
+    if out:
+        return out
+
+    if data["format_version"] != layout.FORMAT_VERSION or not _is_int(data["format_version"]):
+        out.append(LocatedProblem("format_version", f"unsupported {data['format_version']!r}, expected "
+                                  f"{layout.FORMAT_VERSION}", hint="use an installer matching the bundler"))
+    for key in ("name", "version"):
+        if not isinstance(data[key], str) or not data[key]:
+            out.append(LocatedProblem(key, "must be a non-empty string"))
+    created = data["created"]
+    if not isinstance(created, str):
+        out.append(LocatedProblem("created", "must be a string"))
+    else:
+        try:
+            parse_created(created)
+        except ValueError as e:
+            out.append(LocatedProblem("created", str(e)))
+    for key in ("spec_sha256", "lock_sha256"):
+        if not isinstance(data[key], str) or not _HEX64.match(data[key]):
+            out.append(LocatedProblem(key, "must be 64 lowercase hex digits"))
+    components = data["components"]
+    if not isinstance(components, dict):
+        out.append(LocatedProblem("components", "must be an object of name: version"))
+    else:
+        for name, version in components.items():
+            if not name or not isinstance(version, str) or not version:
+                out.append(LocatedProblem(f"components.{name}", "must map a name to a non-empty version string"))
+
+    files = data["files"]
+    if not isinstance(files, list):
+        out.append(LocatedProblem("files", "must be a list"))
+        return out
+    seen: set[str] = set()
+    previous: Optional[str] = None
+    for i, entry in enumerate(files):
+        out.extend(_file_problems(f"files[{i}]", entry))
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str):
+            continue
+        if path in seen:
+            out.append(LocatedProblem(f"files[{i}].path", f"duplicate path {path!r}"))
+        elif previous is not None and path < previous:
+            out.append(LocatedProblem(f"files[{i}].path", f"{path!r} is out of order (files are sorted by path)"))
+        seen.add(path)
+        previous = path
+    # A path that is also a directory of another path cannot be unpacked.
+    for i, entry in enumerate(files):
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if isinstance(path, str):
+            parts = path.split("/")
+            for n in range(1, len(parts)):
+                parent = "/".join(parts[:n])
+                if parent in seen:
+                    out.append(LocatedProblem(f"files[{i}].path", f"{path!r} lies under file {parent!r}"))
+    return out
+
+
+def _file_problems(where: str, entry: Any) -> list[LocatedProblem]:
+    """The problems of one files[] entry."""
+    if not isinstance(entry, dict):
+        return [LocatedProblem(where, "must be an object with path, size, sha256, mode")]
+    out = [LocatedProblem(f"{where}.{k}", "unknown field") for k in sorted(set(entry) - set(_FILE_KEYS))]
+    out += [LocatedProblem(f"{where}.{k}", "missing") for k in _FILE_KEYS if k not in entry]
+    if out:
+        return out
+    problem = layout.path_problem(entry["path"])
+    if problem is None and entry["path"] in layout.RESERVED:
+        problem = "is reserved for the archive itself"
+    if problem:
+        out.append(LocatedProblem(f"{where}.path", f"{entry['path']!r}: {problem}"))
+    if not _is_int(entry["size"]) or entry["size"] < 0:
+        out.append(LocatedProblem(f"{where}.size", "must be an integer >= 0"))
+    if not isinstance(entry["sha256"], str) or not _HEX64.match(entry["sha256"]):
+        out.append(LocatedProblem(f"{where}.sha256", "must be 64 lowercase hex digits"))
+    if not isinstance(entry["mode"], str) or not _MODE.match(entry["mode"]):
+        out.append(LocatedProblem(f"{where}.mode", "must be an octal permission string like '0644' "
+                                  "(no setuid, setgid or sticky bits)"))
+    return out
+
+
+def now_created(clock: Optional[Union[datetime, str]] = None) -> str:
+    """The created field for `clock` (a datetime or an RFC 3339 string), or for now."""
+    if clock is None:
+        return format_created(datetime.now(timezone.utc))
+    if isinstance(clock, str):
+        parse_created(clock)
+        return clock
+    return format_created(clock)

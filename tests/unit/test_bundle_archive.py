@@ -1,0 +1,274 @@
+"""Writing, splitting, reading, unpacking and inspecting bundles (the happy paths and the writer's refusals)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from installer.bundle import (
+    Entry,
+    generate_keypair,
+    inspect_bundle,
+    layout,
+    load_private_key,
+    load_public_key,
+    open_stream,
+    read_manifest,
+    unpack_bundle,
+    verify_bundle,
+    write_bundle,
+)
+from installer.errors import Error
+
+CREATED = "2018-05-21T10:00:00Z"
+SPEC = "a" * 64
+LOCK = "b" * 64
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    key_path, pub_path = generate_keypair(tmp_path_factory.mktemp("keys"))
+    return load_private_key(key_path), load_public_key(pub_path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, tuple[Path, int]]:
+    """Source files of every kind: bundle path -> (source, mode); kubelet is 5 MB of random bytes."""
+    src = tmp_path_factory.mktemp("src")
+    contents = {
+        layout.binary_path("kubelet"): (os.urandom(5_000_000), 0o755),
+        layout.binary_path("kubectl"): (b"\x7fELF" + b"kubectl" * 20000, 0o775),
+        layout.rpm_path("docker-ce-17.03.2.ce-1.el7.centos.x86_64.rpm"): (b"rpm" * 5000, 0o644),
+        layout.rpm_path("repodata/repomd.xml"): (b"<repomd/>\n", 0o644),
+        layout.IMAGES_OCI_LAYOUT: (b'{"imageLayoutVersion": "1.0.0"}', 0o644),
+        layout.IMAGES_INDEX: (b'{"manifests": []}', 0o644),
+        layout.image_blob("c" * 64): (os.urandom(70_000), 0o644),
+        layout.manifest_path("kube-dns.yaml"): (b"kind: Service\n", 0o644),
+        layout.installer_path("k8s_offline-0.1.0-py3-none-any.whl"): (b"PK" + os.urandom(1000), 0o644),
+        layout.LOCK: (b"lock: true\n", 0o644),
+        layout.SBOM: (b"{}", 0o600),
+        layout.binary_path("empty"): (b"", 0o644),
+        "manifests/" + "n" * 120 + ".yaml": (b"long name\n", 0o644),
+    }
+    out = {}
+    for i, (path, (data, mode)) in enumerate(contents.items()):
+        source = src / f"file{i}"
+        source.write_bytes(data)
+        out[path] = (source, mode)
+    return out
+
+
+def entries_of(files) -> list[Entry]:
+    out = []
+    for path, (source, mode) in files.items():
+        data = source.read_bytes()
+        out.append(Entry(path, source, len(data), hashlib.sha256(data).hexdigest(), mode))
+    return out
+
+
+def build(out_dir, files, keys, **kwargs):
+    kwargs.setdefault("created", CREATED)
+    return write_bundle(out_dir, "k8s", "1.10.3", entries_of(files), keys[0], spec_sha256=SPEC,
+                        lock_sha256=LOCK, components={"kubernetes": "1.10.3", "etcd": "3.2.18"}, **kwargs)
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def unsplit(tmp_path_factory, files, keys):
+    return build(tmp_path_factory.mktemp("out"), files, keys)
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory, files, keys):
+    return build(tmp_path_factory.mktemp("split"), files, keys, split_size="64KiB")
+
+
+def test_round_trip(unsplit, files, keys, tmp_path) -> None:
+    assert unsplit.path.name == "k8s-1.10.3.bundle.tar.zst"
+    assert unsplit.index is None and unsplit.parts == ()
+    assert sorted(os.listdir(unsplit.path.parent)) == [unsplit.path.name]  # no temp files left
+    assert unsplit.size == unsplit.path.stat().st_size
+    assert unsplit.sha256 == hashlib.sha256(unsplit.path.read_bytes()).hexdigest()
+
+    report = verify_bundle(unsplit.path, keys[1])
+    assert (report.name, report.version, report.files) == ("k8s", "1.10.3", len(files))
+    assert report.bytes == sum(s.stat().st_size for s, _ in files.values())
+    assert report.fingerprint == unsplit.fingerprint and report.fingerprint.startswith("SHA256:")
+
+    dest = tmp_path / "dest"
+    assert unpack_bundle(unsplit.path, keys[1], dest) == report
+    got = tree(dest)
+    assert set(got) == set(files)
+    for path, (source, mode) in files.items():
+        assert got[path][0] == source.read_bytes(), path
+        assert got[path][1] == mode & 0o755, path
+    assert sorted(os.listdir(tmp_path)) == ["dest"]
+
+
+def test_members_are_manifest_signature_then_sorted_files(unsplit, files) -> None:
+    raw = zstandard.ZstdDecompressor().stream_reader(unsplit.path.open("rb")).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[:2] == [layout.MANIFEST, layout.SIGNATURE]
+    assert names[2:] == sorted(files)
+    assert all(m.isreg() and m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
+    assert {m.mtime for m in members} == {1526896800}  # CREATED
+
+
+def test_output_is_deterministic(unsplit, files, keys, tmp_path) -> None:
+    again = build(tmp_path, files, keys)
+    assert again.path.read_bytes() == unsplit.path.read_bytes()
+
+
+def test_split_parts_concatenate_to_the_unsplit_bundle(split, unsplit) -> None:
+    assert split.path.name == "k8s-1.10.3.bundle.tar.zst.parts.json" and split.index == split.path
+    assert len(split.parts) > 3
+    assert all(p.stat().st_size <= 64 * 1024 for p in split.parts)
+    assert not (split.path.parent / "k8s-1.10.3.bundle.tar.zst").exists()
+    assert b"".join(p.read_bytes() for p in split.parts) == unsplit.path.read_bytes()
+    assert (split.size, split.sha256) == (unsplit.size, unsplit.sha256)
+    names = sorted(os.listdir(split.path.parent))
+    assert names == sorted([split.path.name] + [p.name for p in split.parts])
+
+
+@pytest.mark.parametrize("which", ["dir", "index", "first", "middle", "last", "bundle-name"])
+def test_split_verifies_from_any_handle(split, keys, which) -> None:
+    handle = {
+        "dir": split.path.parent,
+        "index": split.path,
+        "first": split.parts[0],
+        "middle": split.parts[len(split.parts) // 2],
+        "last": split.parts[-1],
+        "bundle-name": split.path.parent / "k8s-1.10.3.bundle.tar.zst",
+    }[which]
+    assert verify_bundle(handle, keys[1]).files == len(split.manifest.files)
+
+
+def test_split_unpacks(split, files, keys, tmp_path) -> None:
+    unpack_bundle(split.parts[1], keys[1], tmp_path / "d")
+    assert {p: c for p, (c, _) in tree(tmp_path / "d").items()} == {
+        p: s.read_bytes() for p, (s, _) in files.items()
+    }
+
+
+def test_open_stream_reads_the_whole_compressed_stream(split, unsplit) -> None:
+    for handle in (split.path.parent, unsplit.path):
+        stream = open_stream(handle)
+        chunks = []
+        try:
+            while chunk := stream.read(10_000):
+                chunks.append(chunk)
+        finally:
+            stream.close()
+        data = b"".join(chunks)
+        assert data == unsplit.path.read_bytes()
+
+
+def test_rebuilding_unsplit_removes_old_parts_and_vice_versa(files, keys, tmp_path) -> None:
+    build(tmp_path, files, keys, split_size="16KiB")
+    build(tmp_path, files, keys)
+    assert os.listdir(tmp_path) == ["k8s-1.10.3.bundle.tar.zst"]
+    result = build(tmp_path, files, keys, split_size="64KiB")
+    assert "k8s-1.10.3.bundle.tar.zst" not in os.listdir(tmp_path)
+    assert len(os.listdir(tmp_path)) == len(result.parts) + 1
+
+
+def test_read_manifest_and_inspect(unsplit, split, keys) -> None:
+    manifest, data, sig = read_manifest(unsplit.path, keys[1])
+    assert manifest == unsplit.manifest and data == manifest.to_bytes() and len(sig) == 64
+    for handle in (unsplit.path, split.parts[0]):
+        info = inspect_bundle(handle, keys[1])
+        assert (info["name"], info["version"], info["created"]) == ("k8s", "1.10.3", CREATED)
+        assert info["components"] == {"etcd": "3.2.18", "kubernetes": "1.10.3"}
+        assert info["kinds"]["binary"]["files"] == 3
+        assert info["kinds"]["binary"]["bytes"] == 5_000_000 + 4 + 7 * 20000
+        assert info["kinds"]["rpm"]["files"] == 2
+        assert info["kinds"]["image"]["files"] == 3
+        assert info["kinds"]["manifest"]["files"] == 2
+        assert info["kinds"]["installer"]["files"] == 1
+        assert info["kinds"]["meta"]["files"] == 2
+        assert info["signature"]["fingerprint"] == unsplit.fingerprint
+    assert "signature" not in inspect_bundle(split.path)
+    assert len(inspect_bundle(split.path)["parts"]) == len(split.parts)
+
+
+def test_progress_reports_every_byte(files, keys, unsplit, tmp_path) -> None:
+    seen = []
+    build(tmp_path, files, keys, progress=lambda done, total: seen.append((done, total)))
+    total = unsplit.manifest.total_size
+    assert seen[-1] == (total, total)
+    seen.clear()
+    verify_bundle(unsplit.path, keys[1], progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+
+
+@pytest.mark.parametrize("change", ["content", "grown", "shrunk"])
+def test_writer_refuses_a_source_that_changed(files, keys, tmp_path, change) -> None:
+    source = tmp_path / "changing"
+    source.write_bytes(b"x" * 100_000)
+    entries = entries_of(files) + [Entry("binaries/changing", source, 100_000,
+                                         hashlib.sha256(b"x" * 100_000).hexdigest())]
+    source.write_bytes({"content": b"y" * 100_000, "grown": b"x" * 100_001, "shrunk": b"x" * 99_999}[change])
+    out = tmp_path / "out"
+    for split_size in (None, "16KiB"):
+        with pytest.raises(Error, match="changed") as e:
+            write_bundle(out, "k8s", "1.10.3", entries, keys[0], spec_sha256=SPEC, lock_sha256=LOCK,
+                         components={}, split_size=split_size)
+        assert "binaries/changing" in e.value.message
+        assert os.listdir(out) == []
+
+
+def test_writer_refuses_bad_entries(files, keys, tmp_path) -> None:
+    source = next(iter(files.values()))[0]
+    for entry in (Entry("../evil", source, 1, "0" * 64), Entry("/abs", source, 1, "0" * 64),
+                  Entry("binaries/x", source, 1, "0" * 64, 0o4755), Entry(layout.MANIFEST, source, 1, "0" * 64)):
+        with pytest.raises(Error, match="manifest.json"):
+            write_bundle(tmp_path, "k8s", "1", [entry], keys[0], spec_sha256=SPEC, lock_sha256=LOCK,
+                         components={})
+    assert os.listdir(tmp_path) == []
+
+
+def test_unpack_refuses_a_non_empty_dest(unsplit, keys, tmp_path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep").write_text("mine")
+    with pytest.raises(Error, match="not empty") as e:
+        unpack_bundle(unsplit.path, keys[1], dest)
+    assert "empty or new directory" in e.value.hint
+    assert os.listdir(dest) == ["keep"] and sorted(os.listdir(tmp_path)) == ["dest"]
+
+
+def test_unpack_replaces_an_empty_dest(unsplit, keys, tmp_path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    unpack_bundle(unsplit.path, keys[1], dest)
+    assert (dest / "binaries" / "kubelet").is_file()
+    assert stat.S_IMODE((dest / "binaries").stat().st_mode) == 0o755
+    assert sorted(os.listdir(tmp_path)) == ["dest"]
+
+
+def test_directory_with_two_bundles_is_ambiguous(unsplit, tmp_path) -> None:
+    for name in ("a-1.bundle.tar.zst", "b-1.bundle.tar.zst"):
+        (tmp_path / name).write_bytes(unsplit.path.read_bytes())
+    with pytest.raises(Error, match="exactly one bundle"):
+        open_stream(tmp_path)
+
+
+def test_missing_bundle(tmp_path, keys) -> None:
+    with pytest.raises(Error, match="does not exist"):
+        verify_bundle(tmp_path / "nope.bundle.tar.zst", keys[1])

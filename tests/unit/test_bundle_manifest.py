@@ -1,0 +1,128 @@
+"""The manifest's canonical bytes and its strict validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from installer.bundle.manifest import FileEntry, Manifest
+from installer.errors import Error
+
+H = "0123456789abcdef" * 4
+
+
+def sample() -> Manifest:
+    return Manifest(
+        format_version=1,
+        name="k8s",
+        version="1.10.3",
+        created="2018-05-21T10:00:00Z",
+        spec_sha256=H,
+        lock_sha256=H,
+        components={"kubernetes": "1.10.3", "etcd": "3.2.18"},
+        files=(
+            FileEntry("binaries/kubelet", 10, H, 0o755),
+            FileEntry("bundle-lock.yaml", 0, H, 0o644),
+            FileEntry("rpms/a.rpm", 3, H, 0o644),
+        ),
+    )
+
+
+def test_round_trip_is_exact() -> None:
+    m = sample()
+    data = m.to_bytes()
+    again = Manifest.from_bytes(data)
+    assert again == m
+    assert again.to_bytes() == data
+    assert data.endswith(b"\n")
+    assert list(json.loads(data)) == sorted(json.loads(data))
+
+
+def test_bytes_do_not_depend_on_component_order() -> None:
+    m = sample()
+    reordered = Manifest(**{**m.__dict__, "components": {"etcd": "3.2.18", "kubernetes": "1.10.3"}})
+    assert reordered.to_bytes() == m.to_bytes()
+
+
+def test_helpers() -> None:
+    m = sample()
+    assert m.total_size == 13
+    assert m.by_path()["rpms/a.rpm"].size == 3
+
+
+def _doc() -> dict:
+    return json.loads(sample().to_bytes())
+
+
+def _bad(mutate) -> str:
+    doc = copy.deepcopy(_doc())
+    mutate(doc)
+    with pytest.raises(Error) as e:
+        Manifest.from_bytes(json.dumps(doc).encode())
+    return e.value.render()
+
+
+def _set_file(i, key, value):
+    def mutate(doc):
+        doc["files"][i][key] = value
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (_set_file(0, "path", "/etc/passwd"), "files[0].path"),
+        (_set_file(0, "path", "../evil"), "files[0].path"),
+        (_set_file(0, "path", "binaries/../../evil"), "files[0].path"),
+        (_set_file(0, "path", "binaries//kubelet"), "files[0].path"),
+        (_set_file(0, "path", "binaries/./kubelet"), "files[0].path"),
+        (_set_file(0, "path", "binaries/"), "files[0].path"),
+        (_set_file(0, "path", ""), "files[0].path"),
+        (_set_file(0, "path", "manifest.json"), "files[0].path"),
+        (_set_file(1, "path", "binaries/kubelet"), "files[1].path"),  # duplicate
+        (_set_file(2, "path", "a.rpm"), "files[2].path"),  # out of order
+        (_set_file(1, "path", "binaries/kubelet/x"), "files[1].path"),  # under a file
+        (_set_file(0, "sha256", H.upper()), "files[0].sha256"),
+        (_set_file(0, "sha256", H[:-1]), "files[0].sha256"),
+        (_set_file(0, "size", -1), "files[0].size"),
+        (_set_file(0, "size", "10"), "files[0].size"),
+        (_set_file(0, "size", True), "files[0].size"),
+        (_set_file(0, "mode", "4755"), "files[0].mode"),
+        (_set_file(0, "mode", 493), "files[0].mode"),
+        (_set_file(0, "extra", 1), "files[0].extra"),
+        (lambda d: d["files"][0].pop("sha256"), "files[0].sha256"),
+        (lambda d: d.update(format_version=2), "format_version"),
+        (lambda d: d.update(created="2018-05-21 10:00:00"), "created"),
+        (lambda d: d.update(created="2018-05-21T10:00:00+02:00"), "created"),
+        (lambda d: d.update(spec_sha256="x"), "spec_sha256"),
+        (lambda d: d.update(components={"etcd": 3}), "components.etcd"),
+        (lambda d: d.update(files={}), "files"),
+        (lambda d: d.pop("name"), "name"),
+        (lambda d: d.update(surprise=1), "surprise"),
+    ],
+)
+def test_validation_names_the_bad_field(mutate, field: str) -> None:
+    assert field in _bad(mutate)
+
+
+def test_every_problem_is_reported() -> None:
+    def mutate(doc):
+        doc["files"][0]["sha256"] = "x"
+        doc["files"][2]["size"] = -5
+    text = _bad(mutate)
+    assert "files[0].sha256" in text and "files[2].size" in text
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b"\xff\xfe", b'{"a": 1}'])
+def test_garbage_is_refused(data: bytes) -> None:
+    with pytest.raises(Error, match="manifest.json"):
+        Manifest.from_bytes(data)
+
+
+def test_check_refuses_setuid_mode() -> None:
+    m = sample()
+    bad = Manifest(**{**m.__dict__, "files": (FileEntry("binaries/kubelet", 1, H, 0o4755),)})
+    with pytest.raises(Error, match=r"files\[0\].mode"):
+        bad.check()
