@@ -1,0 +1,333 @@
+"""Pure rendering: (inventory, host, PKI files, images, versions) -> {remote path: File} for that host.
+
+Which files a host gets follows its roles: etcd, master, lb, node (a master that is not a node gets no
+kubelet, kube-proxy, flanneld or docker configuration). Templates live in installer/templates/, one per
+file on the host, rendered with StrictUndefined so a missing variable is an error, never an empty string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import jinja2
+
+from installer.inventory import Host, Inventory
+
+BIN_DIR = "/usr/local/bin"
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+UNIT_DIR = "/etc/systemd/system"
+DEFAULT_REPO_URL = "file:///var/lib/k8s-offline/repo"
+MARKER = ".rendered-by-k8s-offline"
+
+# Where PKI material lives on the hosts; templates and pki.material_for both read this one table.
+PATHS = {
+    "ca": "/etc/kubernetes/pki/ca.crt",
+    "ca_key": "/etc/kubernetes/pki/ca.key",
+    "sa_key": "/etc/kubernetes/pki/sa.key",
+    "sa_pub": "/etc/kubernetes/pki/sa.pub",
+    "apiserver_crt": "/etc/kubernetes/pki/apiserver.crt",
+    "apiserver_key": "/etc/kubernetes/pki/apiserver.key",
+    "apiserver_kubelet_client_crt": "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
+    "apiserver_kubelet_client_key": "/etc/kubernetes/pki/apiserver-kubelet-client.key",
+    "apiserver_etcd_client_crt": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+    "apiserver_etcd_client_key": "/etc/kubernetes/pki/apiserver-etcd-client.key",
+    "kubelet_crt": "/etc/kubernetes/pki/kubelet.crt",
+    "kubelet_key": "/etc/kubernetes/pki/kubelet.key",
+    "flanneld_etcd_crt": "/etc/kubernetes/pki/flanneld-etcd-client.crt",
+    "flanneld_etcd_key": "/etc/kubernetes/pki/flanneld-etcd-client.key",
+    "etcd_ca": "/etc/etcd/pki/ca.crt",
+    "etcd_crt": "/etc/etcd/pki/server.crt",
+    "etcd_key": "/etc/etcd/pki/server.key",
+    "admin_kubeconfig": "/etc/kubernetes/admin.kubeconfig",
+    "cm_kubeconfig": "/etc/kubernetes/controller-manager.kubeconfig",
+    "scheduler_kubeconfig": "/etc/kubernetes/scheduler.kubeconfig",
+    "kubelet_kubeconfig": "/etc/kubernetes/kubelet.kubeconfig",
+    "proxy_kubeconfig": "/etc/kubernetes/kube-proxy.kubeconfig",
+    "audit_policy": "/etc/kubernetes/audit-policy.yaml",
+    "audit_log": "/var/log/kubernetes/audit.log",
+}
+
+DEFAULT_UPSTREAM_IMAGES = {"pause": "k8s.gcr.io/pause-amd64:3.1"}
+DEFAULT_VERSIONS = {
+    "kubernetes": "1.10.3", "etcd": "3.3.1", "flannel": "0.10.0", "cni": "0.7.0", "docker": "18.09.1",
+    "haproxy": "1.5.18", "keepalived": "1.3.5",  # CentOS 7 base repository
+}
+ADMISSION_PLUGINS = (  # kubeadm 1.10's set; listed explicitly because 1.10's implicit default is unclear
+    "NamespaceLifecycle", "LimitRanger", "ServiceAccount", "DefaultStorageClass", "DefaultTolerationSeconds",
+    "NodeRestriction", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook", "ResourceQuota",
+)
+BINARIES = {
+    "etcd": ("etcd", "etcdctl"),
+    "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
+    "node": ("kubelet", "kube-proxy", "kubectl", "flanneld", "mk-docker-opts.sh"),
+}
+CNI_PLUGINS = ("bridge", "flannel", "host-local", "loopback", "portmap")
+
+
+@dataclass(frozen=True)
+class File:
+    """Desired content of one file on a host."""
+
+    content: bytes = field(repr=False)  # may be a private key: never in a repr, a log or an assertion message
+    mode: int = 0o644
+    owner: str = "root"
+
+
+# remote path -> template; by role, in the order a reader would look for them
+COMMON = (
+    ("/etc/hosts", "hosts.j2"),
+    ("/etc/sysctl.d/k8s.conf", "sysctl-k8s.conf.j2"),
+    ("/etc/modules-load.d/k8s.conf", "modules-load-k8s.conf.j2"),
+    ("/etc/yum.repos.d/k8s-offline.repo", "k8s-offline.repo.j2"),
+)
+ETCD = (
+    ("/etc/etcd/etcd.conf", "etcd.conf.j2"),
+    (f"{UNIT_DIR}/etcd.service", "etcd.service.j2"),
+)
+KUBE_COMMON = (("/etc/kubernetes/config", "kubernetes-config.j2"),)
+MASTER = (
+    ("/etc/kubernetes/apiserver", "apiserver.j2"),
+    ("/etc/kubernetes/controller-manager", "controller-manager.j2"),
+    ("/etc/kubernetes/scheduler", "scheduler.j2"),
+    (PATHS["audit_policy"], "audit-policy.yaml.j2"),
+    (f"{UNIT_DIR}/kube-apiserver.service", "kube-apiserver.service.j2"),
+    (f"{UNIT_DIR}/kube-controller-manager.service", "kube-controller-manager.service.j2"),
+    (f"{UNIT_DIR}/kube-scheduler.service", "kube-scheduler.service.j2"),
+)
+LB = (
+    ("/etc/haproxy/haproxy.cfg", "haproxy.cfg.j2"),
+    ("/etc/keepalived/keepalived.conf", "keepalived.conf.j2"),
+    (f"{UNIT_DIR}/haproxy.service", "haproxy.service.j2"),
+    (f"{UNIT_DIR}/keepalived.service", "keepalived.service.j2"),
+)
+NODE = (
+    ("/etc/kubernetes/kubelet", "kubelet.j2"),
+    ("/etc/kubernetes/proxy", "proxy.j2"),
+    (f"{UNIT_DIR}/kubelet.service", "kubelet.service.j2"),
+    (f"{UNIT_DIR}/kube-proxy.service", "kube-proxy.service.j2"),
+    ("/etc/sysconfig/flanneld", "flanneld.sysconfig.j2"),
+    (f"{UNIT_DIR}/flanneld.service", "flanneld.service.j2"),
+    (f"{UNIT_DIR}/docker.service.d/10-k8s.conf", "docker-dropin.conf.j2"),
+    ("/etc/docker/daemon.json", "daemon.json.j2"),
+    (f"{CNI_CONF_DIR}/10-flannel.conflist", "10-flannel.conflist.j2"),
+)
+
+
+def _envargs(flags: Iterable[str]) -> str:
+    """Flags as the body of a double-quoted EnvironmentFile value, one per line (backslash-continued)."""
+    return " \\\n".join(flags)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["envargs"] = _envargs
+    env.filters["json"] = json.dumps
+    return env
+
+
+_ENV = _env()
+
+
+def parse_env_file(text: str) -> Dict[str, str]:
+    """Variables of an EnvironmentFile as systemd reads the ones we render (quotes, backslash-newline)."""
+    out: Dict[str, str] = {}
+    for line in text.replace("\\\n", "").splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out[key.strip()] = value
+    return out
+
+
+def registry_ca_path(inv: Inventory) -> str:
+    """Where docker looks for the CA of the site registry."""
+    return f"/etc/docker/certs.d/{inv.registry.endpoint}/ca.crt"
+
+
+def default_images(inv: Inventory, upstream: Mapping[str, str] = DEFAULT_UPSTREAM_IMAGES) -> Dict[str, str]:
+    """Role -> reference in the site registry: <endpoint>/<project>/<last component of the upstream ref>."""
+    r = inv.registry
+    return {role: f"{r.endpoint}/{r.project}/{ref.rsplit('/', 1)[-1]}" for role, ref in upstream.items()}
+
+
+def flannel_network_config(inv: Inventory) -> str:
+    """The JSON flannel reads from <flannel_prefix>/config (etcd v2 API); the installer writes it once."""
+    c = inv.cluster
+    return json.dumps({"Network": c.pod_cidr, "SubnetLen": c.pod_subnet_len, "Backend": {"Type": c.flannel_backend}},
+                      sort_keys=True)
+
+
+def binaries_for(host: Host) -> List[str]:
+    """Remote paths of the binaries a host needs by its roles (kube-*, etcd, flanneld, CNI plugins)."""
+    out: List[str] = []
+    for role, names in BINARIES.items():
+        if host.has(role):
+            out += [f"{BIN_DIR}/{n}" for n in names if f"{BIN_DIR}/{n}" not in out]
+    if host.has("node"):
+        out += [f"{CNI_BIN_DIR}/{p}" for p in CNI_PLUGINS]
+    return out
+
+
+def _version_tuple(v: str) -> Tuple[int, ...]:
+    return tuple(int(p) for p in v.split("-")[0].split(".") if p.isdigit())
+
+
+def _vrrp(inv: Inventory, host: Host) -> dict:
+    """keepalived settings: priorities by lb order (or lb_priority), router id and password from the VIP."""
+    lbs = inv.lbs
+    prio = host.lb_priority if host.lb_priority is not None else 100 - lbs.index(host)
+    # distinct VIPs on one L2 segment get distinct router ids without a setting
+    router_id = int(ipaddress.ip_address(inv.cluster.vip)) % 255 + 1
+    # VRRP "PASS" travels in clear text: it only keeps two clusters apart, it protects nothing
+    auth = hashlib.sha256(f"{inv.cluster.name}/{inv.cluster.vip}".encode()).hexdigest()[:8]
+    return {"priority": prio, "router_id": router_id, "auth_pass": auth,
+            "peers": [h.address for h in lbs if h.name != host.name]}
+
+
+def context(inv: Inventory, host: Host, *, images: Mapping[str, str], versions: Mapping[str, str],
+            repo_url: str, gpgcheck: bool, gpgkey: Optional[str], etcd_state: str) -> dict:
+    """Every variable the templates may use."""
+    c = inv.cluster
+    etcd = inv.etcd_members
+    return {
+        "inv": inv, "c": c, "host": host, "iface": inv.iface(host), "paths": PATHS, "bin": BIN_DIR,
+        "cni_bin_dir": CNI_BIN_DIR, "cni_conf_dir": CNI_CONF_DIR, "images": images, "versions": versions,
+        "repo_url": repo_url, "gpgcheck": gpgcheck, "gpgkey": gpgkey,
+        "masters": inv.masters, "lbs": inv.lbs, "etcd_members": etcd,
+        "etcd_servers": ",".join(f"https://{m.address}:2379" for m in etcd),
+        "etcd_initial_cluster": ",".join(f"{m.name}=https://{m.address}:2380" for m in etcd),
+        "etcd_state": etcd_state,
+        "admission_plugins": ",".join(ADMISSION_PLUGINS),
+        "registry": inv.registry,
+        "haproxy_master_worker": _version_tuple(versions.get("haproxy", "1.5")) >= (1, 8),
+        "vrrp": _vrrp(inv, host) if host.has("lb") else None,
+    }
+
+
+def render_host(
+    inventory: Inventory,
+    host: Union[Host, str],
+    *,
+    pki_files: Mapping[str, File],
+    images: Optional[Mapping[str, str]] = None,
+    versions: Optional[Mapping[str, str]] = None,
+    repo_url: str = DEFAULT_REPO_URL,
+    gpgcheck: bool = False,
+    gpgkey: Optional[str] = None,
+    etcd_joining: Iterable[str] = (),
+) -> Dict[str, File]:
+    """Every file the host needs, keyed by absolute remote path; pki_files are merged in as given.
+
+    etcd_joining names etcd members that join an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing).
+    """
+    h = inventory.host(host) if isinstance(host, str) else host
+    imgs = dict(default_images(inventory))
+    imgs.update(images or {})
+    vers = dict(DEFAULT_VERSIONS)
+    vers.update(versions or {})
+    ctx = context(inventory, h, images=imgs, versions=vers, repo_url=repo_url, gpgcheck=gpgcheck, gpgkey=gpgkey,
+                  etcd_state="existing" if h.name in set(etcd_joining) else "new")
+    table = list(COMMON)
+    if h.has("etcd"):
+        table += ETCD
+    if h.has("master") or h.has("node"):
+        table += KUBE_COMMON
+    if h.has("master"):
+        table += MASTER
+    if h.has("lb"):
+        table += LB
+    if h.has("node"):
+        table += NODE
+    out: Dict[str, File] = {}
+    for path, template in table:
+        out[path] = File(_ENV.get_template(template).render(ctx).encode(), 0o644)
+    for path, f in pki_files.items():
+        if path in out:
+            raise ValueError(f"PKI file {path} collides with a rendered file")
+        out[path] = f
+    return dict(sorted(out.items()))
+
+
+def render_all(
+    inventory: Inventory,
+    *,
+    pki_files: Mapping[str, Mapping[str, File]],
+    images: Optional[Mapping[str, str]] = None,
+    versions: Optional[Mapping[str, str]] = None,
+    repo_url: str = DEFAULT_REPO_URL,
+    gpgcheck: bool = False,
+    gpgkey: Optional[str] = None,
+    etcd_joining: Iterable[str] = (),
+) -> Dict[str, Dict[str, File]]:
+    """render_host for every host: {host name: {remote path: File}}; pki_files is keyed by host name."""
+    joining = tuple(etcd_joining)
+    return {
+        h.name: render_host(inventory, h, pki_files=pki_files.get(h.name, {}), images=images, versions=versions,
+                            repo_url=repo_url, gpgcheck=gpgcheck, gpgkey=gpgkey, etcd_joining=joining)
+        for h in inventory.hosts
+    }
+
+
+def write_tree(rendered: Mapping[str, Mapping[str, File]], out_dir: Path) -> int:
+    """Write DIR/<host>/<remote path> with each file's mode; returns the number of files written.
+
+    A host's directory from an earlier run is replaced, but only when out_dir carries our marker file,
+    so pointing --out at a directory of one's own never deletes anything.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / MARKER
+    ours = marker.exists() or not any(out.iterdir())
+    marker.write_text("written by `installer render`; host directories here are replaced on every run\n")
+    n = 0
+    for host, files in rendered.items():
+        hdir = out / host
+        if ours and hdir.is_dir():
+            shutil.rmtree(hdir)
+        for path, f in files.items():
+            dest = hdir / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, f.mode)  # before the first byte: a key is never readable by others, not even briefly
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(f.content)
+            n += 1
+    return n
+
+
+def render_to_dir(inventory_path: Path, state_dir: Path, out_dir: Path, *, repo_url: str = DEFAULT_REPO_URL,
+                  images: Optional[Mapping[str, str]] = None, versions: Optional[Mapping[str, str]] = None,
+                  clock=None) -> dict:
+    """`installer render`: load the inventory, ensure the PKI, render every host, write the tree."""
+    from installer import inventory as inventory_mod
+    from installer import pki as pki_mod
+
+    inv = inventory_mod.load(Path(inventory_path))
+    p = pki_mod.Pki(Path(state_dir), clock=clock or pki_mod.utcnow)
+    report = p.ensure(inv)
+    material = {h.name: p.material_for(inv, h) for h in inv.hosts}
+    rendered = render_all(inv, pki_files=material, images=images, versions=versions, repo_url=repo_url)
+    n = write_tree(rendered, Path(out_dir))
+    return {
+        "out_dir": str(out_dir),
+        "files": n,
+        "hosts": {h: len(f) for h, f in rendered.items()},
+        "pki": report.lines(),
+        "issued": report.issued,
+    }
