@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +40,92 @@ def validate(
         emit(data, as_json, lambda d: (
             f"{d['spec']}: valid: {d['name']} {d['version']}: {len(d['binaries'])} binaries, "
             f"{len(d['packages'])} requested RPMs, {len(d['images'])} images"))
+
+    guarded(body, as_json=as_json)
+
+
+CACHE = typer.Option(None, "--cache", help="Download cache (default $K8S_OFFLINE_CACHE or ~/.cache/k8s-offline).")
+JOBS = typer.Option(4, "--jobs", min=1, max=64, help="Parallel downloads.")
+
+
+def _cache(path: Optional[Path]):
+    from bundler.cache import Cache
+
+    return Cache(path)
+
+
+@app.command()
+def lock(
+    spec: Path = typer.Argument(Path("bundle-spec.yaml"), help="Bundle spec file; the lock is written beside it."),
+    mirrors: Optional[Path] = MIRRORS,
+    cache: Optional[Path] = CACHE,
+    jobs: int = JOBS,
+    as_json: bool = JSON,
+) -> None:
+    """Resolve every binary, RPM closure and image digest of the spec and pin them in bundle-lock.yaml."""
+    from bundler import build as build_mod, lock as lock_mod
+
+    def body() -> None:
+        path = build_mod.run_lock(spec, mirrors, _cache(cache), jobs)
+        lk = lock_mod.load(path)
+        emit({"lock": str(path), "binaries": len(lk.binaries), "rpms": len(lk.rpms), "images": len(lk.images),
+              "bytes": lk.total_size()}, as_json,
+             lambda d: f"wrote {d['lock']}: {d['binaries']} binaries, {d['rpms']} RPMs, {d['images']} images, "
+                       f"{d['bytes']} bytes pinned")
+
+    guarded(body, as_json=as_json)
+
+
+@app.command()
+def build(
+    spec: Path = typer.Option(Path("bundle-spec.yaml"), "--spec", help="Bundle spec file."),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (from `bundler keygen`)."),
+    out: Path = typer.Option(Path("dist"), "--out", help="Output directory."),
+    mirrors: Optional[Path] = MIRRORS,
+    cache: Optional[Path] = CACHE,
+    jobs: int = JOBS,
+    locked: bool = typer.Option(False, "--locked", help="Refuse to resolve anything not already in the lock."),
+    split_size: Optional[str] = typer.Option(None, "--split-size", help="Split into parts of at most SIZE "
+                                             "(e.g. 3900M fits FAT32)."),
+    pythons: str = typer.Option(",".join(("3.9", "3.10", "3.11", "3.12")), "--pythons",
+                                help="CPython versions the bundled installer wheels serve (comma list)."),
+    as_json: bool = JSON,
+) -> None:
+    """Fetch (or take from the cache) everything the lock pins and write the signed bundle."""
+    from bundler import build as build_mod
+
+    def body() -> None:
+        s = build_mod.run_build(spec, mirrors, key, out, _cache(cache), jobs=jobs, locked=locked,
+                                split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()])
+        emit(s.as_dict(), as_json, lambda d: (
+            f"wrote {d['bundle']}" + (f" ({len(d['parts'])} parts)" if d["parts"] else "") +
+            f": {d['files']} files, {d['bytes']} bytes, {d['compressed_bytes']} compressed\n"
+            f"downloaded {d['downloaded_bytes']} bytes, {d['cache_hits']} cache hits; "
+            f"lock {d['lock']}{' (written)' if d['lock_written'] else ''}; signer {d['fingerprint']}"))
+
+    guarded(body, as_json=as_json)
+
+
+cache_app = typer.Typer(help="The download cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    spec: Path = typer.Option(Path("bundle-spec.yaml"), "--spec", help="Keep what this spec's lock pins."),
+    cache: Optional[Path] = CACHE,
+    as_json: bool = JSON,
+) -> None:
+    """Remove cached objects the lock beside SPEC does not reference, and stale partial downloads."""
+    from bundler import lock as lock_mod
+
+    def body() -> None:
+        lk = lock_mod.load(lock_mod.path_for(spec))
+        c = _cache(cache)
+        r = c.prune(lk.digests())
+        emit(dataclasses.asdict(r), as_json, lambda d: (
+            f"removed {len(d['removed_objects'])} objects ({d['removed_bytes']} bytes) and {d['removed_partials']} "
+            f"partial files; kept {d['kept_objects']} objects ({d['kept_bytes']} bytes)"))
 
     guarded(body, as_json=as_json)
 

@@ -46,3 +46,22 @@ def test_missing_inventory_is_an_error_not_a_traceback(tmp_path):
     assert r.returncode == 1 and "inventory not found" in r.stderr and "Traceback" not in r.stderr
     r = run("installer", "--debug", "validate", str(tmp_path / "nope.yaml"))
     assert "Traceback" in r.stderr
+
+
+def test_render_and_certs_check(tmp_path):
+    out, state = tmp_path / "out", tmp_path / "state"
+    r = run("installer", "render", "-i", "inventory.example.yaml", "--out", str(out), "--state", str(state), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["files"] > 100 and (out / "k8s-master1" / "etc/etcd/etcd.conf").is_file()
+    r = run("installer", "certs", "check", "-i", "inventory.example.yaml", "--state", str(state), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {c["name"]: c for c in json.loads(r.stdout)}
+    assert rows["ca"]["status"] == "ok" and all(c["days_left"] > 300 for c in rows.values())
+    # a new VIP: the check flags the apiserver certificate, a re-render reissues it
+    inv = (ROOT / "inventory.example.yaml").read_text().replace("192.168.10.100", "192.168.10.101")
+    (tmp_path / "inv.yaml").write_text(inv)
+    r = run("installer", "certs", "check", "-i", str(tmp_path / "inv.yaml"), "--state", str(state), "--json")
+    assert r.returncode == 1 and "need attention" in r.stderr
+    bad = [c["name"] for c in json.loads(r.stdout) if c["status"] != "ok"]
+    assert bad and all("apiserver" in n or "kubeconfig" in n or "admin" in n for n in bad), bad
