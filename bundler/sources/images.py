@@ -1,0 +1,735 @@
+"""Images: registry v2 (tokens, mirrors) or a local docker daemon -> verified blobs -> one OCI image layout."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+import urllib3
+
+from bundler.sources import ProgressLike, as_progress
+from bundler.spec import Image, ImageRef, Mirrors, RegistryMirror, parse_ref
+from installer.errors import Error
+
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
+INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
+ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
+
+# index.json annotations of the bundle's layout: `ref.name` is the full normalized reference
+# (docker.io/coredns/coredns:1.1.3) so `skopeo ... oci:DIR:<ref.name>` is unambiguous even when two
+# images share a tag; ORIGINAL_REF is the reference exactly as the spec wrote it.
+REF_NAME = "org.opencontainers.image.ref.name"
+ORIGINAL_REF = "io.k8s-offline.ref"
+# skopeo (containers/image) only looks up index.json descriptors of the OCI manifest/index types, so a
+# Docker schema 2 manifest is listed under its OCI twin and its true type kept in MEDIA_TYPE: the blob
+# itself is the upstream's, byte for byte (its digest unchanged), and pushing uses the true type.
+MEDIA_TYPE = "io.k8s-offline.media-type"
+OCI_TYPE_OF = {MT_DOCKER_MANIFEST: MT_OCI_MANIFEST, MT_DOCKER_LIST: MT_OCI_INDEX}
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+CHUNK = 1 << 20
+MANIFEST_LIMIT = 4 << 20
+RETRIES = 4
+TIMEOUT = (10, 60)
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# what a flaky network looks like: worth another attempt (raw streams raise urllib3's own errors)
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+              urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+Blob = tuple  # (digest, size, media_type)
+
+
+@dataclass(frozen=True)
+class ImageArtifact:
+    """An image pinned by digest with every blob it needs (manifests, index, configs, layers)."""
+
+    ref: str  # as in the spec
+    digest: str  # of what is kept: the platform's manifest, or the whole index for several platforms
+    media_type: str
+    size: int
+    platforms: tuple
+    blobs: tuple  # ((digest, size, media_type), ...): the top manifest/index first
+    source: str = "registry"  # or "docker": exported from a local docker daemon
+
+    def to_dict(self) -> dict:
+        out = {"ref": self.ref, "digest": self.digest, "media_type": self.media_type, "size": self.size,
+               "platforms": list(self.platforms), "blobs": [list(b) for b in self.blobs]}
+        if self.source != "registry":  # the lock's schema only knows registry images so far
+            out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageArtifact:
+        blobs = tuple((b["digest"], b["size"], b.get("media_type", "")) if isinstance(b, dict) else tuple(b)
+                      for b in data["blobs"])
+        return cls(ref=data["ref"], digest=data["digest"], media_type=data["media_type"], size=int(data["size"]),
+                   platforms=tuple(data.get("platforms") or ()), blobs=blobs,
+                   source=data.get("source", "registry"))
+
+
+# ---------------------------------------------------------------- where to pull from
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The repository actually asked after mirrors: scheme://host/v2/<repository>/..."""
+
+    upstream: str  # registry/repository as named in the spec (docker.io/coredns/coredns)
+    host: str
+    repository: str
+    scheme: str
+    rule: RegistryMirror | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    def describe(self) -> list[str]:
+        """Error details: the registry asked and the mirror rule that chose it."""
+        lines = [f"registry asked: {self.scheme}://{self.host} (repository {self.repository})"]
+        if self.rule is None:
+            lines.append("no mirror rule applied (pulled from the upstream registry itself)")
+        else:
+            lines.append(f"mirror rule: {self.rule.from_} -> {self.rule.to}" + (" (insecure)" if self.rule.insecure
+                                                                                  else ""))
+        return lines
+
+
+def endpoint(ref: ImageRef, mirrors: Mirrors) -> Endpoint:
+    """Apply the registry mirrors to a parsed reference."""
+    target, rule = mirrors.registry_for(ref.name)
+    host, _, repository = target.partition("/")
+    if not repository:
+        raise Error(f"mirror rule {rule.from_} -> {rule.to} leaves no repository for {ref}",
+                    context="applying registry mirrors", hint="a mirror's `to` is host[:port][/path]")
+    if host == "docker.io":  # Docker Hub's API lives on another name than its references
+        host = "registry-1.docker.io"
+    return Endpoint(ref.name, host, repository, "http" if rule is not None and rule.insecure else "https", rule)
+
+
+# ---------------------------------------------------------------- registry v2 client
+
+
+def _challenge(header: str) -> tuple[str, dict]:
+    """'Bearer realm="x",service="y"' -> ('bearer', {'realm': 'x', 'service': 'y'})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+class Registry:
+    """One registry host: ping, bearer tokens (cached per scope) or basic auth, retries on 5xx/resets."""
+
+    def __init__(self, session, scheme: str, host: str, rule: RegistryMirror | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.session, self.scheme, self.host, self.rule, self.sleep = session, scheme, host, rule, sleep
+        self._lock = threading.Lock()
+        self._challenge: tuple[str, dict] | None = None
+        self._pinged = False
+        self._tokens: dict[str, str] = {}
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def _credentials(self) -> tuple[str, str] | None:
+        if self.rule is None or not self.rule.username:
+            return None
+        if not self.rule.password_env:
+            return self.rule.username, ""
+        password = os.environ.get(self.rule.password_env)
+        if password is None:
+            raise Error(f"environment variable {self.rule.password_env} is not set",
+                        context=f"logging in to {self.host} as {self.rule.username}",
+                        hint=f"export {self.rule.password_env}=<password> (named by the mirror rule's password_env)")
+        return self.rule.username, password
+
+    def _send(self, method: str, url: str, headers: dict, stream: bool, what: str) -> requests.Response:
+        """One request with retries on resets, timeouts, 5xx and 429."""
+        last = ""
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+            try:
+                resp = self.session.request(method, url, headers=headers, stream=stream, timeout=TIMEOUT)
+            except _TRANSIENT as e:
+                last = str(e) or type(e).__name__
+                continue
+            except requests.RequestException as e:
+                raise Error(f"cannot reach {url}: {e}", context=what) from None
+            if resp.status_code >= 500 or resp.status_code == 429:
+                last = f"HTTP {resp.status_code}"
+                resp.close()
+                continue
+            return resp
+        raise Error(f"cannot reach {url}: gave up after {RETRIES + 1} attempts (last: {last})", context=what,
+                    hint="the registry keeps failing: retry later or point a mirror (mirrors.registries) at a copy")
+
+    def ping(self, what: str) -> None:
+        """GET /v2/ once: learn whether and how this registry wants authentication."""
+        with self._lock:
+            if self._pinged:
+                return
+            resp = self._send("GET", f"{self.base}/v2/", {}, False, what)
+            resp.close()
+            if resp.status_code == 401:
+                self._challenge = _challenge(resp.headers.get("WWW-Authenticate", ""))
+            elif resp.status_code not in (200, 404):  # some mirrors do not answer /v2/ itself
+                raise Error(f"{self.base}/v2/ answers HTTP {resp.status_code}: not a registry v2 API",
+                            context=what, hint="check the registry mirror's host and port")
+            self._pinged = True
+
+    def _auth(self, scope: str, what: str, renew: bool = False) -> dict:
+        """The Authorization header for a scope (a cached token unless renew)."""
+        if self._challenge is None:
+            return {}
+        scheme, params = self._challenge
+        creds = self._credentials()
+        if scheme == "basic":
+            if creds is None:
+                raise Error(f"{self.host} asks for a username and password", context=what,
+                            hint="set username and password_env on the registry mirror rule")
+            return {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()}
+        if scheme != "bearer" or "realm" not in params:
+            raise Error(f"{self.host} asks for unsupported authentication {scheme!r}", context=what)
+        with self._lock:
+            token = None if renew else self._tokens.get(scope)
+            if token is None:
+                token = self._token(params, scope, creds, what)
+                self._tokens[scope] = token
+        return {"Authorization": f"Bearer {token}"}
+
+    def _token(self, params: dict, scope: str, creds, what: str) -> str:
+        query = {"scope": scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        try:
+            resp = self.session.get(params["realm"], params=query, auth=creds, timeout=TIMEOUT)
+        except requests.RequestException as e:
+            raise Error(f"cannot get a token from {params['realm']}: {e}", context=what) from None
+        if resp.status_code in (401, 403):
+            raise Error(f"the token service {params['realm']} refused "
+                        + (f"the credentials of {creds[0]}" if creds else "an anonymous token"),
+                        context=what, hint="check username/password_env on the mirror rule")
+        try:
+            body = resp.json()
+            return body.get("token") or body["access_token"]
+        except (ValueError, KeyError):
+            raise Error(f"the token service {params['realm']} answered HTTP {resp.status_code} without a token",
+                        context=what) from None
+
+    def get(self, repository: str, path: str, what: str, headers: dict | None = None,
+            stream: bool = False) -> requests.Response:
+        """GET /v2/<repository>/<path> with authentication; the caller checks the status."""
+        self.ping(what)
+        scope = f"repository:{repository}:pull"
+        url = f"{self.base}/v2/{repository}/{path}"
+        headers = dict(headers or {})
+        resp = self._send("GET", url, {**headers, **self._auth(scope, what)}, stream, what)
+        if resp.status_code == 401:  # an expired token, or the registry challenges only here
+            resp.close()
+            if self._challenge is None:
+                self._challenge = _challenge(resp.headers.get("WWW-Authenticate", ""))
+            resp = self._send("GET", url, {**headers, **self._auth(scope, what, renew=True)}, stream, what)
+        return resp
+
+
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_clients_lock = threading.Lock()
+
+
+def client_for(ep: Endpoint, session) -> Registry:
+    """One Registry per (session, host): tokens are reused across resolve and fetch."""
+    with _clients_lock:
+        try:
+            per_session = _clients.setdefault(session, {})
+        except TypeError:  # a session that cannot be weakly referenced: no reuse
+            return Registry(session, ep.scheme, ep.host, ep.rule)
+        key = (ep.scheme, ep.host, ep.rule)
+        if key not in per_session:
+            per_session[key] = Registry(session, ep.scheme, ep.host, ep.rule)
+        return per_session[key]
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def verify_manifest(body: bytes, reference: str, header_digest: str | None, what: str, ep: Endpoint) -> str:
+    """The digest of the exact manifest bytes, checked against the digest asked for or announced."""
+    digest = sha256_digest(body)
+    expected = reference if _DIGEST_RE.match(reference) else header_digest
+    if expected and expected != digest:
+        raise Error(f"manifest digest mismatch for {ep.upstream}@{reference}: the bytes hash to {digest}, "
+                    f"expected {expected}", context=what, details=ep.describe(),
+                    hint="the registry or something between us and it altered the manifest; nothing was kept")
+    return digest
+
+
+def media_type_of(body: bytes, header: str | None) -> tuple[str, dict]:
+    """(media type, parsed JSON) of a manifest; the document's own mediaType wins over the header."""
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise Error(f"not a JSON manifest: {e}", context="reading an image manifest") from None
+    mt = doc.get("mediaType") or (header or "").split(";")[0].strip()
+    if doc.get("schemaVersion") == 1 or mt.startswith("application/vnd.docker.distribution.manifest.v1"):
+        raise Error("the registry only offers a schema 1 manifest", context="reading an image manifest",
+                    hint="schema 1 images cannot be kept with their digest; use a newer tag or registry")
+    if mt not in MANIFEST_TYPES + INDEX_TYPES:
+        mt = MT_OCI_INDEX if "manifests" in doc else MT_OCI_MANIFEST if "layers" in doc else mt
+    if mt not in MANIFEST_TYPES + INDEX_TYPES:
+        raise Error(f"unsupported manifest media type {mt!r}", context="reading an image manifest")
+    return mt, doc
+
+
+def get_manifest(client: Registry, ep: Endpoint, reference: str, what: str) -> tuple[bytes, str, str, dict]:
+    """(bytes, digest, media type, document) of a manifest by tag or digest, verified."""
+    resp = client.get(ep.repository, f"manifests/{reference}", what, {"Accept": ACCEPT}, stream=True)
+    with resp:
+        if resp.status_code == 404:
+            raise Error(f"image not found: {ep.upstream}:{reference}" if not _DIGEST_RE.match(reference)
+                        else f"image not found: {ep.upstream}@{reference}",
+                        context=what, details=ep.describe(),
+                        hint="check the reference in the spec; with a mirror rule, check that the mirror holds "
+                             "the image under the rewritten name")
+        if resp.status_code in (401, 403):
+            raise Error(f"access to {ep.name} denied (HTTP {resp.status_code})", context=what,
+                        details=ep.describe(), hint="a private repository needs username/password_env on its mirror rule")
+        if resp.status_code != 200:
+            raise Error(f"HTTP {resp.status_code} for the manifest of {ep.upstream}:{reference}", context=what,
+                        details=ep.describe())
+        body = resp.raw.read(MANIFEST_LIMIT + 1, decode_content=True)
+    if len(body) > MANIFEST_LIMIT:
+        raise Error(f"the manifest of {ep.upstream}:{reference} is larger than {MANIFEST_LIMIT} bytes", context=what)
+    digest = verify_manifest(body, reference, resp.headers.get("Docker-Content-Digest"), what, ep)
+    mt, doc = media_type_of(body, resp.headers.get("Content-Type"))
+    return body, digest, mt, doc
+
+
+def parse_platform(text: str) -> dict:
+    os_, arch, *variant = text.split("/")
+    return {"os": os_, "architecture": arch, "variant": variant[0] if variant else None}
+
+
+def choose(index: dict, platform: str) -> dict:
+    """The descriptor of an index/list for one platform (os/arch[/variant]), or an Error listing what exists."""
+    want = parse_platform(platform)
+    for d in index.get("manifests", []):
+        p = d.get("platform") or {}
+        if p.get("os") == want["os"] and p.get("architecture") == want["architecture"] and \
+                (want["variant"] is None or p.get("variant") == want["variant"]):
+            return d
+    have = sorted("/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
+                  for p in (d.get("platform") or {} for d in index.get("manifests", [])))
+    raise Error(f"no {platform} image in the index", details=[f"available: {', '.join(have) or 'none'}"],
+                hint="change the image's `platforms` in the spec")
+
+
+def _blob(desc: dict) -> Blob:
+    return (desc["digest"], int(desc["size"]), desc.get("mediaType", ""))
+
+
+def _image_blobs(doc: dict) -> list[Blob]:
+    """Config and layers of an image manifest."""
+    return [_blob(doc["config"])] + [_blob(layer) for layer in doc.get("layers", [])]
+
+
+def resolve(image: Image, mirrors: Mirrors, session) -> ImageArtifact:
+    """Pin an image to a digest and list its blobs (registry v2, through mirrors) without downloading layers."""
+    if image.source == "docker":
+        return _docker_resolve(image)
+    ref = image.parsed
+    ep = endpoint(ref, mirrors)
+    what = f"resolving image {image.ref}"
+    client = client_for(ep, session)
+    body, digest, mt, doc = get_manifest(client, ep, ref.digest or ref.tag, what)
+    platforms = tuple(image.platforms)
+    if mt in INDEX_TYPES:
+        try:
+            chosen = [choose(doc, p) for p in platforms]
+        except Error as e:
+            raise Error(f"{image.ref}: {e.message}", context=what, details=e.details + ep.describe(),
+                        hint=e.hint) from None
+        children = []
+        for d in chosen:
+            cbody, _cdigest, cmt, cdoc = get_manifest(client, ep, d["digest"], what)
+            if cmt in INDEX_TYPES:
+                raise Error(f"{image.ref}: nested indexes are not supported", context=what)
+            children.append(((d["digest"], len(cbody), cmt), cdoc))
+        if len(platforms) == 1:
+            (top, cdoc), = children
+            blobs = [top] + _image_blobs(cdoc)
+        else:
+            top = (digest, len(body), mt)
+            blobs = [top]
+            for child, cdoc in children:
+                blobs += [child] + _image_blobs(cdoc)
+    else:
+        top = (digest, len(body), mt)
+        blobs = [top] + _image_blobs(doc)
+        if len(platforms) > 1:
+            raise Error(f"{image.ref} is a single-platform image; the spec asks for {', '.join(platforms)}",
+                        context=what, details=ep.describe(), hint="list only the image's platform")
+    return ImageArtifact(ref=image.ref, digest=top[0], media_type=top[2], size=top[1], platforms=platforms,
+                         blobs=tuple(_unique(blobs)))
+
+
+def _as_tuple(blob) -> Blob:
+    """(digest, size, media_type) from a tuple or from an object with those fields (the lock's LockedBlob)."""
+    if isinstance(blob, (tuple, list)):
+        return tuple(blob)
+    return blob.digest, blob.size, blob.media_type
+
+
+def _unique(blobs: Iterable[Blob]) -> list[Blob]:
+    seen: set = set()
+    out = []
+    for b in blobs:
+        if b[0] not in seen:
+            seen.add(b[0])
+            out.append(b)
+    return out
+
+
+# ---------------------------------------------------------------- downloading
+
+
+def _hex(digest: str) -> str:
+    if not _DIGEST_RE.match(digest):
+        raise Error(f"unsupported digest {digest!r}", context="copying image blobs",
+                    hint="only sha256 digests are supported")
+    return digest[len("sha256:"):]
+
+
+def fetch(artifact: ImageArtifact, mirrors: Mirrors, cache, session, progress: ProgressLike = None) -> dict:
+    """Copy every blob of an image into the cache once, verifying each digest while streaming."""
+    if artifact.source == "docker":
+        return _docker_fetch(artifact, cache)
+    ref = parse_ref(artifact.ref)
+    ep = endpoint(ref, mirrors)
+    client = client_for(ep, session)
+    sink = as_progress(progress)
+    sink.begin(artifact.ref, len(artifact.blobs), sum(b[1] for b in artifact.blobs))
+    downloaded = hits = 0
+    try:
+        for digest, size, mt in artifact.blobs:
+            label = f"{artifact.ref} {digest[:19]}"
+            if cache.has(_hex(digest), size):
+                hits += 1
+                sink.finish(label, cached=True)
+                continue
+            sink.start(label, size)
+            downloaded += _fetch_blob(client, ep, artifact.ref, digest, size, mt, cache,
+                                      lambda n, label=label: sink.update(label, n))
+            sink.finish(label, cached=False)
+    finally:
+        sink.end()
+    return {"downloaded_bytes": downloaded, "cache_hits": hits}
+
+
+def _fetch_blob(client: Registry, ep: Endpoint, ref: str, digest: str, size: int, mt: str, cache,
+                update: Callable[[int], None]) -> int:
+    """Stream one blob (or a manifest, by digest) into the cache; retry when the body breaks off."""
+    what = f"copying {digest} of {ref}"
+    kind = "manifests" if mt in MANIFEST_TYPES + INDEX_TYPES else "blobs"
+    headers = {"Accept": ACCEPT} if kind == "manifests" else {}
+    for attempt in range(RETRIES + 1):
+        resp = client.get(ep.repository, f"{kind}/{digest}", what, headers, stream=True)
+        with resp:
+            if resp.status_code == 404:
+                raise Error(f"{kind[:-1]} {digest} of {ref} not found", context=what, details=ep.describe(),
+                            hint="the registry lost the blob, or the mirror holds another image under that name")
+            if resp.status_code != 200:
+                raise Error(f"HTTP {resp.status_code} for {kind[:-1]} {digest} of {ref}", context=what,
+                            details=ep.describe())
+            try:
+                with cache.writer(expected_sha256=_hex(digest), expected_size=size) as w:
+                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                        w.write(chunk)
+                        update(len(chunk))
+                        if w.size > size:  # stop early: it cannot match any more
+                            break
+                return w.size
+            except _TRANSIENT as e:
+                if attempt == RETRIES:
+                    raise Error(f"copying {digest} of {ref} kept breaking off: {e}", context=what,
+                                details=ep.describe()) from None
+                client.sleep(0.5 * 2 ** attempt)
+            except Error as e:
+                if e.context is not None:
+                    raise
+                raise Error(f"blob {digest} of {ref} does not match its digest: refused", context=what,
+                            details=e.details + ep.describe(),
+                            hint="the registry or something between us and it altered the blob; nothing was kept") \
+                    from None
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- the OCI image layout
+
+
+def _ref_name(ref: str) -> str:
+    return str(parse_ref(ref))
+
+
+def index_json(artifacts: Sequence[ImageArtifact]) -> bytes:
+    """The layout's index.json: one descriptor per image, annotated with its references (artifacts or LockedImages)."""
+    entries = {}
+    for a in artifacts:
+        name = _ref_name(a.ref)
+        annotations = {REF_NAME: name, ORIGINAL_REF: a.ref}
+        oci_type = OCI_TYPE_OF.get(a.media_type, a.media_type)
+        if oci_type != a.media_type:
+            annotations[MEDIA_TYPE] = a.media_type
+        entries[name] = {"mediaType": oci_type, "digest": a.digest, "size": a.size, "annotations": annotations}
+    index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [entries[k] for k in sorted(entries)]}
+    return json.dumps(index, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def layout_entries(artifacts: Sequence[ImageArtifact], cache) -> list[tuple[str, Path | bytes, int, str]]:
+    """(path in the layout, cache file or bytes, size, sha256 hex) of every file of the layout, each blob once."""
+    index = index_json(artifacts)
+    out: list = [("oci-layout", OCI_LAYOUT, len(OCI_LAYOUT), hashlib.sha256(OCI_LAYOUT).hexdigest()),
+                 ("index.json", index, len(index), hashlib.sha256(index).hexdigest())]
+    blobs: dict = {}
+    for a in artifacts:
+        for digest, size, _mt in map(_as_tuple, a.blobs):
+            blobs.setdefault(_hex(digest), (size, a.ref))
+    missing = [f"{h} ({ref})" for h, (size, ref) in sorted(blobs.items()) if not cache.has(h, size)]
+    if missing:
+        raise Error(f"{len(missing)} image blob{'s are' if len(missing) > 1 else ' is'} not in the cache",
+                    context="writing the OCI image layout", details=missing[:20],
+                    hint="run the fetch step (bundler build fetches what is missing)")
+    for h in sorted(blobs):
+        out.append((f"blobs/sha256/{h}", cache.path(h), blobs[h][0], h))
+    return out
+
+
+def write_layout(artifacts: Sequence[ImageArtifact], cache, out_dir: Path) -> list[Path]:
+    """Write one OCI image layout holding every image (blobs hard-linked from the cache when possible)."""
+    out_dir = Path(out_dir)
+    (out_dir / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, src, _size, _sha in layout_entries(artifacts, cache):
+        dest = out_dir / path
+        if isinstance(src, bytes):
+            dest.write_bytes(src)
+        elif not dest.exists():
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copyfile(src, dest)
+        written.append(dest)
+    return written
+
+
+# ---------------------------------------------------------------- images from a local docker daemon
+
+
+class _Hasher:
+    """A cache-writer look-alike that only hashes: resolve computes digests without storing."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.size = 0
+        self.sha256: str | None = None
+
+    def __enter__(self):
+        return self
+
+    def write(self, data: bytes) -> None:
+        self._h.update(data)
+        self.size += len(data)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.sha256 = self._h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A docker-save image as an OCI image manifest (bytes) and its blobs."""
+
+    manifest: bytes
+    digest: str
+    blobs: tuple  # manifest, config, layers as (digest, size, media_type)
+
+
+def convert_docker_save(tar_path: Path, ref: str, cache=None) -> Converted:
+    """Turn a `docker save` tarball into an OCI manifest + config + gzip'd layers (stored when cache)."""
+    writer: Callable[[], Any] = (lambda: cache.writer()) if cache is not None else _Hasher
+    what = f"converting the docker export of {ref}"
+    if not tarfile.is_tarfile(tar_path):
+        raise Error("not a docker save archive (not a tar file)", context=what)
+    with tarfile.open(tar_path) as tar:
+        try:
+            entries = json.load(tar.extractfile("manifest.json"))
+        except (KeyError, ValueError, TypeError) as e:
+            raise Error(f"the docker save archive has no usable manifest.json: {e}", context=what) from None
+        entry = _pick_entry(entries, ref, what)
+        config = _member_bytes(tar, entry["Config"], what)
+        with writer() as w:
+            w.write(config)
+        config_digest = "sha256:" + w.sha256
+        cfg = json.loads(config)
+        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(entry["Layers"]):
+            raise Error(f"the image config lists {len(diff_ids)} layers, the archive {len(entry['Layers'])}",
+                        context=what)
+        layers = [_gzip_layer(tar, name, diff_id, writer, what) for name, diff_id in zip(entry["Layers"], diff_ids)]
+    # we build this manifest ourselves (no upstream digest to keep): OCI types, which every tool reads;
+    # the config bytes are docker's own, so the image ID stays what `docker images` shows
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_MANIFEST,
+        "config": {"mediaType": MT_OCI_CONFIG, "size": len(config), "digest": config_digest},
+        "layers": [{"mediaType": MT_OCI_LAYER, "size": size, "digest": digest} for digest, size in layers],
+    }
+    body = json.dumps(manifest, indent=3).encode()
+    with writer() as w:
+        w.write(body)
+    digest = "sha256:" + w.sha256
+    blobs = [(digest, len(body), MT_OCI_MANIFEST), (config_digest, len(config), MT_OCI_CONFIG)]
+    blobs += [(d, s, MT_OCI_LAYER) for d, s in layers]
+    return Converted(body, digest, tuple(_unique(blobs)))
+
+
+def _pick_entry(entries: list, ref: str, what: str) -> dict:
+    if not isinstance(entries, list) or not entries:
+        raise Error("the docker save archive lists no image", context=what)
+    want = {ref, str(parse_ref(ref))}
+    for e in entries:
+        tags = set(e.get("RepoTags") or [])
+        if tags & want or {str(parse_ref(t)) for t in tags} & want:
+            return e
+    if len(entries) == 1:
+        return entries[0]
+    raise Error(f"the docker save archive holds {len(entries)} images, none tagged {ref}", context=what)
+
+
+def _member_bytes(tar: tarfile.TarFile, name: str, what: str) -> bytes:
+    f = _member(tar, name, what)
+    return f.read()
+
+
+def _member(tar: tarfile.TarFile, name: str, what: str):
+    try:
+        f = tar.extractfile(name)
+    except KeyError:
+        f = None
+    if f is None:
+        raise Error(f"the docker save archive lacks {name}", context=what)
+    return f
+
+
+def _gzip_layer(tar: tarfile.TarFile, name: str, diff_id: str, writer, what: str) -> tuple[str, int]:
+    """Compress one layer tar (verifying it against the config's diff_id) into a blob; (digest, size)."""
+    src = _member(tar, name, what)
+    head = src.read(2)
+    raw = hashlib.sha256()
+    if head == b"\x1f\x8b":  # already compressed (newer docker): keep the bytes, check what they unpack to
+        unz = zlib.decompressobj(wbits=47)
+        with writer() as w:
+            chunk = head
+            while chunk:
+                w.write(chunk)
+                raw.update(unz.decompress(chunk))
+                chunk = src.read(CHUNK)
+    else:
+        # gzip with a zero mtime and no name: the same layer always gives the same digest
+        gz = zlib.compressobj(6, zlib.DEFLATED, 31)
+        with writer() as w:
+            chunk = head
+            while chunk:
+                raw.update(chunk)
+                w.write(gz.compress(chunk))
+                chunk = src.read(CHUNK)
+            w.write(gz.flush())
+    if "sha256:" + raw.hexdigest() != diff_id:
+        raise Error(f"layer {name} does not match its diff_id {diff_id}", context=what,
+                    hint="the docker export is damaged; re-run")
+    return "sha256:" + w.sha256, w.size
+
+
+def _docker_save(ref: str, dest: Path) -> None:
+    """Stream `docker save <ref>` from the local daemon into dest."""
+    what = f"exporting {ref} from the local docker daemon"
+    try:
+        import docker
+        from docker import errors as docker_errors
+    except ImportError:
+        raise Error("the docker SDK is not installed", context=what,
+                    hint="pip install 'k8s-offline[build]' (source: docker needs it)") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker_errors.DockerException as e:
+        raise Error(f"cannot reach the docker daemon: {e}", context=what,
+                    hint="start docker or set DOCKER_HOST; or use source: registry for this image") from None
+    try:
+        image = client.images.get(ref)
+        with open(dest, "wb") as f:
+            f.writelines(image.save(named=True))
+    except docker_errors.ImageNotFound:
+        raise Error(f"image {ref} is not in the local docker daemon", context=what,
+                    hint=f"docker pull or docker build {ref} first") from None
+    except docker_errors.DockerException as e:
+        raise Error(f"docker save {ref} failed: {e}", context=what) from None
+    finally:
+        client.close()
+
+
+def _docker_export(image_ref: str, cache=None) -> Converted:
+    with tempfile.TemporaryDirectory(prefix="bundler-docker-save-") as tmp:
+        tar = Path(tmp) / "image.tar"
+        _docker_save(image_ref, tar)
+        return convert_docker_save(tar, image_ref, cache)
+
+
+def _docker_resolve(image: Image) -> ImageArtifact:
+    if len(image.platforms) != 1:
+        raise Error(f"{image.ref}: a docker daemon export has one platform", context=f"resolving {image.ref}",
+                    hint="list one platform for source: docker images")
+    conv = _docker_export(image.ref)
+    top = conv.blobs[0]
+    return ImageArtifact(ref=image.ref, digest=conv.digest, media_type=top[2], size=top[1],
+                         platforms=tuple(image.platforms), blobs=conv.blobs, source="docker")
+
+
+def _docker_fetch(artifact: ImageArtifact, cache) -> dict:
+    if all(cache.has(_hex(d), s) for d, s, _ in artifact.blobs):
+        return {"downloaded_bytes": 0, "cache_hits": len(artifact.blobs)}
+    conv = _docker_export(artifact.ref, cache)
+    if conv.digest != artifact.digest:
+        raise Error(f"the local image {artifact.ref} changed since it was locked",
+                    context=f"exporting {artifact.ref} from the local docker daemon",
+                    details=[f"locked: {artifact.digest}", f"now:    {conv.digest}"],
+                    hint="re-run `bundler lock` if the new image is intended")
+    return {"downloaded_bytes": sum(s for _, s, _ in conv.blobs), "cache_hits": 0}
