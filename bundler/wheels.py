@@ -127,9 +127,10 @@ def _compatible(wheel: Path, python: str) -> bool:
     tag = wheel.name[: -len(".whl")].split("-")
     py, abi = tag[-3], tag[-2]
     short = "cp" + python.replace(".", "")
-    if py.startswith("py3") or abi == "abi3":
+    tags = py.split(".")
+    if abi == "abi3" or any(t in ("py3", "py2.py3") or t.startswith("py3") for t in tags):
         return True
-    return short in py.split(".")
+    return short in tags
 
 
 def collect(cache_dir: Path, pythons: Sequence[str] = DEFAULT_PYTHONS) -> InstallerFiles:

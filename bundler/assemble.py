@@ -1,0 +1,199 @@
+"""From a lock and a filled cache to the list of bundle entries (streamed from the cache) and the SBOM."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlparse
+
+from bundler import sbom
+from bundler.cache import Cache
+from bundler.lock import Lock
+from bundler.spec import Spec, parse_ref
+from installer.bundle import Entry, layout
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
+# purl namespace and SBOM supplier by repository host; other repos are named by their spec name
+VENDORS = {"mirror.centos.org": "centos", "vault.centos.org": "centos", "download.docker.com": "docker"}
+
+
+def _sha256_file(path: Path) -> Tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+@dataclass
+class Staging:
+    """A scratch directory for the few files a bundle needs that are not in the cache (metadata, repodata)."""
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="k8s-offline-stage-")))
+
+    def file(self, path_in_bundle: str, data: bytes, mode: int = 0o644) -> Entry:
+        p = self.root / "bytes" / path_in_bundle
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        return Entry(path_in_bundle, p, len(data), hashlib.sha256(data).hexdigest(), mode)
+
+    def existing(self, path_in_bundle: str, source: Path, mode: int = 0o644) -> Entry:
+        sha, size = _sha256_file(source)
+        return Entry(path_in_bundle, source, size, sha, mode)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def binary_entries(lock: Lock, cache: Cache) -> List[Entry]:
+    """Release files as they were downloaded (the installer unpacks tarballs on site)."""
+    out = []
+    for b in lock.binaries:
+        filename = urlparse(b.url).path.rsplit("/", 1)[-1]
+        mode = 0o755 if not filename.endswith((".tar.gz", ".tgz", ".tar", ".zip", ".sha256")) else 0o644
+        out.append(Entry(layout.binary_path(filename), cache.path(b.sha256), b.size, b.sha256, mode))
+    return out
+
+
+def rpm_entries(lock: Lock, cache: Cache, stage: Staging) -> List[Entry]:
+    """The closure's RPMs plus createrepo_c metadata: a yum repository yum 3 on CentOS 7 reads."""
+    from bundler.sources import rpm
+
+    if not lock.rpms:
+        return []
+    links = stage.root / "rpms-in"
+    links.mkdir(parents=True, exist_ok=True)
+    files = []
+    for r in lock.rpms:
+        name = urlparse(r.url).path.rsplit("/", 1)[-1]
+        link = links / name
+        if not link.exists():
+            os.symlink(cache.path(r.sha256), link)
+        files.append(link)
+    repo = stage.root / "rpms-repo"
+    written = rpm.make_repo(files, repo)
+    entries = []
+    for p in written:
+        rel = p.relative_to(repo).as_posix()
+        if rel.endswith(".rpm"):
+            real = Path(os.path.realpath(p))
+            sha, size = _sha256_file(real) if not real.is_relative_to(cache.root) else (real.name, real.stat().st_size)
+            entries.append(Entry(f"{layout.RPMS_DIR}/{rel}", real, size, sha, 0o644))
+        else:
+            entries.append(stage.existing(f"{layout.RPMS_DIR}/{rel}", p))
+    return entries
+
+
+def image_entries(lock: Lock, cache: Cache) -> List[Entry]:
+    """ONE OCI image layout: index.json, oci-layout and every blob once, streamed from the cache."""
+    from bundler.sources import images
+
+    if not lock.images:
+        return []
+    out = []
+    for rel, source, size, sha in images.layout_entries(lock.images, cache):
+        path = f"{layout.IMAGES_DIR}/{rel}"
+        if isinstance(source, (bytes, bytearray)):
+            out.append(("bytes", path, bytes(source)))
+        else:
+            out.append(Entry(path, Path(source), size, sha, 0o644))
+    return out
+
+
+def manifest_entries(spec: Spec, stage: Staging) -> List[Entry]:
+    """Addon manifest templates named by the spec."""
+    out = []
+    for name in spec.manifests:
+        src = MANIFESTS / name
+        out.append(stage.existing(f"{layout.MANIFESTS_DIR}/{name}", src))
+    return out
+
+
+def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path]]) -> List[sbom.Item]:
+    """One SBOM item per binary, RPM, image and installer wheel."""
+    items = []
+    for b in lock.binaries:
+        items.append(sbom.Item("binary", b.name, b.version, b.sha256, b.url,
+                               sbom.binary_purl(b.name, b.version, b.url),
+                               extra={"pin_source": b.pin_source}))
+    repos = {r.name: r for r in spec.rpms.repos}
+    for r in lock.rpms:
+        repo = repos.get(r.repo)
+        vendor = VENDORS.get(urlparse(repo.baseurl).hostname or "", r.repo) if repo else r.repo
+        items.append(sbom.Item(
+            "rpm", r.name, f"{r.epoch}:{r.version}-{r.release}" if r.epoch else f"{r.version}-{r.release}",
+            r.sha256, r.url, sbom.rpm_purl(r.name, str(r.epoch), r.version, r.release, r.arch, vendor),
+            supplier={"centos": "CentOS", "docker": "Docker Inc."}.get(vendor, vendor),
+            extra={"nevra": r.nevra, "repo": r.repo,
+                   "gpgcheck": str(repo.gpgcheck).lower() if repo else "unknown"}))
+    for img in lock.images:
+        ref = parse_ref(img.ref)
+        items.append(sbom.Item("image", str(ref), ref.tag or img.digest, img.digest.split(":", 1)[1], str(ref),
+                               sbom.image_purl(ref.registry, ref.repository, ref.tag, img.digest),
+                               extra={"digest": img.digest, "platforms": ",".join(img.platforms)}))
+    for rel, path in installer_files:
+        if rel.endswith(".whl"):
+            name, version = path.name.split("-")[:2]
+            sha, _ = _sha256_file(path)
+            items.append(sbom.Item("installer", name, version, sha, f"https://pypi.org/project/{name}/{version}/",
+                                   f"pkg:pypi/{name.lower().replace('_', '-')}@{version}",
+                                   extra={"file": path.name}))
+    return items
+
+
+def components(spec: Spec, lock: Lock) -> Dict[str, str]:
+    """Versions of every component, as `inspect` shows them."""
+    out = {f"binary/{b.name}": b.version for b in lock.binaries}
+    for r in lock.rpms:
+        out[f"rpm/{r.name}"] = f"{r.version}-{r.release}"
+    for img in lock.images:
+        out[f"image/{img.ref}"] = img.digest
+    out["options"] = ",".join(f"{k}={v}" for k, v in sorted(spec.options.model_dump().items()))
+    return out
+
+
+def materialize(entries: list, stage: Staging) -> List[Entry]:
+    """Turn ('bytes', path, data) placeholders into staged files; keep Entries as they are."""
+    out = []
+    for e in entries:
+        if isinstance(e, tuple) and e and e[0] == "bytes":
+            out.append(stage.file(e[1], e[2]))
+        else:
+            out.append(e)
+    return out
+
+
+def installer_entries(files: Sequence[Tuple[str, Path]], stage: Staging) -> List[Entry]:
+    return [stage.existing(f"{layout.INSTALLER_DIR}/{rel}", path) for rel, path in files]
+
+
+def meta_entries(spec_path: Path, lock_bytes: bytes, sbom_bytes: bytes, stage: Staging) -> List[Entry]:
+    return [
+        stage.existing(layout.SPEC, spec_path),
+        stage.file(layout.LOCK, lock_bytes),
+        stage.file(layout.SBOM, sbom_bytes),
+    ]
+
+
+def all_entries(spec: Spec, spec_path: Path, lock: Lock, lock_bytes: bytes, cache: Cache,
+                installer_files: Sequence[Tuple[str, Path]], created: str, stage: Staging,
+                extra: Optional[List[Entry]] = None) -> List[Entry]:
+    """Every entry of the bundle, in any order (the writer sorts)."""
+    doc = sbom.document(spec.name, spec.version, created, sbom_items(spec, lock, installer_files))
+    entries = []
+    entries += binary_entries(lock, cache)
+    entries += rpm_entries(lock, cache, stage)
+    entries += materialize(image_entries(lock, cache), stage)
+    entries += manifest_entries(spec, stage)
+    entries += installer_entries(installer_files, stage)
+    entries += meta_entries(spec_path, lock_bytes, sbom.to_bytes(doc), stage)
+    entries += extra or []
+    return entries

@@ -1,0 +1,131 @@
+"""The connected-side pipeline: spec -> lock -> fetch into the cache -> assemble -> sign and write."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import requests
+
+from bundler import assemble, fetch, lock as lock_mod, spec as spec_mod, wheels
+from bundler.cache import Cache
+from bundler.sources import TqdmProgress
+from installer import bundle as fmt
+from installer.bundle.manifest import now_created
+from installer.errors import Error
+
+
+@dataclass
+class BuildSummary:
+    """What a build did, for people and for --json."""
+
+    bundle: Path
+    parts: Sequence[Path]
+    name: str
+    version: str
+    files: int
+    bytes: int
+    compressed_bytes: int
+    downloaded_bytes: int
+    cache_hits: int
+    artifacts: dict
+    lock_path: Path
+    lock_written: bool
+    fingerprint: str
+
+    def as_dict(self) -> dict:
+        return {
+            "bundle": str(self.bundle), "parts": [str(p) for p in self.parts], "name": self.name,
+            "version": self.version, "files": self.files, "bytes": self.bytes,
+            "compressed_bytes": self.compressed_bytes, "downloaded_bytes": self.downloaded_bytes,
+            "cache_hits": self.cache_hits, "artifacts": self.artifacts, "lock": str(self.lock_path),
+            "lock_written": self.lock_written, "fingerprint": self.fingerprint,
+        }
+
+
+def _session() -> requests.Session:
+    s = requests.Session()
+    s.headers["User-Agent"] = "k8s-offline-bundler"
+    return s
+
+
+def run_lock(spec_path: Path, mirrors: Optional[Path], cache: Cache, jobs: int,
+             session: Optional[requests.Session] = None, progress=None) -> Path:
+    """Resolve everything the spec names and write bundle-lock.yaml beside it."""
+    spec = spec_mod.load(spec_path, mirrors)
+    progress = progress if progress is not None else TqdmProgress(stream=sys.stderr)
+    lk = fetch.lock(spec, spec_path, session or _session(), cache, jobs=jobs, progress=progress)
+    return lock_mod.write(lk, lock_mod.path_for(spec_path))
+
+
+def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Path, cache: Cache, *,
+              jobs: int = 4, locked: bool = False, split_size: Optional[str] = None,
+              pythons: Sequence[str] = wheels.DEFAULT_PYTHONS, created: Optional[str] = None,
+              session: Optional[requests.Session] = None, progress=None, level: int = fmt.DEFAULT_LEVEL
+              ) -> BuildSummary:
+    """Build the signed bundle; the lock beside the spec is used, and written if new or extended."""
+    spec_path = Path(spec_path)
+    key = fmt.load_private_key(key_path)  # fail before any download when the key is wrong
+    split = fmt.parse_size(split_size) if split_size else None
+    spec = spec_mod.load(spec_path, mirrors)
+    session = session or _session()
+    progress = progress if progress is not None else TqdmProgress(stream=sys.stderr)
+    lock_path = lock_mod.path_for(spec_path)
+    written = False
+    if lock_path.exists():
+        lk = lock_mod.load(lock_path)
+        if lk.spec_sha256 != lock_mod.spec_digest(spec_path) and locked:
+            raise Error(f"{spec_path} changed since {lock_path} was written",
+                        context="building with --locked", hint="run `bundler lock` to re-lock, then build again")
+    elif locked:
+        raise Error(f"no lockfile {lock_path}", context="building with --locked",
+                    hint="run `bundler lock` first (it resolves and pins every artifact)")
+    else:
+        lk = fetch.lock(spec, spec_path, session, cache, jobs=jobs, progress=progress)
+        lock_mod.write(lk, lock_path)
+        written = True
+    result = fetch.fetch(spec, lk, cache, session, jobs=jobs, locked=locked, progress=progress, spec_path=spec_path)
+    if result.lock_changed:
+        lock_mod.write(result.lock, lock_path)
+        written = True
+    lock_bytes = lock_mod.dump(result.lock).encode()
+    lk = selected(spec, result.lock)
+    created = created or now_created(None)
+    installer_files = wheels.collect(cache.root, pythons).files
+    stage = assemble.Staging()
+    try:
+        entries = assemble.all_entries(spec, spec_path, lk, lock_bytes, cache, installer_files, created, stage)
+        with _bar("bundle") as bar:
+            res = fmt.write_bundle(
+                out, spec.name, spec.version, entries, key,
+                spec_sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest(),
+                lock_sha256=hashlib.sha256(lock_bytes).hexdigest(),
+                components=assemble.components(spec, lk), split_size=split, created=created,
+                progress=bar, level=level)
+    finally:
+        stage.cleanup()
+    return BuildSummary(
+        bundle=res.path, parts=res.parts, name=res.name, version=res.version, files=len(res.manifest.files),
+        bytes=res.manifest.total_size, compressed_bytes=res.size, downloaded_bytes=result.downloaded_bytes,
+        cache_hits=result.cache_hits, artifacts=dict(result.artifacts), lock_path=lock_path,
+        lock_written=written, fingerprint=res.fingerprint)
+
+
+def selected(spec: spec_mod.Spec, lk: lock_mod.Lock) -> lock_mod.Lock:
+    """The part of the lock the spec's options select (a lock may pin alternatives too)."""
+    names = {b.name for b in spec.selected_binaries()}
+    refs = {i.ref for i in spec.selected_images()}
+    return lk.model_copy(update={
+        "binaries": tuple(b for b in lk.binaries if b.name in names),
+        "images": tuple(i for i in lk.images if i.ref in refs),
+        "rpms": lk.rpms if spec.selected_packages() else (),
+    })
+
+
+def _bar(desc: str):
+    from installer.progress import bar
+
+    return bar(desc)

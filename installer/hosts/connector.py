@@ -1,0 +1,253 @@
+"""The connector protocol every executor uses (run, put, get, close), and the shell logic both share.
+
+A connector runs POSIX sh command lines on one host. `put` and `get` are built on `run` (a small
+script per call, content on stdin/stdout), so the SSH and the local connector behave the same way
+and their quoting is tested once, here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8
+    Protocol = object  # type: ignore
+
+from installer.errors import Error
+
+Command = Union[str, Sequence[str]]
+Input = Union[bytes, str, None]
+
+TIMEOUT_RC = 124  # coreutils `timeout` exit status when the limit was hit
+KILL_GRACE = 5  # seconds between TERM and KILL for the remote `timeout`, and extra wait on our side
+MISSING_RC = 44  # `get` of a file that does not exist
+STDERR_TAIL = 15  # lines of stderr kept in an error
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did: exit status and its decoded output."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class Connector(Protocol):
+    """The protocol: run commands, write and read whole files, close."""
+
+    name: str
+
+    def run(self, cmd: Command, *, sudo: Optional[bool] = None, timeout: Optional[float] = None,
+            check: bool = True, input: Input = None) -> Result: ...
+
+    def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None: ...
+
+    def get(self, path: str) -> Optional[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+# -- pure helpers (unit-tested) -------------------------------------------------------------------
+
+def to_shell(cmd: Command) -> str:
+    """A command line for sh: a string is taken as written, a list is quoted word by word."""
+    if isinstance(cmd, str):
+        return cmd
+    words = list(cmd)
+    if not words:
+        raise ValueError("empty command")
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def wrap(cmd: Command, *, sudo: bool = False, timeout: Optional[float] = None) -> str:
+    """The full command line sent to a host: sh -c, under `timeout` and `sudo -n` when asked."""
+    line = "sh -c " + shlex.quote(to_shell(cmd))
+    if timeout is not None:
+        # the limit is enforced on the host too, so a hung command does not outlive the installer's wait
+        line = f"timeout -k {KILL_GRACE} {_seconds(timeout)} {line}"
+    if sudo:
+        line = "sudo -n -- " + line  # -n: fail at once instead of prompting for a password
+    return line
+
+
+def _seconds(t: float) -> str:
+    return str(int(t)) if float(t).is_integer() else f"{t:.3f}"
+
+
+def check_path(path: str) -> str:
+    """Remote paths must be absolute and normalized: no relative or `..` surprises on the host."""
+    if not isinstance(path, str) or not path.startswith("/") or posixpath.normpath(path) != path \
+            or path == "/" or "\0" in path or "\n" in path:
+        raise Error(f"not an absolute, normalized file path: {path!r}",
+                    hint="paths on hosts are absolute, e.g. /etc/kubernetes/kubelet.conf")
+    return path
+
+
+def put_script(path: str, mode: int, owner: Optional[str] = "root", group: Optional[str] = "root") -> str:
+    """sh script that atomically replaces path with stdin: temp file next to it, chmod/chown, rename."""
+    check_path(path)
+    d, base = posixpath.split(path)
+    q = shlex.quote
+    lines = [
+        "set -e",
+        f"mkdir -p -- {q(d or '/')}",
+        f"t=$(mktemp {q(posixpath.join(d, '.' + base[:40] + '.k8s-offline.XXXXXX'))})",
+        "trap 'rm -f -- \"$t\"' EXIT",
+        'cat > "$t"',
+        f'chmod {mode:04o} "$t"',
+    ]
+    if owner or group:
+        spec = (owner or "") + (":" + group if group else "")
+        lines.append(f'chown {q(spec)} "$t"')
+    lines += [f'mv -f -- "$t" {q(path)}', "trap - EXIT"]
+    return "\n".join(lines) + "\n"
+
+
+def get_script(path: str) -> str:
+    """sh script printing the file, or exiting MISSING_RC when it does not exist."""
+    p = shlex.quote(check_path(path))
+    return f"if [ -e {p} ]; then exec cat -- {p}; else exit {MISSING_RC}; fi"
+
+
+def short(cmd: Command, limit: int = 200) -> str:
+    """A command for messages: one line, bounded length."""
+    text = " ".join(to_shell(cmd).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def tail(text: str, n: int = STDERR_TAIL) -> List[str]:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-n:]
+
+
+_SUDO_PASSWORD = re.compile(r"sudo: (a password is required|a terminal is required|no tty present)")
+
+
+def command_hint(rc: int, stderr: str, user: str) -> Optional[str]:
+    """What to try for a failed command, recognised from its exit status and stderr."""
+    if _SUDO_PASSWORD.search(stderr):
+        return (f"sudo asks user {user!r} for a password: allow it without one "
+                f"(e.g. '{user} ALL=(ALL) NOPASSWD:ALL' in /etc/sudoers.d/), or connect as root")
+    if "is not in the sudoers file" in stderr or "not allowed to execute" in stderr:
+        return f"user {user!r} may not use sudo: add a NOPASSWD sudoers rule, or connect as root"
+    if rc == 127 or (rc == 126 and "ermission" not in stderr):
+        return "a command is missing on the host: check the OS preparation phase and the installed packages"
+    return None
+
+
+def command_error(host: str, cmd: Command, rc: int, stderr: str, user: str, *,
+                  what: Optional[str] = None) -> Error:
+    """The Error for a command that exited non-zero: host, command, stderr tail, hint."""
+    return Error(f"{host}: {what or 'command'} failed with exit status {rc}: {short(cmd)}",
+                 context=f"running a command on {host}", details=tail(stderr),
+                 hint=command_hint(rc, stderr, user) or f"run it by hand on {host} to see why")
+
+
+def timeout_error(host: str, cmd: Command, timeout: float) -> Error:
+    return Error(f"{host}: command did not finish within {_seconds(timeout)} s: {short(cmd)}",
+                 context=f"running a command on {host}",
+                 hint="the host may be overloaded or the command hangs; it was stopped: "
+                      "check the host and re-run")
+
+
+def _decode(b: bytes) -> str:
+    return b.decode("utf-8", errors="replace")
+
+
+# -- the shared implementation -------------------------------------------------------------------
+
+class ShellConnector(ABC):
+    """put/get/run in terms of one primitive: run a sh command line with stdin bytes, get bytes back."""
+
+    name: str
+    user: str = "root"
+    sudo: bool = False
+
+    @abstractmethod
+    def _exec(self, line: str, stdin: Optional[bytes], timeout: Optional[float],
+              cmd: Command) -> Tuple[int, bytes, bytes]:
+        """Run a wrapped command line; raise Error for transport failures and timeouts."""
+
+    def run(self, cmd: Command, *, sudo: Optional[bool] = None, timeout: Optional[float] = None,
+            check: bool = True, input: Input = None) -> Result:
+        """Run cmd (sh syntax if a string, argv if a list); raise Error if it fails and check is set."""
+        rc, out, err = self._run_bytes(cmd, sudo=sudo, timeout=timeout, input=input)
+        res = Result(rc, _decode(out), _decode(err))
+        if check and rc != 0:
+            raise command_error(self.name, cmd, rc, res.stderr, self.user)
+        return res
+
+    def _run_bytes(self, cmd: Command, *, sudo: Optional[bool] = None, timeout: Optional[float] = None,
+                   input: Input = None) -> Tuple[int, bytes, bytes]:
+        use_sudo = self.sudo if sudo is None else sudo
+        stdin = input.encode() if isinstance(input, str) else input
+        rc, out, err = self._exec(wrap(cmd, sudo=use_sudo, timeout=timeout), stdin, timeout, cmd)
+        if timeout is not None and rc == TIMEOUT_RC:
+            raise timeout_error(self.name, cmd, timeout)
+        return rc, out, err
+
+    def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None:
+        """Write a whole file atomically (temp file next to it, chmod/chown, rename); creates parent dirs."""
+        script = put_script(path, mode, owner, group)
+        rc, _out, err = self._run_bytes(script, input=bytes(content))
+        if rc != 0:
+            raise command_error(self.name, f"write {path}", rc, _decode(err), self.user,
+                                what="writing a file")
+
+    def get(self, path: str) -> Optional[bytes]:
+        """A whole file's bytes, or None if it does not exist."""
+        cmd = get_script(path)
+        rc, out, err = self._run_bytes(cmd)
+        if rc == MISSING_RC:
+            return None
+        if rc != 0:
+            raise command_error(self.name, f"read {path}", rc, _decode(err), self.user, what="reading a file")
+        return out
+
+    def close(self) -> None:
+        """Release the connection (nothing to do by default)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+H = TypeVar("H", bound=Hashable)
+R = TypeVar("R")
+
+
+def run_on(hosts: Iterable[H], fn: Callable[[H], R],
+           max_parallel: int = 10) -> Dict[H, Union[R, BaseException]]:
+    """fn(host) for every host, at most max_parallel at once; {host: result or the exception it raised}."""
+    hosts = list(hosts)
+    if not hosts:
+        return {}
+
+    def call(h: H) -> Union[R, BaseException]:
+        try:
+            return fn(h)
+        except Exception as e:  # collected per host: one unreachable host must not hide the others' results
+            return e
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(hosts)))) as pool:
+        results = list(pool.map(call, hosts))
+    return dict(zip(hosts, results))
+
+
+def failures(results: Dict[H, Union[R, BaseException]]) -> Dict[H, BaseException]:
+    """The hosts whose call raised, from a run_on result."""
+    return {h: r for h, r in results.items() if isinstance(r, BaseException)}

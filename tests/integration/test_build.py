@@ -1,0 +1,162 @@
+"""bundler build end to end against the stand-in upstreams: a signed bundle the installer and openssl verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bundler import build, lock as lock_mod
+from bundler.cache import Cache
+from installer import bundle as fmt
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+CREATED = "2026-01-02T03:04:05Z"
+
+
+@pytest.fixture(scope="module")
+def built(upstreams, tmp_path_factory):
+    """One bundle built from the stand-ins with the default spec (installer wheels for this Python only)."""
+    d = tmp_path_factory.mktemp("build")
+    spec = d / "bundle-spec.yaml"
+    shutil.copyfile(ROOT / "bundle-spec.yaml", spec)
+    fmt.generate_keypair(d / "keys")
+    cache = Cache(d / "cache")
+    s = build.run_build(spec, upstreams.mirrors_file, d / "keys" / "bundle.key", d / "dist", cache,
+                        pythons=[PY], created=CREATED, progress=None)
+    return {"dir": d, "spec": spec, "cache": cache, "summary": s, "pub": d / "keys" / "bundle.pub",
+            "key": d / "keys" / "bundle.key", "mirrors": upstreams.mirrors_file}
+
+
+def test_bundle_verifies_and_holds_everything(built):
+    s = built["summary"]
+    pub = fmt.load_public_key(built["pub"])
+    report = fmt.verify_bundle(s.bundle, pub)
+    assert report.files == s.files and report.name == "k8s" and report.version == "1.10.3"
+    manifest, _, _ = fmt.read_manifest(s.bundle, pub)
+    paths = {f.path for f in manifest.files}
+    lk = lock_mod.load(s.lock_path)
+    for b in lk.binaries:
+        assert f"binaries/{b.url.rsplit('/', 1)[-1]}" in paths
+    assert "binaries/kubernetes-server-linux-amd64.tar.gz" in paths
+    rpms = {p for p in paths if p.startswith("rpms/") and p.endswith(".rpm")}
+    assert len(rpms) == len(lk.rpms) and any("docker-ce-18.09.1" in p for p in rpms)
+    assert not any("docker-ce-18.09.2" in p for p in rpms)
+    assert "rpms/repodata/repomd.xml" in paths
+    assert {"images/index.json", "images/oci-layout"} <= paths
+    blobs = [p for p in paths if p.startswith("images/blobs/sha256/")]
+    assert len(blobs) == len({b.digest for i in lk.images for b in i.blobs} | {i.digest for i in lk.images})
+    assert {"sbom.spdx.json", "bundle-lock.yaml", "bundle-spec.yaml"} <= paths
+    assert any(p.startswith("installer/wheels/k8s_offline-") for p in paths)
+    assert f"installer/requirements-cp{PY.replace('.', '')}.txt" in paths
+    assert {f"manifests/{m}" for m in ("kube-dns.yaml.j2", "dashboard.yaml.j2")} <= paths
+
+
+def test_sbom_lists_every_component_with_its_hash(built, tmp_path):
+    fmt.unpack_bundle(built["summary"].bundle, fmt.load_public_key(built["pub"]), tmp_path / "u")
+    doc = json.loads((tmp_path / "u" / "sbom.spdx.json").read_text())
+    assert doc["spdxVersion"] == "SPDX-2.3"
+    lk = lock_mod.load(built["summary"].lock_path)
+    sums = {p["checksums"][0]["checksumValue"] for p in doc["packages"]}
+    assert {b.sha256 for b in lk.binaries} <= sums
+    assert {r.sha256 for r in lk.rpms} <= sums
+    assert {i.digest.split(":")[1] for i in lk.images} <= sums
+    purls = [p["externalRefs"][0]["referenceLocator"] for p in doc["packages"]]
+    assert any(u.startswith("pkg:rpm/docker/docker-ce@18.09.1") for u in purls)
+    assert any(u.startswith("pkg:oci/pause-amd64@sha256") for u in purls)
+
+
+def test_warm_rebuild_downloads_nothing_and_is_identical(built, tmp_path):
+    s2 = build.run_build(built["spec"], built["mirrors"], built["key"], tmp_path, built["cache"], locked=True,
+                         pythons=[PY], created=CREATED, progress=None)
+    assert s2.downloaded_bytes == 0 and not s2.lock_written
+    assert hashlib.sha256(s2.bundle.read_bytes()).hexdigest() == \
+        hashlib.sha256(built["summary"].bundle.read_bytes()).hexdigest()
+
+
+def test_split_parts_join_to_the_same_bundle(built, tmp_path):
+    s = build.run_build(built["spec"], built["mirrors"], built["key"], tmp_path, built["cache"], locked=True,
+                        pythons=[PY], created=CREATED, split_size="4M", progress=None)
+    assert len(s.parts) > 3 and all(p.stat().st_size <= 4 << 20 for p in s.parts)
+    joined = b"".join(p.read_bytes() for p in s.parts)
+    assert joined == built["summary"].bundle.read_bytes()
+    r = subprocess.run([str(BIN / "installer"), "verify", str(tmp_path), "--pub", str(built["pub"]), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s.parts[1].unlink()
+    r = subprocess.run([str(BIN / "installer"), "verify", str(s.parts[0]), "--pub", str(built["pub"])],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and s.parts[1].name in r.stderr
+
+
+def test_locked_build_refuses_a_spec_change(built, tmp_path):
+    spec = tmp_path / "bundle-spec.yaml"
+    shutil.copyfile(built["spec"], spec)
+    shutil.copyfile(built["summary"].lock_path, tmp_path / "bundle-lock.yaml")
+    spec.write_text(spec.read_text().replace("  dns: kube-dns ", "  dns: coredns "))
+    r = subprocess.run([str(BIN / "bundler"), "build", "--spec", str(spec), "--key", str(built["key"]),
+                        "--out", str(tmp_path / "o"), "--mirrors", str(built["mirrors"]), "--locked",
+                        "--cache", str(built["cache"].root), "--pythons", PY], capture_output=True, text=True)
+    assert r.returncode == 1 and "bundler lock" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_offline_bootstrap_with_openssl_and_pip(built, tmp_path):
+    """The README's offline bootstrap: openssl verifies manifest.sig, sha256sum the installer, pip --no-index."""
+    bundle = built["summary"].bundle
+    work = tmp_path / "boot"
+    work.mkdir()
+    # 1. the first two members only: manifest.json and manifest.sig
+    subprocess.run(["tar", "--zstd", "-xf", str(bundle), "-C", str(work), "manifest.json", "manifest.sig"],
+                   check=True)
+    r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(built["pub"]), "-rawin",
+                        "-in", str(work / "manifest.json"), "-sigfile", str(work / "manifest.sig")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout
+    # 2. installer/ and its hashes against the (now trusted) manifest
+    subprocess.run(["tar", "--zstd", "-xf", str(bundle), "-C", str(work), "installer"], check=True)
+    manifest = json.loads((work / "manifest.json").read_text())
+    sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in manifest["files"] if f["path"].startswith("installer/"))
+    r = subprocess.run(["sha256sum", "-c", "--strict", "-"], input=sums, cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # 3. a venv with nothing but the bundled wheels
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
+                        str(work / "installer" / "wheels"), "--require-hashes", "-r",
+                        str(work / "installer" / f"requirements-cp{PY.replace('.', '')}.txt")],
+                       capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(venv / "bin" / "installer"), "verify", str(bundle), "--pub", str(built["pub"])],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_tampered_manifest_fails_openssl(built, tmp_path):
+    subprocess.run(["tar", "--zstd", "-xf", str(built["summary"].bundle), "-C", str(tmp_path), "manifest.json",
+                    "manifest.sig"], check=True)
+    m = tmp_path / "manifest.json"
+    m.write_bytes(m.read_bytes().replace(b'"k8s"', b'"k9s"', 1))
+    r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(built["pub"]), "-rawin",
+                        "-in", str(m), "-sigfile", str(tmp_path / "manifest.sig")], capture_output=True, text=True)
+    assert r.returncode != 0
+
+
+def test_bundle_is_a_plain_zstd_tar(built):
+    """Stock tools read it: the members are what the manifest lists, manifest first."""
+    with open(built["summary"].bundle, "rb") as f:
+        reader = zstandard.ZstdDecompressor().stream_reader(f)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            names = [m.name for m in tar]
+    assert names[:2] == ["manifest.json", "manifest.sig"]
+    assert len(names) == built["summary"].files + 2
