@@ -71,22 +71,20 @@ def rpm_entries(lock: Lock, cache: Cache, stage: Staging) -> List[Entry]:
         return []
     links = stage.root / "rpms-in"
     links.mkdir(parents=True, exist_ok=True)
-    files = []
+    by_name = {}
     for r in lock.rpms:
         name = urlparse(r.url).path.rsplit("/", 1)[-1]
+        by_name[name] = r
         link = links / name
         if not link.exists():
-            os.symlink(cache.path(r.sha256), link)
-        files.append(link)
+            os.symlink(cache.path(r.sha256), link)  # make_repo hardlinks the target under this name
     repo = stage.root / "rpms-repo"
-    written = rpm.make_repo(files, repo)
     entries = []
-    for p in written:
+    for p in rpm.make_repo(sorted(links.iterdir()), repo):
         rel = p.relative_to(repo).as_posix()
-        if rel.endswith(".rpm"):
-            real = Path(os.path.realpath(p))
-            sha, size = _sha256_file(real) if not real.is_relative_to(cache.root) else (real.name, real.stat().st_size)
-            entries.append(Entry(f"{layout.RPMS_DIR}/{rel}", real, size, sha, 0o644))
+        r = by_name.get(p.name) if rel.endswith(".rpm") else None
+        if r is not None:
+            entries.append(Entry(f"{layout.RPMS_DIR}/{rel}", p, r.size, r.sha256, 0o644))
         else:
             entries.append(stage.existing(f"{layout.RPMS_DIR}/{rel}", p))
     return entries

@@ -114,7 +114,8 @@ class Cache:
     """Objects at <root>/sha256/<aa>/<hex>; a file under its hash name is always complete and verified."""
 
     def __init__(self, root: Union[str, Path, None] = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        # absolute, so links and paths handed out stay valid whatever the working directory
+        self.root = (Path(root).expanduser() if root is not None else default_root()).absolute()
         self._objects = self.root / "sha256"
         self._partial = self.root / "partial"
         self._tmp = self.root / "tmp"
