@@ -1,0 +1,40 @@
+"""`make bench`: run every benchmark; each prints its ratios against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = [
+    ("fetch: warm rebuild vs sha256sum of the cached bytes", ["bench/bench_fetch.py", "--repeat", "3"]),
+    ("bundle: write/verify/unpack vs sha256sum, peak RSS", ["bench/bench_bundle.py", "--mib", "256"]),
+    ("bundle size vs docker save|gzip, build/verify RSS small vs 10x", ["bench/bench_size.py"]),
+    ("seed: push_missing vs skopeo copy one by one", ["-m", "bench.bench_seed"]),
+]
+
+
+def main() -> int:
+    failed = []
+    for title, args in BENCHES:
+        print(f"\n### {title}", flush=True)
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, *args], cwd=ROOT, env={"PYTHONPATH": str(ROOT), **_env()})
+        print(f"    ({time.monotonic() - t0:.0f}s, exit {r.returncode})", flush=True)
+        if r.returncode != 0:
+            failed.append(title)
+    if failed:
+        print("\nbenchmarks that missed a goal or failed: " + "; ".join(failed))
+    return 1 if failed else 0
+
+
+def _env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
