@@ -151,7 +151,9 @@ def _inspect_text(d: dict) -> str:
     lines = [f"{d['name']} {d['version']}  created {d['created']}",
              f"  {d['files']} files, {d['bytes']} bytes ({d['compressed_bytes']} compressed)"]
     if d.get("signature"):
-        lines.append(f"  signature verified, signer {d['signature']['fingerprint']}")
+        lines.append(f"  signature verified with {d['signature']['fingerprint']}")
+    elif d.get("signer"):
+        lines.append(f"  signed by {d['signer']} (not verified: pass --pub to check)")
     if d.get("parts"):
         lines.append(f"  {len(d['parts'])} parts: {', '.join(d['parts'])}")
     lines.append("  kinds:")

@@ -93,6 +93,7 @@ def write_bundle(
         lock_sha256=lock_sha256,
         components=dict(components),
         files=tuple(FileEntry(e.path_in_bundle, e.size, e.sha256, e.mode) for e in entries),
+        signer=signature.fingerprint(private_key.public_key()),
     ).check()
     manifest_bytes = manifest.to_bytes()
     sig = signature.sign(private_key, manifest_bytes)
@@ -222,6 +223,7 @@ def inspect_bundle(path: PathLike, public_key=None) -> dict:
         "spec_sha256": manifest.spec_sha256,
         "lock_sha256": manifest.lock_sha256,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "signer": manifest.signer or None,
         "components": dict(sorted(manifest.components.items())),
         "files": len(manifest.files),
         "bytes": manifest.total_size,

@@ -16,6 +16,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MODE = re.compile(r"^0[0-7]{3}$")
 _RFC3339_UTC = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 _KEYS = ("format_version", "name", "version", "created", "spec_sha256", "lock_sha256", "components", "files")
+_OPTIONAL_KEYS = ("signer",)  # fingerprint of the signing key, so `inspect` names it without the key
 _FILE_KEYS = ("path", "size", "sha256", "mode")
 _HINT = "the bundle is damaged or was not written by a compatible bundler; rebuild it with `bundler build`"
 
@@ -56,10 +57,11 @@ class Manifest:
     lock_sha256: str
     components: Mapping[str, str]
     files: tuple[FileEntry, ...] = field(default_factory=tuple)
+    signer: str = ""
 
     def to_dict(self) -> dict:
         """The JSON-ready form (modes as '0644' strings, files sorted as given)."""
-        return {
+        out = {
             "format_version": self.format_version,
             "name": self.name,
             "version": self.version,
@@ -71,6 +73,9 @@ class Manifest:
                 {"path": f.path, "size": f.size, "sha256": f.sha256, "mode": f"{f.mode:04o}"} for f in self.files
             ],
         }
+        if self.signer:
+            out["signer"] = self.signer
+        return out
 
     def to_bytes(self) -> bytes:
         """Canonical bytes: sorted keys, fixed indentation, ASCII only, one trailing newline."""
@@ -100,6 +105,7 @@ class Manifest:
             files=tuple(
                 FileEntry(f["path"], f["size"], f["sha256"], int(f["mode"], 8)) for f in data["files"]
             ),
+            signer=data.get("signer", ""),
         )
 
     @classmethod
@@ -142,7 +148,7 @@ def _problems(data: Any) -> list[LocatedProblem]:
     if not isinstance(data, dict):
         return [LocatedProblem("", "must be a JSON object")]
     out: list[LocatedProblem] = []
-    for key in sorted(set(data) - set(_KEYS)):
+    for key in sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS)):
         out.append(LocatedProblem(key, "unknown field"))
     for key in _KEYS:
         if key not in data:
@@ -164,6 +170,8 @@ def _problems(data: Any) -> list[LocatedProblem]:
             parse_created(created)
         except ValueError as e:
             out.append(LocatedProblem("created", str(e)))
+    if "signer" in data and not (isinstance(data["signer"], str) and data["signer"].startswith("SHA256:")):
+        out.append(LocatedProblem("signer", "must be a key fingerprint 'SHA256:...'"))
     for key in ("spec_sha256", "lock_sha256"):
         if not isinstance(data[key], str) or not _HEX64.match(data[key]):
             out.append(LocatedProblem(key, "must be 64 lowercase hex digits"))

@@ -272,3 +272,19 @@ def test_directory_with_two_bundles_is_ambiguous(unsplit, tmp_path) -> None:
 def test_missing_bundle(tmp_path, keys) -> None:
     with pytest.raises(Error, match="does not exist"):
         verify_bundle(tmp_path / "nope.bundle.tar.zst", keys[1])
+
+
+def test_manifest_names_its_signer_for_inspect(tmp_path):
+    """inspect shows the signer's fingerprint without the public key; the signature still decides."""
+    from installer.bundle import Entry, fingerprint, generate_keypair, inspect_bundle, load_private_key, write_bundle
+
+    key_path, _ = generate_keypair(tmp_path / "k")
+    key = load_private_key(key_path)
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    import hashlib
+
+    res = write_bundle(tmp_path / "out", "n", "1", [Entry("binaries/f", src, 1, hashlib.sha256(b"x").hexdigest())],
+                       key, spec_sha256="0" * 64, lock_sha256="0" * 64, components={})
+    assert res.manifest.signer == fingerprint(key.public_key())
+    assert inspect_bundle(res.path)["signer"] == fingerprint(key.public_key())
