@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -148,6 +148,146 @@ def unpack(
             r = fmt.unpack_bundle(bundle, key, dest, progress=progress)
         emit({"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
               "bytes": r.bytes, "fingerprint": r.fingerprint, "dest": str(dest)}, as_json, _bundle_text)
+
+    guarded(body, as_json=as_json)
+
+
+BUNDLE = typer.Option(..., "--bundle", "-b", help="The bundle file, its first (or any) part, or the parts' directory.")
+PUB = typer.Option(..., "--pub", help="The signer's public key (bundle.pub).")
+INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file.")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh known_hosts file to use (default: ssh's own).")
+
+
+def _options(as_json: bool, known_hosts: Optional[Path], checks: bool = True):
+    """Executor collaborators for the commands: OpenSSH, a proxy-free session, progress on stderr."""
+    import sys
+
+    from installer import apply as apply_mod
+
+    return apply_mod.Options(
+        connector_for=apply_mod.ssh_connectors(known_hosts=str(known_hosts) if known_hosts else None),
+        session=apply_mod.default_session(),
+        out=lambda line: print(line, file=sys.stderr, flush=True),
+        checks=checks,
+    )
+
+
+@app.command()
+def plan(
+    bundle: Path = BUNDLE,
+    inventory: Path = INVENTORY,
+    pub: Path = PUB,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    as_json: bool = JSON,
+) -> None:
+    """Print what apply would change, per phase and host, with diffs (secrets show only "changed")."""
+    from installer import apply as apply_mod
+
+    def body() -> None:
+        p = apply_mod.plan_command(inventory, bundle, pub, state or _default_state(), _options(as_json, known_hosts))
+        emit(p.to_dict(), as_json, lambda d: p.text())
+
+    guarded(body, as_json=as_json)
+
+
+def _apply_text(d: dict) -> str:
+    from installer import apply as apply_mod
+
+    return apply_mod.evidence_text(d)
+
+
+@app.command()
+def apply(
+    bundle: Path = BUNDLE,
+    inventory: Path = INVENTORY,
+    pub: Path = PUB,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    as_json: bool = JSON,
+) -> None:
+    """Verify the bundle, then bring every host to the desired state phase by phase, and check the cluster."""
+    from installer import apply as apply_mod
+
+    def body() -> None:
+        d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
+                                    _options(as_json, known_hosts))
+        emit(d, as_json, _apply_text)
+
+    guarded(body, as_json=as_json)
+
+
+@app.command("add-node")
+def add_node(
+    node: List[str] = typer.Argument(..., help="Name(s) of the new host(s), already in the inventory."),
+    bundle: Path = BUNDLE,
+    inventory: Path = INVENTORY,
+    pub: Path = PUB,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    as_json: bool = JSON,
+) -> None:
+    """Join new hosts: only they change, plus the shared files of the others (/etc/hosts); masters stay."""
+    from installer import apply as apply_mod
+    from installer.errors import Error
+
+    def body() -> None:
+        inv = inventory_mod.load(inventory)
+        unknown = [n for n in node if n not in {h.name for h in inv.hosts}]
+        if unknown:
+            raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
+                        hint="add the host to the inventory first, then run add-node with its name")
+        d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
+                                    _options(as_json, known_hosts), focus=node)
+        emit(d, as_json, _apply_text)
+
+    guarded(body, as_json=as_json)
+
+
+@app.command()
+def check(
+    inventory: Path = INVENTORY,
+    state: Optional[Path] = STATE,
+    as_json: bool = JSON,
+) -> None:
+    """etcd health, /healthz through the VIP, componentstatuses, leaders, nodes Ready (exit 1 if unhealthy)."""
+    from installer import apply as apply_mod
+    from installer import checks as checks_mod
+    from installer import pki as pki_mod
+    from installer.errors import Error
+
+    def body() -> None:
+        inv = inventory_mod.load(inventory)
+        p = pki_mod.Pki(state or _default_state())
+        if not p.crt_path("ca").exists():
+            raise Error(f"no site PKI in {p.dir}", context="checking the cluster",
+                        hint="pass the --state directory that apply used")
+        rep = checks_mod.run_all(inv, p, apply_mod.default_session())
+        emit(rep.as_dict(), as_json, lambda d: rep.text())
+        if not rep.ok:
+            raise Error(f"{sum(not r.ok for r in rep.results)} cluster check(s) failed", context="checking the cluster",
+                        details=[r.line() for r in rep.results if not r.ok],
+                        hint="`journalctl -u <unit>` on the host named shows why")
+
+    guarded(body, as_json=as_json)
+
+
+@certs_app.command("renew")
+def certs_renew(
+    bundle: Path = BUNDLE,
+    inventory: Path = INVENTORY,
+    pub: Path = PUB,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    as_json: bool = JSON,
+) -> None:
+    """Reissue certificates that expire within cluster.renew_within_days (or mismatch), then roll them out."""
+    from installer import apply as apply_mod
+
+    def body() -> None:
+        d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
+                                    _options(as_json, known_hosts))
+        emit(d, as_json, _apply_text)
 
     guarded(body, as_json=as_json)
 

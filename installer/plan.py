@@ -1,0 +1,708 @@
+"""Pure planning: (inventory, desired state per host, facts per host, control-side facts) -> ordered phases.
+
+Nothing here touches a host or the network: `apply` gathers facts, calls `build`, prints or executes the
+result. A step is planned only when desired and actual differ, so a converged cluster plans nothing.
+
+Phases run in this order; within a phase, a *wave* runs its hosts in parallel (each host's steps in
+order) and then its gates. Rolling phases have one wave per host, so a gate guards every host:
+
+  preflight  checks only (OS, arch, clock, ports, disk, rpm); any failure stops apply before a change
+  packages   the bundle's yum repo copied to each host that needs packages, then yum install
+  os-prep    /etc/hosts, sysctl.d, modules-load.d, hostname, swap, SELinux, firewalld
+  registry   Harbor project (when the API exists) and seeding the bundle's images (control host)
+  etcd       all members at once when none runs (Type=notify waits for quorum), else rolling
+  flannel-network  the v2 key <prefix>/config (control host, etcd client cert)
+  masters    one at a time, gate: that apiserver's /healthz
+  lb         haproxy + keepalived one at a time, gate: /healthz through the VIP
+  nodes      docker, flanneld, CNI, kubelet, kube-proxy in parallel, gate: nodes Ready
+  addons     manifests on the first master; `kubectl apply` only where the apiserver serves them
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+from installer.facts import Facts
+from installer.inventory import Host, Inventory
+from installer.render import BIN_DIR, UNIT_DIR, File
+
+CONTROL = "control"  # the host name of steps run from the control host itself
+PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "flannel-network", "masters", "lb",
+          "nodes", "addons")
+REPO_DIR = "/var/lib/k8s-offline/repo"
+ADDONS_DIR = "/etc/kubernetes/addons"
+ADDONS_UNIT = "addons"  # pseudo unit in the pending set: manifests changed, `kubectl apply` still due
+MAX_TIME_SKEW = 2.0
+MIN_DISK_KB = {"/": 1 << 20, "/var": 1 << 20}  # 1 GiB
+SECRET_DIRS = ("/etc/kubernetes/pki/", "/etc/etcd/pki/")
+
+# Units each role runs, in start order (flanneld writes docker's network options before docker starts).
+ROLE_UNITS = {
+    "etcd": ("etcd",),
+    "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+    "lb": ("haproxy", "keepalived"),
+    "node": ("flanneld", "docker", "kubelet", "kube-proxy"),
+}
+UNIT_PHASE = {"etcd": "etcd", "kube-apiserver": "masters", "kube-controller-manager": "masters",
+              "kube-scheduler": "masters", "haproxy": "lb", "keepalived": "lb", "flanneld": "nodes",
+              "docker": "nodes", "kubelet": "nodes", "kube-proxy": "nodes"}
+ROLE_PACKAGES = {
+    "lb": ("haproxy", "keepalived", "ipvsadm"),
+    "node": ("docker-ce", "docker-ce-cli", "containerd.io", "socat", "conntrack-tools", "ipset"),
+}
+K = "/etc/kubernetes"
+# Which files a unit reads: a change to one of them restarts exactly these units.
+OWNERS: Dict[str, Tuple[str, ...]] = {
+    "etcd": ("/etc/etcd/*", f"{UNIT_DIR}/etcd.service", f"{BIN_DIR}/etcd"),
+    "kube-apiserver": (f"{K}/config", f"{K}/apiserver", f"{K}/audit-policy.yaml", f"{K}/pki/ca.crt",
+                       f"{K}/pki/apiserver*", f"{K}/pki/sa.*", f"{UNIT_DIR}/kube-apiserver.service",
+                       f"{BIN_DIR}/kube-apiserver"),
+    "kube-controller-manager": (f"{K}/config", f"{K}/controller-manager", f"{K}/controller-manager.kubeconfig",
+                                f"{K}/pki/ca.*", f"{K}/pki/sa.key", f"{UNIT_DIR}/kube-controller-manager.service",
+                                f"{BIN_DIR}/kube-controller-manager"),
+    "kube-scheduler": (f"{K}/config", f"{K}/scheduler", f"{K}/scheduler.kubeconfig",
+                       f"{UNIT_DIR}/kube-scheduler.service", f"{BIN_DIR}/kube-scheduler"),
+    "haproxy": ("/etc/haproxy/*", f"{UNIT_DIR}/haproxy.service"),
+    "keepalived": ("/etc/keepalived/*", f"{UNIT_DIR}/keepalived.service"),
+    "flanneld": ("/etc/sysconfig/flanneld", f"{K}/pki/ca.crt", f"{K}/pki/flanneld-etcd-client*",
+                 f"{UNIT_DIR}/flanneld.service", f"{BIN_DIR}/flanneld", f"{BIN_DIR}/mk-docker-opts.sh"),
+    "docker": ("/etc/docker/daemon.json", f"{UNIT_DIR}/docker.service.d/*"),
+    "kubelet": (f"{K}/config", f"{K}/kubelet", f"{K}/kubelet.kubeconfig", f"{K}/pki/ca.crt", f"{K}/pki/kubelet.*",
+                f"{UNIT_DIR}/kubelet.service", f"{BIN_DIR}/kubelet"),
+    "kube-proxy": (f"{K}/config", f"{K}/proxy", f"{K}/kube-proxy.kubeconfig", f"{UNIT_DIR}/kube-proxy.service",
+                   f"{BIN_DIR}/kube-proxy"),
+}
+OS_PREP_FILES = ("/etc/hosts", "/etc/sysctl.d/k8s.conf", "/etc/modules-load.d/k8s.conf")
+SHARED_FILES = ("/etc/hosts",)  # files of other hosts that add-node may change (no restart follows)
+MODULES = ("br_netfilter", "overlay")
+
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a non-rendered file comes from (bundle tarball member or repo file) and its sha256."""
+
+    sha256: str
+    origin: str  # e.g. "kubernetes-server-linux-amd64.tar.gz!kubernetes/server/bin/kubelet" or "rpms/Packages/x.rpm"
+    mode: int = 0o755
+
+
+@dataclass(frozen=True)
+class HostDesired:
+    """What one host should look like."""
+
+    files: Mapping[str, File]
+    binaries: Mapping[str, Source] = field(default_factory=dict)
+    repo: Mapping[str, Source] = field(default_factory=dict)  # REPO_DIR/... -> source (hosts with packages)
+    packages: Tuple[str, ...] = ()
+    units: Tuple[str, ...] = ()
+
+    def managed_paths(self) -> List[str]:
+        return sorted(set(self.files) | set(self.binaries) | set(self.repo))
+
+
+@dataclass(frozen=True)
+class HostState:
+    """One host now: its facts, and the current bytes of changed non-secret text files (for diffs)."""
+
+    facts: Facts
+    contents: Mapping[str, Optional[bytes]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """Facts read from the control host: registry and etcd, as far as they could be read."""
+
+    images_missing: Optional[Tuple[str, ...]] = None  # None: not known (registry not reachable)
+    images_total: int = 0
+    registry_skip: Optional[str] = None  # why the registry phase does nothing (e.g. install mode)
+    flannel_config: Optional[str] = None  # the current v2 value; None: missing or etcd not reachable
+
+
+def wanted_packages(host: Host) -> Tuple[str, ...]:
+    """Packages a host gets from the bundle's repo, by its roles."""
+    out: List[str] = []
+    for role, pkgs in ROLE_PACKAGES.items():
+        if host.has(role):
+            out += [p for p in pkgs if p not in out]
+    return tuple(out)
+
+
+def wanted_units(host: Host) -> Tuple[str, ...]:
+    """Units a host runs, in phase and start order."""
+    out: List[str] = []
+    for role in ("etcd", "master", "lb", "node"):
+        if host.has(role):
+            out += [u for u in ROLE_UNITS[role] if u not in out]
+    return tuple(out)
+
+
+def owners(path: str, units: Iterable[str]) -> Tuple[str, ...]:
+    """The units (of those given) that read path."""
+    return tuple(u for u in units if any(fnmatch.fnmatchcase(path, p) for p in OWNERS.get(u, ())))
+
+
+def phase_of(path: str, host: Host) -> str:
+    """The phase that writes a file: the earliest phase of a unit that reads it, else by location."""
+    if path.startswith(REPO_DIR + "/") or path.startswith("/etc/yum.repos.d/"):
+        return "packages"
+    if path in OS_PREP_FILES:
+        return "os-prep"
+    if path.startswith(ADDONS_DIR + "/"):
+        return "addons"
+    units = owners(path, wanted_units(host))
+    if units:
+        return min((UNIT_PHASE[u] for u in units), key=PHASES.index)
+    if path.startswith("/etc/etcd/"):
+        return "etcd"
+    if host.has("master") and (path.startswith(K + "/") or path == f"{BIN_DIR}/kubectl"):
+        return "masters"
+    if host.has("etcd") and path == f"{BIN_DIR}/etcdctl":
+        return "etcd"
+    return "nodes"
+
+
+def is_secret(path: str, f: Optional[File] = None) -> bool:
+    """Files whose content never appears in a plan: keys, certificates' dirs, kubeconfigs (0600)."""
+    return path.endswith(".key") or path.startswith(SECRET_DIRS) or (f is not None and f.mode & 0o077 == 0)
+
+
+# ------------------------------------------------------------------ outputs
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing to do on one host (or on the control host), and why."""
+
+    host: str
+    kind: str  # put | binary | repo | packages | command | daemon-reload | enable | restart | gate | seed |
+    #            harbor-project | flannel-key | kubectl-apply | skip
+    target: str  # path, unit, gate name, ...
+    reason: str
+    diff: Optional[str] = None
+    command: Optional[str] = None
+    file: Optional[File] = field(default=None, repr=False, compare=False)
+    source: Optional[Source] = None
+    items: Tuple[str, ...] = ()  # repo: paths to copy; packages: names; gate: hosts it waits for
+    units: Tuple[str, ...] = ()  # put/binary: units to restart afterwards; gate: units whose journal helps
+    tolerate: bool = False  # command: a failure is reported as a warning, not fatal
+
+    @property
+    def acts(self) -> bool:
+        """Whether the step changes something (gates and skip lines do not)."""
+        return self.kind not in ("gate", "skip")
+
+    def to_dict(self) -> dict:
+        d = {"host": self.host, "kind": self.kind, "target": self.target, "reason": self.reason}
+        if self.diff is not None:
+            d["diff"] = self.diff
+        if self.command:
+            d["command"] = self.command
+        if self.items:
+            d["items"] = list(self.items)
+        if self.units:
+            d["units"] = list(self.units)
+        if self.source is not None:
+            d["source"] = self.source.origin
+            d["sha256"] = self.source.sha256
+        return d
+
+    def line(self) -> str:
+        """One line for people."""
+        what = {"put": "file", "binary": "binary", "repo": "repo", "packages": "install", "command": "run",
+                "daemon-reload": "systemctl", "enable": "enable", "restart": "restart", "gate": "wait for",
+                "seed": "seed", "harbor-project": "harbor", "flannel-key": "etcd v2 key",
+                "kubectl-apply": "kubectl apply", "skip": "skip"}.get(self.kind, self.kind)
+        target = " ".join(self.items) if self.kind == "packages" else self.target
+        return f"{what} {target}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Wave:
+    """Steps run in parallel across hosts (each host's steps in order), then the gates."""
+
+    steps: Tuple[Step, ...]
+    gates: Tuple[Step, ...] = ()
+
+    @property
+    def hosts(self) -> List[str]:
+        seen: List[str] = []
+        for s in self.steps:
+            if s.host not in seen:
+                seen.append(s.host)
+        return seen
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A named phase: its waves and informational lines (e.g. what a container host cannot do)."""
+
+    name: str
+    waves: Tuple[Wave, ...] = ()
+    rolling: bool = False
+
+    @property
+    def steps(self) -> List[Step]:
+        return [s for w in self.waves for s in (*w.steps, *w.gates)]
+
+    @property
+    def acts(self) -> bool:
+        return any(s.acts for s in self.steps)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check on one host."""
+
+    host: str
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Preflight results and the ordered phases."""
+
+    checks: Tuple[Check, ...]
+    phases: Tuple[Phase, ...]
+    deferred: Tuple[str, ...] = ()  # changes left out on purpose (add-node leaves other hosts alone)
+
+    @property
+    def problems(self) -> List[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def empty(self) -> bool:
+        return not any(p.acts for p in self.phases)
+
+    @property
+    def steps(self) -> List[Step]:
+        return [s for p in self.phases for s in p.steps]
+
+    def by_host(self) -> Dict[str, List[Step]]:
+        out: Dict[str, List[Step]] = {}
+        for s in self.steps:
+            out.setdefault(s.host, []).append(s)
+        return out
+
+    def summary(self) -> Dict[str, Dict[str, list]]:
+        """Per host: files changed, binaries, packages installed, units (re)started."""
+        out: Dict[str, Dict[str, list]] = {}
+        for s in self.steps:
+            if not s.acts:
+                continue
+            h = out.setdefault(s.host, {"files": [], "binaries": [], "packages": [], "restarts": [], "other": []})
+            if s.kind == "put":
+                h["files"].append(s.target)
+            elif s.kind == "binary":
+                h["binaries"].append(s.target)
+            elif s.kind == "packages":
+                h["packages"] += list(s.items)
+            elif s.kind == "restart":
+                h["restarts"].append(s.target)
+            elif s.kind not in ("daemon-reload", "enable"):
+                h["other"].append(f"{s.kind} {s.target}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "empty": self.empty,
+            "checks": [c.__dict__ for c in self.checks],
+            "problems": [f"{c.host}: {c.name}: {c.detail}" for c in self.problems],
+            "phases": [{"name": p.name, "rolling": p.rolling,
+                        "waves": [{"steps": [s.to_dict() for s in w.steps],
+                                   "gates": [g.to_dict() for g in w.gates]} for w in p.waves]}
+                       for p in self.phases if p.waves],
+            "summary": self.summary(),
+            "deferred": list(self.deferred),
+        }
+
+    def text(self, diffs: bool = True) -> str:
+        """The plan for people: problems, then per phase and host what changes and why."""
+        lines: List[str] = []
+        for c in self.problems:
+            lines.append(f"PREFLIGHT FAILED {c.host}: {c.name}: {c.detail}")
+        if self.empty:
+            lines.append("nothing to do: every host matches the desired state")
+        for p in self.phases:
+            if not p.waves:
+                continue
+            lines.append(f"== {p.name}" + (" (rolling: one host at a time)" if p.rolling else ""))
+            for w in p.waves:
+                for s in (*w.steps, *w.gates):
+                    lines.append(f"  {s.host:<14} {s.line()}")
+                    if diffs and s.diff:
+                        lines += ["      " + d for d in s.diff.rstrip("\n").splitlines()]
+        for d in self.deferred:
+            lines.append(f"deferred: {d}")
+        summary = self.summary()
+        if summary:
+            lines.append("== per host")
+        for host, s in sorted(summary.items()):
+            parts = [f"{len(s['files'])} file(s)"] if s["files"] else []
+            parts += [f"{len(s['binaries'])} binary(ies)"] if s["binaries"] else []
+            parts += [f"install {', '.join(s['packages'])}"] if s["packages"] else []
+            parts += [f"(re)start {', '.join(dict.fromkeys(s['restarts']))}"] if s["restarts"] else []
+            parts += s["other"]
+            lines.append(f"  {host:<14} " + "; ".join(parts))
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ diffs
+
+
+def file_diff(path: str, old: Optional[bytes], new: File) -> str:
+    """A unified diff of a text file; secrets and binary content only say that they changed."""
+    if is_secret(path, new):
+        return "changed (secret)"
+    if old is None:
+        return "changed (current content not read)"
+    try:
+        a, b = old.decode("utf-8"), new.content.decode("utf-8")
+    except UnicodeDecodeError:
+        return "changed (binary content)"
+    return "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), f"{path} (host)",
+                                        f"{path} (desired)", n=2))
+
+
+# ------------------------------------------------------------------ the planner
+
+
+def preflight(inv: Inventory, desired: Mapping[str, HostDesired], states: Mapping[str, HostState]) -> List[Check]:
+    """Checks on facts only; none changes anything."""
+    out: List[Check] = []
+    c = inv.cluster
+    ports_of = {"etcd": (2379, 2380), "kube-apiserver": (c.apiserver_port,), "kube-controller-manager": (10252,),
+                "kube-scheduler": (10251,), "haproxy": (c.lb_port,), "kubelet": (10250,),
+                "kube-proxy": (10249, 10256)}
+    for name, d in desired.items():
+        st = states.get(name)
+        if st is None:
+            continue
+        f = st.facts
+        supported = (f.os_family == "redhat" and f.os_version.split(".")[0] == "7") or \
+            (f.os_id == "debian" and f.os_version == "12")
+        out.append(Check(name, "os", supported, f"{f.os_name or f.os_id} {f.os_version}"
+                         + ("" if supported else " (supported: CentOS/RHEL 7; Debian 12 as the test OS)")))
+        out.append(Check(name, "arch", f.arch == "x86_64", f.arch or "unknown"))
+        if f.time_offset is None:
+            out.append(Check(name, "clock", False, "could not compare the host's clock with this one"))
+        else:
+            out.append(Check(name, "clock", abs(f.time_offset) < MAX_TIME_SKEW,
+                             f"offset {f.time_offset:+.2f} s (limit {MAX_TIME_SKEW:.0f} s: TLS and etcd need "
+                             "synchronized clocks; fix NTP/chrony)"))
+        for path, need in MIN_DISK_KB.items():
+            free = f.disk_free_kb.get(path)
+            if free is not None:
+                out.append(Check(name, f"disk {path}", free >= need, f"{free // 1024} MiB free"
+                                 + ("" if free >= need else f", need {need // 1024} MiB")))
+        units = f.units or {}
+        busy = []
+        for unit in d.units:
+            # a unit still starting (or restarting after a failed start) holds its port too
+            running = units.get(unit) is not None and units[unit].active in ("active", "activating", "reloading",
+                                                                           "deactivating")
+            for port in ports_of.get(unit, ()):
+                if port in f.ports and not running:
+                    busy.append(f"{port} (for {unit})")
+        out.append(Check(name, "ports", not busy, "free or ours" if not busy else
+                         "in use by another program: " + ", ".join(busy)))
+        if d.packages:
+            out.append(Check(name, "rpm", f.packages is not None and (f.has("yum") or f.has("dnf")),
+                             "rpm and yum present" if f.packages is not None else "no rpm database: not a yum host"))
+        out.append(Check(name, "systemd", f.units is not None, "running" if f.units is not None
+                         else "systemd is not running (units cannot be managed)"))
+        out.append(Check(name, "hostnames", True, "resolved through the managed /etc/hosts"))
+    return out
+
+
+def _yum(f: Facts) -> str:
+    return "yum" if f.has("yum") else "dnf"
+
+
+def _files_steps(host: str, d: HostDesired, st: HostState, phase: str, h: Host,
+                 pending: Set[str]) -> Tuple[List[Step], Set[str]]:
+    """put/binary/repo steps of one phase on one host, and the units that must restart because of them."""
+    f = st.facts
+    steps: List[Step] = []
+    restart: Set[str] = set()
+    for path, want in sorted(d.files.items()):
+        if phase_of(path, h) != phase:
+            continue
+        have = f.files.get(path)
+        units = owners(path, d.units)
+        if have is None:
+            reason, diff = "new file", None
+        elif have.sha256 != _sha(want.content):
+            reason, diff = "content differs", file_diff(path, st.contents.get(path), want)
+        elif have.mode != want.mode or have.owner != want.owner:
+            reason, diff = f"mode/owner {have.mode:04o} {have.owner} -> {want.mode:04o} {want.owner}", None
+            units = ()  # metadata only: no daemon rereads it
+        else:
+            continue
+        steps.append(Step(host, "put", path, reason + (f"; restarts {', '.join(units)}" if units else ""),
+                          diff=diff, file=want, units=units))
+        restart.update(units)
+    for path, src in sorted(d.binaries.items()):
+        if phase_of(path, h) != phase:
+            continue
+        have = f.files.get(path)
+        if have is not None and have.sha256 == src.sha256 and have.mode == src.mode:
+            continue
+        units = owners(path, d.units)
+        reason = "new binary" if have is None else "differs from the bundle"
+        steps.append(Step(host, "binary", path, reason + (f"; restarts {', '.join(units)}" if units else ""),
+                          source=src, units=units))
+        restart.update(units)
+    if phase == "packages" and d.repo:
+        missing = tuple(p for p, s in sorted(d.repo.items())
+                        if f.files.get(p) is None or f.files[p].sha256 != s.sha256)
+        if missing:
+            steps.append(Step(host, "repo", REPO_DIR, f"{len(missing)} of {len(d.repo)} repository files to copy "
+                              f"(baseurl=file://{REPO_DIR})", items=missing))
+    return steps, restart
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _unit_steps(host: str, units: Sequence[str], st: HostState, restart: Set[str],
+                pending: Set[str], unit_files_changed: bool = False) -> List[Step]:
+    """daemon-reload, enable and restart steps for the given units of one host."""
+    states = st.facts.units or {}
+    steps: List[Step] = []
+    todo = []
+    for u in units:
+        us = states.get(u)
+        if u in restart:
+            todo.append((u, "files changed"))
+        elif u in pending:
+            todo.append((u, "files changed in an earlier, unfinished apply"))
+        elif us is None or not us.running:
+            todo.append((u, f"not running ({us.active if us else 'unknown'})"))
+    enable = [u for u in units if not (states.get(u) and states[u].enabled)]
+    if enable or unit_files_changed or any(u in pending for u, _ in todo):
+        steps.append(Step(host, "daemon-reload", "daemon-reload", "unit files changed"))
+    for u in enable:
+        steps.append(Step(host, "enable", u, "start at boot"))
+    for u, why in todo:
+        steps.append(Step(host, "restart", u, why, command=f"systemctl restart {u}"))
+    return steps
+
+
+def _os_prep(host: str, h: Host, inv: Inventory, d: HostDesired, st: HostState) -> List[Step]:
+    f = st.facts
+    c = inv.cluster
+    steps, _ = _files_steps(host, d, st, "os-prep", h, set())
+    changed = {s.target for s in steps}
+    ctr = f.container
+    if f.hostname and f.hostname != h.name:
+        steps.append(Step(host, "command", "hostname", f"hostname is {f.hostname!r}, the inventory says {h.name!r}",
+                          command=f"hostnamectl set-hostname {h.name}"))
+    if "/etc/sysctl.d/k8s.conf" in changed:
+        steps.append(Step(host, "restart", "systemd-sysctl", "sysctl settings changed",
+                          command="systemctl restart systemd-sysctl"))
+        if ctr:
+            steps.append(Step(host, "skip", "sysctl", f"container host ({ctr}): only net.* keys apply; vm.* and "
+                              "other global keys are the machine's"))
+    if "/etc/modules-load.d/k8s.conf" in changed or not {"bridge-nf", "overlay"} <= f.kernel_features:
+        if ctr:
+            if "/etc/modules-load.d/k8s.conf" in changed:
+                steps.append(Step(host, "skip", "modprobe", f"container host ({ctr}): kernel modules are the "
+                                  f"machine's (bridge-nf: {'yes' if 'bridge-nf' in f.kernel_features else 'no'}, "
+                                  f"overlay: {'yes' if 'overlay' in f.kernel_features else 'no'})"))
+        else:
+            mods = list(MODULES) + (["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack_ipv4"]
+                                    if h.has("lb") else [])
+            steps.append(Step(host, "command", "modprobe", "load the modules Kubernetes needs now (also at boot "
+                              "via modules-load.d)", command=" && ".join(f"modprobe {m}" for m in mods)))
+    if f.swap_on:
+        steps.append(Step(host, "command", "swapoff", f"swap is on ({', '.join(f.swaps)}); the kubelet refuses swap",
+                          command="swapoff -a && sed -ri '/^[^#].*\\sswap\\s/s/^/#/' /etc/fstab"))
+    if c.selinux != "keep" and f.selinux == "Enforcing":
+        if ctr:
+            steps.append(Step(host, "skip", "selinux", f"container host ({ctr}): SELinux is the machine's"))
+        else:
+            mode = "permissive" if c.selinux == "permissive" else "disabled"
+            steps.append(Step(host, "command", "selinux", f"SELinux is enforcing; cluster.selinux={c.selinux}",
+                              command=f"setenforce 0 && sed -ri 's/^SELINUX=.*/SELINUX={mode}/' /etc/selinux/config"))
+    fw = (f.units or {}).get("firewalld")
+    if c.firewalld == "disable" and fw is not None and (fw.running or fw.file == "enabled"):
+        steps.append(Step(host, "command", "firewalld", "firewalld would block cluster traffic "
+                          "(cluster.firewalld=disable)", command="systemctl disable --now firewalld"))
+    return steps
+
+
+def build(
+    inv: Inventory,
+    desired: Mapping[str, HostDesired],
+    states: Mapping[str, HostState],
+    control: ControlState = ControlState(),
+    pending: Optional[Mapping[str, Set[str]]] = None,
+    focus: Optional[Iterable[str]] = None,
+) -> Plan:
+    """The whole plan. `pending`: units left to restart by an unfinished run; `focus`: add-node's hosts
+    (other hosts then only get SHARED_FILES, nothing restarts there, and their other changes are deferred)."""
+    pending = {h: set(u) for h, u in (pending or {}).items()}
+    focus_set = set(focus) if focus is not None else None
+    hosts = [h for h in inv.hosts if h.name in desired and h.name in states]
+    checks = preflight(inv, {h.name: desired[h.name] for h in hosts}, states)
+    phases: List[Phase] = []
+    deferred: List[str] = []
+
+    def in_focus(h: Host) -> bool:
+        return focus_set is None or h.name in focus_set
+
+    def host_phase(h: Host, phase: str) -> List[Step]:
+        d, st = desired[h.name], states[h.name]
+        pend = pending.get(h.name, set())
+        steps, restart = _files_steps(h.name, d, st, phase, h, pend)
+        units = [u for u in d.units if UNIT_PHASE.get(u) == phase]
+        unit_files = any(s.kind == "put" and s.target.startswith(UNIT_DIR + "/") for s in steps)
+        steps += _unit_steps(h.name, units, st, restart, pend, unit_files)
+        return steps
+
+    # packages
+    waves = []
+    for h in hosts:
+        if not in_focus(h):
+            continue
+        d, st = desired[h.name], states[h.name]
+        steps, _ = _files_steps(h.name, d, st, "packages", h, set())
+        have = st.facts.packages or {}
+        missing = tuple(p for p in d.packages if p not in have)
+        if missing:
+            y = _yum(st.facts)
+            opts = "-y --disablerepo='*' --enablerepo=k8s-offline"
+            steps.append(Step(h.name, "packages", "packages", f"not installed: {', '.join(missing)}", items=missing,
+                              command=f"{y} -q {opts} clean metadata >/dev/null 2>&1; {y} {opts} install "
+                                      + " ".join(missing)))
+        if steps:
+            waves.append(steps)
+    phases.append(Phase("packages", (Wave(tuple(s for w in waves for s in w)),) if waves else ()))
+
+    # os-prep (add-node: other hosts only get the shared files)
+    steps = []
+    for h in hosts:
+        st_h = _os_prep(h.name, h, inv, desired[h.name], states[h.name])
+        if in_focus(h):
+            steps += st_h
+        else:
+            keep = [s for s in st_h if s.kind == "put" and s.target in SHARED_FILES]
+            steps += keep
+            deferred += [f"{h.name}: {s.line()}" for s in st_h if s not in keep and s.acts]
+    phases.append(Phase("os-prep", (Wave(tuple(steps)),) if steps else ()))
+
+    # registry
+    steps = []
+    if control.registry_skip:
+        if control.images_missing is None or control.images_missing:
+            steps.append(Step(CONTROL, "skip", "registry", control.registry_skip))
+    elif control.images_missing is None:
+        steps.append(Step(CONTROL, "harbor-project", inv.registry.project, "create the project when the registry "
+                          "is Harbor (a plain registry has none)"))
+        steps.append(Step(CONTROL, "seed", inv.registry.endpoint, "registry not checked yet: push what is missing"))
+    elif control.images_missing:
+        steps.append(Step(CONTROL, "harbor-project", inv.registry.project, "create the project when the registry "
+                          "is Harbor (a plain registry has none)"))
+        steps.append(Step(CONTROL, "seed", inv.registry.endpoint,
+                          f"{len(control.images_missing)} of {control.images_total} images missing",
+                          items=tuple(control.images_missing)))
+    phases.append(Phase("registry", (Wave(tuple(steps)),) if steps else ()))
+
+    # etcd: all members at once when none runs (Type=notify: each start waits for quorum), else rolling
+    members = [h for h in hosts if h.has("etcd") and in_focus(h)]
+    per_host = {h.name: host_phase(h, "etcd") for h in members}
+    active = [h for h in members if per_host.get(h.name)]
+    any_running = any((states[h.name].facts.units or {}).get("etcd") and
+                      states[h.name].facts.units["etcd"].running for h in hosts if h.has("etcd"))
+    restarting = [h for h in active if any(s.kind == "restart" for s in per_host[h.name])]
+    gate = Step(CONTROL, "gate", "etcd-health", "every member answers /health over TLS",
+                items=tuple(m.name for m in inv.etcd_members), units=("etcd",))
+    if active and any_running and restarting:
+        waves_e = tuple(Wave(tuple(per_host[h.name]), (gate,)) for h in active)
+        phases.append(Phase("etcd", waves_e, rolling=True))
+    elif active:
+        waves_e = (Wave(tuple(s for h in active for s in per_host[h.name]), (gate,) if restarting else ()),)
+        phases.append(Phase("etcd", waves_e))
+    else:
+        phases.append(Phase("etcd"))
+
+    # flannel network key
+    want = None
+    if inv.nodes:
+        from installer.render import flannel_network_config
+
+        want = flannel_network_config(inv)
+    if want is not None and control.flannel_config != want:
+        reason = "missing" if control.flannel_config is None else f"differs: {control.flannel_config}"
+        phases.append(Phase("flannel-network", (Wave((Step(CONTROL, "flannel-key", f"{inv.cluster.flannel_prefix}/config",
+                                                           f"{reason} -> {want}", command=want),)),)))
+    else:
+        phases.append(Phase("flannel-network"))
+
+    # masters, then lb: one host at a time, each with its gate
+    for phase, gate_for in (("masters", lambda h: Step(h.name, "gate", "apiserver-healthz",
+                                                       f"https://{h.address}:{inv.cluster.apiserver_port}/healthz",
+                                                       units=ROLE_UNITS["master"])),
+                            ("lb", lambda h: Step(CONTROL, "gate", "vip-healthz",
+                                                  f"https://{inv.cluster.vip}:{inv.cluster.lb_port}/healthz "
+                                                  f"(after {h.name})", units=ROLE_UNITS["lb"], items=(h.name,)))):
+        role = "master" if phase == "masters" else "lb"
+        waves_m = []
+        for h in hosts:
+            if not h.has(role):
+                continue
+            steps = host_phase(h, phase)
+            if not in_focus(h):
+                deferred += [f"{h.name}: {s.line()}" for s in steps if s.acts]
+                continue
+            if steps:
+                restarts = any(s.kind == "restart" for s in steps)
+                waves_m.append(Wave(tuple(steps), (gate_for(h),) if restarts else ()))
+        phases.append(Phase(phase, tuple(waves_m), rolling=True))
+
+    # nodes: in parallel, then every changed node must be Ready
+    steps = []
+    changed_nodes = []
+    for h in hosts:
+        if not h.has("node"):
+            continue
+        s_h = host_phase(h, "nodes")
+        if not in_focus(h):
+            deferred += [f"{h.name}: {s.line()}" for s in s_h if s.acts]
+            continue
+        steps += s_h
+        if any(s.kind == "restart" for s in s_h):
+            changed_nodes.append(h.name)
+    gates = (Step(CONTROL, "gate", "node-ready", "registered and Ready: " + ", ".join(changed_nodes),
+                  items=tuple(changed_nodes), units=("kubelet", "flanneld", "docker")),) if changed_nodes else ()
+    phases.append(Phase("nodes", (Wave(tuple(steps), gates),) if steps else ()))
+
+    # addons on the first master
+    steps = []
+    masters = [h for h in hosts if h.has("master")]
+    if masters and in_focus(masters[0]):
+        m = masters[0]
+        puts, _ = _files_steps(m.name, desired[m.name], states[m.name], "addons", m, set())
+        steps += puts
+        if puts or ADDONS_UNIT in pending.get(m.name, set()):
+            steps.append(Step(m.name, "kubectl-apply", ADDONS_DIR, "manifests changed; applied only when the "
+                              "apiserver serves /apis/extensions/v1beta1",
+                              command=f"{BIN_DIR}/kubectl --kubeconfig /etc/kubernetes/admin.kubeconfig apply -f "
+                                      f"{ADDONS_DIR}/"))
+    phases.append(Phase("addons", (Wave(tuple(steps)),) if steps else ()))
+    return Plan(tuple(checks), tuple(phases), tuple(deferred))
+
+
+__all__ = ["CONTROL", "PHASES", "REPO_DIR", "ADDONS_DIR", "Source", "HostDesired", "HostState", "ControlState",
+           "Step", "Wave", "Phase", "Check", "Plan", "build", "preflight", "file_diff", "is_secret", "owners",
+           "phase_of", "wanted_packages", "wanted_units"]

@@ -1,0 +1,212 @@
+"""`installer apply` end to end on booted hosts: 3 masters (etcd + haproxy + keepalived) + 1 node, then a 5th.
+
+One testbed and one bundle for the module; the tests build on each other in file order (fresh apply with
+an SSH cut and resume, converged re-apply, a changed file, VIP failover, leader failover, add-node).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from installer import checks as checks_mod
+from installer import inventory as inventory_mod
+from installer.apply import default_session
+from installer.pki import Pki
+from tests.e2e import cluster
+
+pytestmark = pytest.mark.e2e
+MASTERS = (1, 2, 3)
+
+
+class Site:
+    """The module's testbed, bundle, registry, inventories and state dir, and the CLI arguments for them."""
+
+    def __init__(self, tb, bundle: cluster.BuiltBundle, work: Path) -> None:
+        self.tb, self.bundle, self.work = tb, bundle, work
+        self.state = work / "state"
+        self.inv4 = cluster.write_inventory(tb, work / "inventory.yaml", 4)
+        self.inv5 = cluster.write_inventory(tb, work / "inventory-5.yaml", 5)
+        self.known_hosts = work / "known_hosts"
+
+    def args(self, inv: Path = None) -> list:
+        return ["--bundle", str(self.bundle.path), "--pub", str(self.bundle.pub), "-i", str(inv or self.inv4),
+                "--state", str(self.state), "--known-hosts", str(self.known_hosts)]
+
+    def apply(self, inv: Path = None) -> cluster.Run:
+        return cluster.installer("apply", *self.args(inv))
+
+    def check(self, inv: Path = None) -> cluster.Run:
+        return cluster.installer("check", "-i", str(inv or self.inv4), "--state", str(self.state), "--json")
+
+    def inventory(self, inv: Path = None):
+        return inventory_mod.load(inv or self.inv4)
+
+    def pki(self) -> Pki:
+        return Pki(self.state)
+
+    def journal(self) -> list:
+        p = self.state / "journal.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+@pytest.fixture(scope="module")
+def site(testbed_factory, tmp_path_factory):
+    t0 = time.monotonic()
+    tb = testbed_factory.create(5)
+    work = tmp_path_factory.mktemp("apply")
+    bundle = cluster.build_bundle(work / "build")
+    cluster.register_base_rpms(tb, range(1, 6), bundle.base_rpms)
+    reg = cluster.Registry(work / "registry", tb.control_address).start()
+    print(f"\nsetup: testbed + bundle ({bundle.seconds:.1f} s) + registry in {time.monotonic() - t0:.1f} s")
+    try:
+        yield Site(tb, bundle, work)
+    finally:
+        reg.stop()
+
+
+def _fail(run: cluster.Run) -> str:
+    return f"rc={run.rc}\nstdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-6000:]}"
+
+
+def test_fresh_apply_with_ssh_cut_mid_apply_then_resume(site):
+    """The node loses SSH while the masters come up: apply names it; after repair a re-run converges."""
+    tb = site.tb
+    node = tb.host(4)
+    log = site.work / "apply-1.log"
+    t0 = time.monotonic()
+    proc = cluster.start_installer("apply", *site.args(), log=log)
+    cut = False
+    try:
+        # cut once the lb phase has started: the node is only touched in the later nodes phase
+        cluster.wait_for(lambda: proc.poll() is not None or any(e.get("phase") == "lb" for e in site.journal()),
+                         timeout=240, interval=0.2, what="the lb phase")
+        assert proc.poll() is None, f"apply ended before the cut:\n{log.read_text()[-4000:]}"
+        r = cluster.netns_exec(node.machine, "iptables -I INPUT -p tcp --dport 22 -j DROP")
+        assert r.returncode == 0, r.stderr
+        cut = True
+        rc = proc.wait(240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if cut:
+            cluster.netns_exec(node.machine, "iptables -D INPUT -p tcp --dport 22 -j DROP")
+    first = time.monotonic() - t0
+    out = log.read_text()
+    assert rc != 0, out[-4000:]
+    err = out[out.rfind("error:"):]
+    assert "h4" in err.splitlines()[0], err
+    assert "hint:" in err
+    print(f"\nfirst apply failed as intended after {first:.1f} s:\n{err[:600]}")
+    pending = json.loads((site.state / "pending.json").read_text())
+    assert "h4" in pending or any(e.get("host") == "h4" and e.get("status") == "failed" for e in site.journal())
+
+    run = site.apply()
+    assert run.rc == 0, _fail(run)
+    print(f"resumed apply converged in {run.seconds:.1f} s")
+    assert json.loads((site.state / "pending.json").read_text()) == {}
+    report = json.loads((site.state / "report.json").read_text())
+    assert report["checks"]["ok"] and "h4" in report["changed"]
+    assert report["bundle"]["signer_fingerprint"].startswith("SHA256:") and report["bundle"]["reused_unpacked"]
+    assert report["seed"] is None or report["seed"]["totals"]["images"] == 7  # seeded by the first run
+
+    check = site.check()
+    assert check.rc == 0, _fail(check)
+    results = json.loads(check.stdout)["results"]
+    names = {r["name"] for r in results}
+    assert {"etcd health", "healthz via VIP", "componentstatus", "leader kube-controller-manager",
+            "leader kube-scheduler", "nodes Ready"} <= names
+    assert sum(r["name"] == "etcd health" and r["ok"] for r in results) == 3
+
+
+def test_reapply_changes_nothing_and_is_fast(site):
+    run = site.apply()
+    assert run.rc == 0, _fail(run)
+    assert "nothing to do" in run.stderr and "nothing to do" in run.stdout
+    print(f"\nconverged re-apply: {run.seconds:.1f} s")
+    assert run.seconds < 20
+    plan = cluster.installer("plan", *site.args(), "--json")
+    assert plan.rc == 0, _fail(plan)
+    assert json.loads(plan.stdout)["empty"] is True
+
+
+def test_changed_config_is_diffed_and_restarts_only_its_unit(site):
+    tb = site.tb
+    tb.ssh(2, "sed -i 's/timeout connect 5s/timeout connect 9s/' /etc/haproxy/haproxy.cfg")
+    plan = cluster.installer("plan", *site.args(), "--json")
+    assert plan.rc == 0, _fail(plan)
+    d = json.loads(plan.stdout)
+    steps = [s for p in d["phases"] for w in p["waves"] for s in w["steps"]]
+    assert [(s["host"], s["kind"], s["target"]) for s in steps] == [
+        ("h2", "put", "/etc/haproxy/haproxy.cfg"), ("h2", "restart", "haproxy")]
+    assert "-    timeout connect 9s" in steps[0]["diff"] and "+    timeout connect 5s" in steps[0]["diff"]
+    text = cluster.installer("plan", *site.args())
+    assert "h2" in text.stdout and "restart haproxy" in text.stdout
+    run = site.apply()
+    assert run.rc == 0, _fail(run)
+    assert "/etc/haproxy/haproxy.cfg" in run.stderr and "nothing to do" not in run.stderr
+
+
+def test_vip_moves_when_haproxy_stops_on_its_holder(site):
+    tb = site.tb
+    inv, pki, session = site.inventory(), site.pki(), default_session()
+    holder = cluster.wait_for(lambda: cluster.vip_holder(tb, MASTERS), 15, what="a VIP holder")
+    t0 = time.monotonic()
+    tb.ssh(holder, "systemctl stop haproxy")
+    try:
+        new = cluster.wait_for(lambda: (lambda h: h if h not in (None, holder) else None)(
+            cluster.vip_holder(tb, MASTERS)), 20, 0.2, what="the VIP to move")
+        ok, detail = cluster.wait_for(lambda: (lambda r: r if r[0] else None)(checks_mod.apiserver_healthz(
+            inv, pki, session, inv.cluster.vip, inv.cluster.lb_port)), 20, 0.2, what="/healthz via the VIP")
+        print(f"\nVIP moved h{holder} -> h{new}; /healthz via VIP answers after {time.monotonic() - t0:.1f} s")
+    finally:
+        tb.ssh(holder, "systemctl start haproxy")
+
+
+def test_controller_manager_leader_fails_over(site):
+    tb = site.tb
+    inv, pki, session = site.inventory(), site.pki(), default_session()
+
+    def leader_host():
+        holder, _ = checks_mod.leader(inv, pki, session, "kube-controller-manager")
+        return holder.split("_")[0] if holder else None
+
+    first = cluster.wait_for(leader_host, 30, what="a controller-manager leader")
+    n = int(first[1:])
+    t0 = time.monotonic()
+    tb.ssh(n, "systemctl stop kube-controller-manager")
+    try:
+        second = cluster.wait_for(lambda: (lambda h: h if h not in (None, first) else None)(leader_host()),
+                                  90, 1.0, what="another controller-manager to take over")
+        print(f"\ncontroller-manager leader {first} -> {second} in {time.monotonic() - t0:.1f} s")
+    finally:
+        tb.ssh(n, "systemctl start kube-controller-manager")
+
+
+def test_add_node_joins_without_touching_the_masters(site):
+    tb = site.tb
+    pids = {n: tb.ssh(n, "systemctl show -p MainPID --value kube-apiserver").stdout.strip() for n in MASTERS}
+    start = len(site.journal())
+    run = cluster.installer("add-node", "h5", *site.args(site.inv5))
+    assert run.rc == 0, _fail(run)
+    print(f"\nadd-node h5: {run.seconds:.1f} s")
+    steps = [e for e in site.journal()[start:] if e.get("event") == "step"]
+    others = {(e["host"], e["kind"], e["target"]) for e in steps if e["host"] not in ("h5", "control")}
+    assert others == {(f"h{n}", "put", "/etc/hosts") for n in (1, 2, 3, 4)}, others
+    assert {n: tb.ssh(n, "systemctl show -p MainPID --value kube-apiserver").stdout.strip() for n in MASTERS} == pids
+    ok, detail = checks_mod.nodes_ready(site.inventory(site.inv5), site.pki(), default_session(), ["h4", "h5"])
+    assert ok, detail
+    check = site.check(site.inv5)
+    assert check.rc == 0, _fail(check)
+
+
+def test_sudo_user_sees_the_converged_cluster(site):
+    """The same plan over the non-root user `tb` with sudo: facts read through sudo, nothing to do."""
+    inv = cluster.write_inventory(site.tb, site.work / "inventory-tb.yaml", 5, user="tb")
+    run = cluster.installer("plan", *site.args(inv), "--json")
+    assert run.rc == 0, _fail(run)
+    assert json.loads(run.stdout)["empty"] is True

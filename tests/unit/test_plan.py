@@ -1,0 +1,229 @@
+"""The pure planner as data cases: facts in, steps out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Dict
+
+import pytest
+import yaml
+
+from installer import inventory as inventory_mod
+from installer import plan as P
+from installer.facts import Facts, FileState, UnitState
+from installer.render import File, flannel_network_config, render_all
+
+INV = {
+    "cluster": {"name": "t", "vip": "198.18.0.100"},
+    "registry": {"mode": "external", "hostname": "reg.test", "address": "198.18.0.1", "port": 5000,
+                 "insecure": True},
+    "hosts": [{"name": f"h{i}", "address": f"198.18.0.1{i}", "roles": ["master", "etcd", "lb"]} for i in (1, 2, 3)]
+    + [{"name": "h4", "address": "198.18.0.14", "roles": ["node"]},
+       {"name": "h5", "address": "198.18.0.15", "roles": ["node"]}],
+}
+KEY = "/etc/etcd/pki/server.key"
+
+
+@pytest.fixture(scope="module")
+def inv(tmp_path_factory):
+    p = tmp_path_factory.mktemp("inv") / "inventory.yaml"
+    p.write_text(yaml.safe_dump(INV))
+    return inventory_mod.load(p)
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def desired(inv) -> Dict[str, P.HostDesired]:
+    pki = {h.name: ({KEY: File(b"-----BEGIN KEY-----\nsecret\n", 0o600)} if h.has("etcd") else {}) for h in inv.hosts}
+    rendered = render_all(inv, pki_files=pki)
+    out = {}
+    for h in inv.hosts:
+        bins = {"/usr/local/bin/kubelet": P.Source(sha(b"kubelet"), "k.tar.gz!kubelet")} if h.has("node") else {}
+        out[h.name] = P.HostDesired(files=rendered[h.name], binaries=bins, packages=P.wanted_packages(h),
+                                    units=P.wanted_units(h))
+    return out
+
+
+def converged_facts(name: str, d: P.HostDesired, **kw) -> Facts:
+    files = {p: FileState(sha(f.content), f.mode, f.owner, "root") for p, f in d.files.items()}
+    files.update({p: FileState(s.sha256, s.mode, "root", "root") for p, s in d.binaries.items()})
+    units = {u: UnitState("loaded", "active", "running", "enabled") for u in d.units}
+    base = dict(host=name, hostname=name, os_id="centos", os_version="7", os_family="redhat", os_name="CentOS 7",
+                arch="x86_64", kernel="3.10", time_offset=0.05, disk_free_kb={"/": 10 << 20, "/var": 10 << 20},
+                packages={p: "1-1" for p in d.packages}, files=files, units=units,
+                commands=frozenset({"yum", "systemctl"}), kernel_features=frozenset({"bridge-nf", "overlay"}))
+    base.update(kw)
+    return Facts(**base)
+
+
+def converged(inv, desired) -> Dict[str, P.HostState]:
+    return {h.name: P.HostState(converged_facts(h.name, desired[h.name])) for h in inv.hosts}
+
+
+def control_ok(inv) -> P.ControlState:
+    return P.ControlState(images_missing=(), images_total=7, flannel_config=flannel_network_config(inv))
+
+
+def acting(plan: P.Plan):
+    return [(s.host, s.kind, s.target) for s in plan.steps if s.acts]
+
+
+def test_converged_facts_plan_nothing(inv, desired):
+    plan = P.build(inv, desired, converged(inv, desired), control_ok(inv))
+    assert plan.empty and not plan.problems
+    assert acting(plan) == []
+    assert "nothing to do" in plan.text()
+
+
+def test_changed_file_puts_it_and_restarts_exactly_its_unit(inv, desired):
+    states = converged(inv, desired)
+    path = "/etc/haproxy/haproxy.cfg"
+    old = desired["h2"].files[path].content.replace(b"retries 3", b"retries 9")
+    f = states["h2"].facts
+    files = dict(f.files, **{path: FileState(sha(old), 0o644, "root", "root")})
+    states["h2"] = P.HostState(replace(f, files=files), {path: old})
+    plan = P.build(inv, desired, states, control_ok(inv))
+    assert acting(plan) == [("h2", "put", path), ("h2", "restart", "haproxy")]
+    put = next(s for s in plan.steps if s.kind == "put")
+    assert "-    retries 9" in put.diff and "+    retries 3" in put.diff
+    lb = next(p for p in plan.phases if p.name == "lb")
+    assert lb.rolling and [g.target for w in lb.waves for g in w.gates] == ["vip-healthz"]
+
+
+def test_secret_diff_only_says_changed_and_etcd_rolls(inv, desired):
+    states = converged(inv, desired)
+    f = states["h1"].facts
+    states["h1"] = P.HostState(replace(f, files=dict(f.files, **{KEY: FileState("0" * 64, 0o600, "root", "root")})))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    put = next(s for s in plan.steps if s.kind == "put")
+    assert put.target == KEY and put.diff == "changed (secret)" and "secret" not in plan.text().replace(
+        "changed (secret)", "")
+    etcd = next(p for p in plan.phases if p.name == "etcd")
+    assert etcd.rolling and acting(plan) == [("h1", "put", KEY), ("h1", "restart", "etcd")]
+    assert etcd.waves[0].gates[0].target == "etcd-health"
+
+
+def test_fresh_etcd_starts_all_members_in_one_wave(inv, desired):
+    states = converged(inv, desired)
+    for n in ("h1", "h2", "h3"):
+        f = states[n].facts
+        units = dict(f.units, etcd=UnitState("loaded", "inactive", "dead", "disabled"))
+        files = {p: s for p, s in f.files.items() if not p.startswith("/etc/etcd/")}
+        states[n] = P.HostState(replace(f, units=units, files=files))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    etcd = next(p for p in plan.phases if p.name == "etcd")
+    assert not etcd.rolling and len(etcd.waves) == 1
+    assert {s.host for s in etcd.waves[0].steps if s.kind == "restart"} == {"h1", "h2", "h3"}
+    assert [s.target for s in etcd.waves[0].steps if s.host == "h1" and s.kind == "enable"] == ["etcd"]
+
+
+def test_missing_package_is_installed_with_dnf_when_no_yum(inv, desired):
+    states = converged(inv, desired)
+    f = states["h4"].facts
+    pk = {p: v for p, v in f.packages.items() if p != "socat"}
+    states["h4"] = P.HostState(replace(f, packages=pk, commands=frozenset({"dnf", "systemctl"})))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    assert acting(plan) == [("h4", "packages", "packages")]
+    step = plan.steps[0]
+    assert step.items == ("socat",) and "dnf" in step.command and "--enablerepo=k8s-offline" in step.command
+
+
+def test_container_host_skips_os_prep_with_reason(inv, desired):
+    states = converged(inv, desired)
+    f = states["h5"].facts
+    files = {p: s for p, s in f.files.items() if p not in ("/etc/sysctl.d/k8s.conf", "/etc/modules-load.d/k8s.conf")}
+    states["h5"] = P.HostState(replace(f, files=files, container="systemd-nspawn", selinux="Enforcing"))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    skips = {s.target: s.reason for s in plan.steps if s.kind == "skip"}
+    assert set(skips) == {"sysctl", "modprobe", "selinux"}
+    assert all("container host (systemd-nspawn)" in r for r in skips.values())
+    assert ("h5", "restart", "systemd-sysctl") in acting(plan)
+    assert not any(s.kind == "command" for s in plan.steps)  # no modprobe, no setenforce
+
+
+def test_real_host_gets_modprobe_swapoff_and_selinux(inv, desired):
+    states = converged(inv, desired)
+    f = states["h4"].facts
+    states["h4"] = P.HostState(replace(f, swaps=("/dev/sda2",), selinux="Enforcing", kernel_features=frozenset()))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    cmds = {s.target: s.command for s in plan.steps if s.kind == "command"}
+    assert set(cmds) == {"modprobe", "swapoff", "selinux"}
+    assert "modprobe br_netfilter" in cmds["modprobe"] and cmds["selinux"].startswith("setenforce 0")
+
+
+def test_pending_restart_of_an_unfinished_run_is_planned(inv, desired):
+    plan = P.build(inv, desired, converged(inv, desired), control_ok(inv), pending={"h4": {"kubelet"}})
+    # the unit file itself may have changed in that run: reload before the restart
+    assert acting(plan) == [("h4", "daemon-reload", "daemon-reload"), ("h4", "restart", "kubelet")]
+    assert "unfinished" in next(s for s in plan.steps if s.kind == "restart").reason
+    assert [g.target for g in next(p for p in plan.phases if p.name == "nodes").waves[0].gates] == ["node-ready"]
+
+
+def test_stopped_unit_is_started(inv, desired):
+    states = converged(inv, desired)
+    f = states["h3"].facts
+    states["h3"] = P.HostState(replace(f, units=dict(f.units, haproxy=UnitState("loaded", "inactive", "dead",
+                                                                                  "enabled"))))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    assert acting(plan) == [("h3", "restart", "haproxy")]
+
+
+def test_changed_binary_restarts_its_unit(inv, desired):
+    states = converged(inv, desired)
+    f = states["h4"].facts
+    files = dict(f.files, **{"/usr/local/bin/kubelet": FileState("1" * 64, 0o755, "root", "root")})
+    states["h4"] = P.HostState(replace(f, files=files))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    assert acting(plan) == [("h4", "binary", "/usr/local/bin/kubelet"), ("h4", "restart", "kubelet")]
+
+
+def test_control_side_registry_and_flannel(inv, desired):
+    plan = P.build(inv, desired, converged(inv, desired),
+                   P.ControlState(images_missing=("kubernetes/pause-amd64:3.1",), images_total=7))
+    assert [(s.kind, s.target) for s in plan.steps if s.acts] == [
+        ("harbor-project", "kubernetes"), ("seed", "reg.test:5000"), ("flannel-key", "/coreos.com/network/config")]
+
+
+def test_preflight_problems(inv, desired):
+    states = converged(inv, desired)
+    f = states["h4"].facts
+    states["h4"] = P.HostState(replace(f, arch="aarch64", time_offset=3.5, os_id="ubuntu", os_family="debian",
+                                       os_version="22.04", listening=(("0.0.0.0", 10250),),
+                                       units=dict(f.units, kubelet=UnitState("loaded", "inactive", "dead", ""))))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    assert {c.name for c in plan.problems} == {"os", "arch", "clock", "ports"}
+    assert all(c.host == "h4" for c in plan.problems)
+    assert "10250 (for kubelet)" in next(c.detail for c in plan.problems if c.name == "ports")
+
+
+def test_add_node_focus_leaves_other_hosts_alone(inv, desired):
+    states = converged(inv, desired)
+    old_hosts = b"127.0.0.1 localhost\n"
+    for n in ("h1", "h2", "h3", "h4"):
+        f = states[n].facts
+        files = dict(f.files, **{"/etc/hosts": FileState(sha(old_hosts), 0o644, "root", "root")})
+        if n == "h1":  # an unrelated pending change on a master must not be applied by add-node
+            files["/etc/kubernetes/apiserver"] = FileState("2" * 64, 0o644, "root", "root")
+        states[n] = P.HostState(replace(f, files=files), {"/etc/hosts": old_hosts})
+    f5 = states["h5"].facts
+    states["h5"] = P.HostState(replace(f5, files={}, units={}, packages={}))
+    plan = P.build(inv, desired, states, control_ok(inv), focus=["h5"])
+    others = [(h, k, t) for h, k, t in acting(plan) if h != "h5"]
+    assert others == [(n, "put", "/etc/hosts") for n in ("h1", "h2", "h3", "h4")]
+    assert any("h1" in d and "/etc/kubernetes/apiserver" in d for d in plan.deferred)
+    assert ("h5", "restart", "kubelet") in acting(plan)
+
+
+def test_plan_dict_is_json_ready_and_hides_content(inv, desired):
+    import json
+
+    states = converged(inv, desired)
+    f = states["h1"].facts
+    states["h1"] = P.HostState(replace(f, files={}))
+    d = P.build(inv, desired, states, control_ok(inv)).to_dict()
+    text = json.dumps(d)
+    assert "secret" not in text.replace("changed (secret)", "") and d["summary"]["h1"]["files"]
