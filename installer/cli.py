@@ -292,6 +292,81 @@ def certs_renew(
     guarded(body, as_json=as_json)
 
 
+@app.command()
+def seed(
+    source: Path = typer.Argument(..., help="A bundle (file, part or parts directory; needs --pub), an unpacked "
+                                  "bundle directory, or an OCI image layout directory."),
+    registry: str = typer.Option(..., "--registry", help="HOST[:PORT] of the registry (Harbor or registry v2)."),
+    project: str = typer.Option("kubernetes", "--project", help="Harbor project (repository prefix)."),
+    username: Optional[str] = typer.Option(None, "--username", help="Registry user."),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the password."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA that signed the registry's certificate."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plain HTTP (only for a registry configured so)."),
+    pub: Optional[Path] = typer.Option(None, "--pub", help="Public key, when SOURCE is a bundle file."),
+    naming: str = typer.Option("last-component", "--naming", help="last-component (k8s.gcr.io/pause-amd64:3.1 -> "
+                               "PROJECT/pause-amd64:3.1) or keep-path."),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="Harbor API base URL when it is not the "
+                                          "registry's own origin (default: the registry URL)."),
+    create_project: bool = typer.Option(True, "--create-project/--no-create-project",
+                                        help="Create the Harbor project (public) if missing, when the API exists."),
+    jobs: int = typer.Option(4, "--jobs", min=1, max=32, help="Parallel uploads."),
+    as_json: bool = JSON,
+) -> None:
+    """Push every image of the bundle to REGISTRY/PROJECT, only the blobs it lacks; verify every digest."""
+    import shutil
+    import tempfile
+
+    import requests
+
+    from installer import bundle as fmt
+    from installer.errors import Error
+    from installer.registry import client as reg_client, harbor, seed as seed_mod
+
+    def body() -> None:
+        layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
+        try:
+            if insecure and ca_file:
+                raise Error("--insecure and --ca-file exclude each other", hint="TLS with a CA, or plain HTTP")
+            password = reg_client.read_password(password_file) if password_file else None
+            session = requests.Session()
+            base = f"{'http' if insecure else 'https'}://{registry}"
+            verify = str(ca_file) if ca_file else True
+            if create_project:
+                api = harbor.HarborAPI(api_url or base, session, username=username, password=password,
+                                       verify=verify)
+                try:
+                    api.api()
+                except Error as e:
+                    if "no Harbor API" not in e.message:
+                        raise
+                    api = None  # a plain registry v2: repositories need no project
+                if api is not None:
+                    api.ensure_project(project, public=True)
+            client = reg_client.RegistryClient(base, session, username=username, password=password, verify=verify)
+            report = seed_mod.push_missing(layout_dir, client, project, jobs=jobs, naming=naming)
+            emit(report.as_dict(), as_json, lambda d: report.summary())
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    guarded(body, as_json=as_json)
+
+
+def _layout_of(source: Path, pub: Optional[Path], fmt, Error, tempfile):
+    """(OCI layout dir, temp dir to remove or None) for a layout, an unpacked bundle, or a bundle file."""
+    if (source / "oci-layout").is_file():
+        return source, None
+    if (source / "images" / "oci-layout").is_file():
+        return source / "images", None
+    if pub is None:
+        raise Error(f"{source} is not an image layout or unpacked bundle, and no --pub was given",
+                    context="finding the images to seed",
+                    hint="pass --pub bundle.pub to verify and unpack a bundle file first")
+    tmp = Path(tempfile.mkdtemp(prefix="k8s-offline-seed-"))
+    fmt.unpack_bundle(source, fmt.load_public_key(pub), tmp / "bundle")
+    return tmp / "bundle" / "images", tmp
+
+
 def main() -> None:
     app()
 
