@@ -131,7 +131,8 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
             r.sha256, r.url, sbom.rpm_purl(r.name, str(r.epoch), r.version, r.release, r.arch, vendor),
             supplier={"centos": "CentOS", "docker": "Docker Inc."}.get(vendor, vendor),
             extra={"nevra": r.nevra, "repo": r.repo,
-                   "gpgcheck": str(repo.gpgcheck).lower() if repo else "unknown"}))
+                   "gpgcheck": str(repo.gpgcheck).lower() if repo else "unknown",
+                   "signature": r.signature or "unrecorded"}))
     for img in lock.images:
         ref = parse_ref(img.ref)
         items.append(sbom.Item("image", str(ref), ref.tag or img.digest, img.digest.split(":", 1)[1], str(ref),
@@ -154,6 +155,9 @@ def components(spec: Spec, lock: Lock) -> Dict[str, str]:
         out[f"rpm/{r.name}"] = f"{r.version}-{r.release}"
     for img in lock.images:
         out[f"image/{img.ref}"] = img.digest
+    for r in lock.repos:
+        out[f"repo/{r.name}"] = ("gpgcheck off" if not r.gpgcheck
+                                 else f"key {','.join(r.fingerprints)}; repomd {r.metadata}")
     out["options"] = ",".join(f"{k}={v}" for k, v in sorted(spec.options.model_dump().items()))
     return out
 
@@ -192,6 +196,10 @@ def all_entries(spec: Spec, spec_path: Path, lock: Lock, lock_bytes: bytes, cach
     entries += materialize(image_entries(lock, cache), stage)
     entries += manifest_entries(spec, stage)
     entries += installer_entries(installer_files, stage)
+    from bundler import fetch
+
+    entries += [Entry(layout.rpm_key_path(k.name), k.path, k.size, k.sha256, 0o644)
+                for k in fetch.key_files(lock, cache)]
     entries += meta_entries(spec_path, lock_bytes, sbom.to_bytes(doc), stage)
     entries += extra or []
     return entries

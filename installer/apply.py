@@ -186,6 +186,16 @@ def repo_files(bundle: Bundle) -> Dict[str, Tuple[Path, Source]]:
     return out
 
 
+RPM_GPG_DIR = "/etc/pki/rpm-gpg"
+
+
+def rpm_keys(bundle: Bundle) -> Dict[str, render_mod.File]:
+    """{/etc/pki/rpm-gpg/<key>: File} for every repo signing key the bundle ships (verified with the bundle)."""
+    prefix = layout.RPM_KEYS_DIR + "/"
+    return {f"{RPM_GPG_DIR}/{path[len(prefix):]}": render_mod.File((bundle.dir / path).read_bytes(), 0o644)
+            for path in sorted(bundle.files) if path.startswith(prefix)}
+
+
 def image_roles(bundle: Bundle, inv: Inventory) -> Tuple[Dict[str, str], str]:
     """({role: reference in the site registry}, naming rule) from the bundle's spec and image layout."""
     from installer.registry import seed
@@ -228,7 +238,9 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
     images, naming = image_roles(bundle, inv)
     versions = versions_of(bundle)
     material = {h.name: pki.material_for(inv, h) for h in inv.hosts}
-    rendered = render_mod.render_all(inv, pki_files=material, images=images, versions=versions)
+    keys = rpm_keys(bundle)
+    rendered = render_mod.render_all(inv, pki_files=material, images=images, versions=versions,
+                                     gpgcheck=bool(keys), gpgkey=[f"file://{p}" for p in sorted(keys)])
     names = sorted({p.rsplit("/", 1)[-1] for h in inv.hosts for p in render_mod.binaries_for(h)})
     bins = extract_binaries(bundle, state, names)
     repo = repo_files(bundle)
@@ -245,6 +257,8 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
         if inv.masters and h.name == inv.masters[0].name:
             files.update(addon_files)
         pkgs = plan_mod.wanted_packages(h)
+        if pkgs:
+            files.update(keys)  # yum checks every package against the bundle's pinned keys (gpgcheck=1)
         desired[h.name] = HostDesired(
             files=files,
             binaries={p: bins[p.rsplit("/", 1)[-1]][1] for p in render_mod.binaries_for(h)},

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jinja2
 
@@ -201,14 +201,16 @@ def _vrrp(inv: Inventory, host: Host) -> dict:
 
 
 def context(inv: Inventory, host: Host, *, images: Mapping[str, str], versions: Mapping[str, str],
-            repo_url: str, gpgcheck: bool, gpgkey: Optional[str], etcd_state: str) -> dict:
+            repo_url: str, gpgcheck: bool, gpgkey, etcd_state: str) -> dict:
     """Every variable the templates may use."""
     c = inv.cluster
     etcd = inv.etcd_members
     return {
         "inv": inv, "c": c, "host": host, "iface": inv.iface(host), "paths": PATHS, "bin": BIN_DIR,
         "cni_bin_dir": CNI_BIN_DIR, "cni_conf_dir": CNI_CONF_DIR, "images": images, "versions": versions,
-        "repo_url": repo_url, "gpgcheck": gpgcheck, "gpgkey": gpgkey,
+        "repo_url": repo_url, "gpgcheck": gpgcheck,
+        # one key URL or several (one per signing key the bundle ships)
+        "gpgkey": [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ()),
         "masters": inv.masters, "lbs": inv.lbs, "etcd_members": etcd,
         "etcd_servers": ",".join(f"https://{m.address}:2379" for m in etcd),
         "etcd_initial_cluster": ",".join(f"{m.name}=https://{m.address}:2380" for m in etcd),
@@ -229,7 +231,7 @@ def render_host(
     versions: Optional[Mapping[str, str]] = None,
     repo_url: str = DEFAULT_REPO_URL,
     gpgcheck: bool = False,
-    gpgkey: Optional[str] = None,
+    gpgkey: Union[str, Sequence[str], None] = None,
     etcd_joining: Iterable[str] = (),
 ) -> Dict[str, File]:
     """Every file the host needs, keyed by absolute remote path; pki_files are merged in as given.
@@ -272,7 +274,7 @@ def render_all(
     versions: Optional[Mapping[str, str]] = None,
     repo_url: str = DEFAULT_REPO_URL,
     gpgcheck: bool = False,
-    gpgkey: Optional[str] = None,
+    gpgkey: Union[str, Sequence[str], None] = None,
     etcd_joining: Iterable[str] = (),
 ) -> Dict[str, Dict[str, File]]:
     """render_host for every host: {host name: {remote path: File}}; pki_files is keyed by host name."""

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
                                                               "/var/tmp/k8s-offline-upstream-cache")))
     try:
         print("  " + ups.summary().replace("\n", "\n  "))
-        shutil.copyfile(ROOT / "bundle-spec.yaml", work / "bundle-spec.yaml")
+        # the project's spec with the stand-ins' test signing keys pinned instead of CentOS's and Docker's
+        shutil.copyfile(ups.spec_file, work / "bundle-spec.yaml")
         shutil.copyfile(ROOT / "inventory.example.yaml", work / "inventory.yaml")
         mirrors = str(work / "upstreams" / "mirrors.yaml")
 

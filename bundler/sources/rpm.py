@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import requests
 
@@ -29,6 +29,7 @@ TIMEOUT = (10, 60)
 # createrepo_c needs a unix time as revision to pin every timestamp: 2018-05-21, Kubernetes 1.10.3's release.
 REPO_REVISION = 1526860800
 HINT_REPOS = "check rpms.repos in the spec and the mirrors overlay (--mirrors)"
+RepomdCheck = Callable[[Any, bytes, Optional[bytes]], None]  # (repo spec, repomd.xml, repomd.xml.asc or None)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,11 @@ class RpmArtifact:
 # ---------------------------------------------------------------- HTTP
 
 
-def _get(session, url: str, what: str, stream: bool = False):
-    """GET with retries on connection resets and 5xx; an Error for anything else that is not 200."""
+def _get(session, url: str, what: str, stream: bool = False, missing_ok: bool = False):
+    """GET with retries on connection resets and 5xx; an Error for anything else that is not 200.
+
+    With missing_ok, a 404/410 answer is None (a file the repository need not publish).
+    """
     last: BaseException | None = None
     for attempt in range(RETRIES):
         if attempt:
@@ -84,6 +88,9 @@ def _get(session, url: str, what: str, stream: bool = False):
             last = RuntimeError(f"HTTP {resp.status_code}")
             resp.close()
             continue
+        if resp.status_code in (404, 410) and missing_ok:
+            resp.close()
+            return None
         if resp.status_code != 200:
             resp.close()
             raise Error(f"HTTP {resp.status_code} for {url}", context=what, hint=HINT_REPOS)
@@ -152,14 +159,18 @@ def _repomd_primary(xml: bytes, url: str) -> _MdFile:
     raise Error(f"{url} lists no primary metadata", context="reading yum repository metadata", hint=HINT_REPOS)
 
 
-def _load_primary(session, pool, repo_spec, mirrors, tmp: Path):
-    """Download one repo's primary (verified against repomd) and add it to the pool."""
+def _load_primary(session, pool, repo_spec, mirrors, tmp: Path, check_repomd: RepomdCheck | None = None):
+    """Download one repo's primary (checked against repomd, repomd by the hook) and add it to the pool."""
     import solv
 
     base = repo_spec.baseurl.rstrip("/") + "/"
     what = f"reading repository {repo_spec.name!r} ({base})"
     url, _ = mirrors.url_for(base + "repodata/repomd.xml")
     resp = _get(session, url, what)
+    if check_repomd is not None:
+        asc_url, _ = mirrors.url_for(base + "repodata/repomd.xml.asc")
+        asc = _get(session, asc_url, what, missing_ok=True)  # most repos publish none
+        check_repomd(repo_spec, resp.content, asc.content if asc is not None else None)
     primary = _repomd_primary(resp.content, url)
     purl, _ = mirrors.url_for(base + primary.href)
     # keep the compression suffix: libsolv's xfopen picks the decompressor from it
@@ -339,15 +350,18 @@ def _artifact(s) -> RpmArtifact:
     )
 
 
-def resolve(spec, session) -> list[RpmArtifact]:
-    """The RPMs the target needs beyond its base: the closure of spec's packages, sorted by nevra."""
+def resolve(spec, session, check_repomd: RepomdCheck | None = None) -> list[RpmArtifact]:
+    """The RPMs the target needs beyond its base: the closure of spec's packages, sorted by nevra.
+
+    check_repomd(repo, repomd.xml bytes, repomd.xml.asc bytes or None) sees each repo's metadata before it is used.
+    """
     import solv
 
     pool = solv.Pool()
     pool.setdisttype(solv.Pool.DISTTYPE_RPM)
     pool.setarch(spec.rpms.arch)
     with tempfile.TemporaryDirectory(prefix="bundler-repodata-") as tmp:
-        repos = [_load_primary(session, pool, r, spec.mirrors, Path(tmp)) for r in spec.rpms.repos]
+        repos = [_load_primary(session, pool, r, spec.mirrors, Path(tmp), check_repomd) for r in spec.rpms.repos]
     new = solve(pool, repos, spec.rpms.base, spec.selected_packages())
     return sorted((_artifact(s) for s in new), key=lambda a: a.nevra)
 

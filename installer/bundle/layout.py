@@ -17,6 +17,8 @@ SIGNATURE = "manifest.sig"
 BINARIES_DIR = "binaries"
 RPMS_DIR = "rpms"  # a yum repository: the RPMs plus repodata/
 RPMS_REPODATA_DIR = "rpms/repodata"
+RPM_KEYS_DIR = "rpms/keys"  # the pinned signing keys of the repos (yum ignores this directory)
+RPM_KEY_PREFIX = "RPM-GPG-KEY-k8s-offline-"
 IMAGES_DIR = "images"  # ONE OCI image layout holding every image, each blob once
 IMAGES_OCI_LAYOUT = "images/oci-layout"
 IMAGES_INDEX = "images/index.json"
@@ -75,6 +77,11 @@ def _join(directory: str, filename: str) -> str:
 def binary_path(filename: str) -> str:
     """Where a binary (kubelet, etcd, ...) lives in the bundle."""
     return _join(BINARIES_DIR, filename)
+
+
+def rpm_key_path(repo: str) -> str:
+    """Where the signing key of a spec repo lives in the bundle."""
+    return _join(RPM_KEYS_DIR, f"{RPM_KEY_PREFIX}{repo}")
 
 
 def rpm_path(filename: str) -> str:

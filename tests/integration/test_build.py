@@ -29,7 +29,7 @@ def built(upstreams, tmp_path_factory):
     """One bundle built from the stand-ins with the default spec (installer wheels for this Python only)."""
     d = tmp_path_factory.mktemp("build")
     spec = d / "bundle-spec.yaml"
-    shutil.copyfile(ROOT / "bundle-spec.yaml", spec)
+    shutil.copyfile(upstreams.spec_file, spec)  # the project spec with the stand-ins' signing keys pinned
     fmt.generate_keypair(d / "keys")
     cache = Cache(d / "cache")
     s = build.run_build(spec, upstreams.mirrors_file, d / "keys" / "bundle.key", d / "dist", cache,

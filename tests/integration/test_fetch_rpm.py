@@ -145,3 +145,16 @@ def test_reset_mid_download_is_retried(closure, spec, session, upstreams, tmp_pa
     finally:
         upstreams.clear_faults()
     assert Cache(tmp_path / "c").has(a.sha256) and out["cache_hits"] == 0
+
+
+def test_resolve_shows_each_repos_metadata_to_the_hook(spec, session):
+    seen = {}
+
+    def check(repo, repomd, asc):
+        assert repomd.startswith(b"<?xml")
+        seen[repo.name] = asc
+
+    rpm.resolve(spec, session, check_repomd=check)
+    assert set(seen) == {r.name for r in spec.rpms.repos}
+    assert seen["docker-ce-stable"].startswith(b"-----BEGIN PGP SIGNATURE")  # Docker CE publishes repomd.xml.asc
+    assert seen["base"] is None  # CentOS mirrors do not
