@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv docker-registry etcd-server etcd-client skopeo rpm createrepo-c haproxy \
   keepalived systemd-container debootstrap containernetworking-plugins gnupg apache2-utils zstd openssl \
-  iproute2 curl procps psmisc tar openssh-client util-linux
+  iproute2 curl procps psmisc tar openssh-client util-linux python3 patchelf binutils libpython3.11
 PYTEST_ARGS ?=
 DEMO_DIR ?= /var/tmp/k8s-offline-demo
 
@@ -45,3 +45,16 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# The installer as one static executable (static/README.md); apt installs only what is missing.
+STATIC_APT := python3 python3-venv patchelf binutils
+.PHONY: static
+static:
+	@v=$$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	missing=$$(for p in $(STATIC_APT) $${v:+libpython$$v}; do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	sh static/build.sh dist/installer-linux-amd64

@@ -187,9 +187,10 @@ def meta_entries(spec_path: Path, lock_bytes: bytes, sbom_bytes: bytes, stage: S
 
 def all_entries(spec: Spec, spec_path: Path, lock: Lock, lock_bytes: bytes, cache: Cache,
                 installer_files: Sequence[Tuple[str, Path]], created: str, stage: Staging,
-                extra: Optional[List[Entry]] = None) -> List[Entry]:
+                extra: Optional[List[Entry]] = None, sbom_extra: Sequence[sbom.Item] = ()) -> List[Entry]:
     """Every entry of the bundle, in any order (the writer sorts)."""
-    doc = sbom.document(spec.name, spec.version, created, sbom_items(spec, lock, installer_files))
+    doc = sbom.document(spec.name, spec.version, created,
+                        sbom_items(spec, lock, installer_files) + list(sbom_extra))
     entries = []
     entries += binary_entries(lock, cache)
     entries += rpm_entries(lock, cache, stage)

@@ -10,7 +10,10 @@ from typing import Optional, Sequence
 
 import requests
 
-from bundler import assemble, fetch, lock as lock_mod, spec as spec_mod, wheels
+import os
+
+from bundler import assemble, fetch, lock as lock_mod, spec as spec_mod, static, wheels
+from installer import __version__
 from bundler.cache import Cache
 from bundler.sources import TqdmProgress
 from installer import bundle as fmt
@@ -35,6 +38,7 @@ class BuildSummary:
     lock_path: Path
     lock_written: bool
     fingerprint: str
+    bootstrap: Optional[Path] = None  # bootstrap.tar: verify + static installer without zstd
 
     def as_dict(self) -> dict:
         return {
@@ -43,6 +47,7 @@ class BuildSummary:
             "compressed_bytes": self.compressed_bytes, "downloaded_bytes": self.downloaded_bytes,
             "cache_hits": self.cache_hits, "artifacts": self.artifacts, "lock": str(self.lock_path),
             "lock_written": self.lock_written, "fingerprint": self.fingerprint,
+            "bootstrap": str(self.bootstrap) if self.bootstrap else None,
         }
 
 
@@ -64,11 +69,15 @@ def run_lock(spec_path: Path, mirrors: Optional[Path], cache: Cache, jobs: int,
 def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Path, cache: Cache, *,
               jobs: int = 4, locked: bool = False, split_size: Optional[str] = None,
               pythons: Sequence[str] = wheels.DEFAULT_PYTHONS, created: Optional[str] = None,
-              session: Optional[requests.Session] = None, progress=None, level: int = fmt.DEFAULT_LEVEL
-              ) -> BuildSummary:
+              session: Optional[requests.Session] = None, progress=None, level: int = fmt.DEFAULT_LEVEL,
+              include_static: bool = True, static_cache: Optional[Path] = None) -> BuildSummary:
     """Build the signed bundle; the lock beside the spec is used, and written if new or extended."""
     spec_path = Path(spec_path)
     key = fmt.load_private_key(key_path)  # fail before any download when the key is wrong
+    if include_static and static.unavailable():
+        raise Error(f"cannot build the static installer here: {static.unavailable()}",
+                    context="preparing the bundle's installer executable",
+                    hint="run `make static` once (it installs what it needs), or build with --no-static")
     split = fmt.parse_size(split_size) if split_size else None
     spec = spec_mod.load(spec_path, mirrors)
     session = session or _session()
@@ -95,9 +104,16 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
     lk = selected(spec, result.lock)
     created = created or now_created(None)
     installer_files = wheels.collect(cache.root, pythons).files
+    static_exe = None
+    if include_static:
+        where = static_cache or os.environ.get("K8S_OFFLINE_STATIC_CACHE") or cache.root
+        static_exe = static.ensure_static(where, log=lambda m: print(m, file=sys.stderr))
     stage = assemble.Staging()
     try:
-        entries = assemble.all_entries(spec, spec_path, lk, lock_bytes, cache, installer_files, created, stage)
+        entries = assemble.all_entries(
+            spec, spec_path, lk, lock_bytes, cache, installer_files, created, stage,
+            extra=[static.entry(static_exe)] if static_exe else None,
+            sbom_extra=[static.sbom_item(static_exe, __version__)] if static_exe else ())
         with _bar("bundle") as bar:
             res = fmt.write_bundle(
                 out, spec.name, spec.version, entries, key,
@@ -107,11 +123,12 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
                 progress=bar, level=level)
     finally:
         stage.cleanup()
+    bootstrap = static.write_bootstrap_tar(res.path, static_exe) if static_exe else None
     return BuildSummary(
         bundle=res.path, parts=res.parts, name=res.name, version=res.version, files=len(res.manifest.files),
         bytes=res.manifest.total_size, compressed_bytes=res.size, downloaded_bytes=result.downloaded_bytes,
         cache_hits=result.cache_hits, artifacts=dict(result.artifacts), lock_path=lock_path,
-        lock_written=written, fingerprint=res.fingerprint)
+        lock_written=written, fingerprint=res.fingerprint, bootstrap=bootstrap)
 
 
 def selected(spec: spec_mod.Spec, lk: lock_mod.Lock) -> lock_mod.Lock:

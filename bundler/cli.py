@@ -90,6 +90,8 @@ def build(
                                              "(e.g. 3900M fits FAT32)."),
     pythons: str = typer.Option(",".join(("3.9", "3.10", "3.11", "3.12")), "--pythons",
                                 help="CPython versions the bundled installer wheels serve (comma list)."),
+    include_static: bool = typer.Option(True, "--static/--no-static",
+                                        help="Include the static installer executable (installer/installer-linux-amd64)."),
     as_json: bool = JSON,
 ) -> None:
     """Fetch (or take from the cache) everything the lock pins and write the signed bundle."""
@@ -97,12 +99,14 @@ def build(
 
     def body() -> None:
         s = build_mod.run_build(spec, mirrors, key, out, _cache(cache), jobs=jobs, locked=locked,
-                                split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()])
+                                split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()],
+                                include_static=include_static)
         emit(s.as_dict(), as_json, lambda d: (
             f"wrote {d['bundle']}" + (f" ({len(d['parts'])} parts)" if d["parts"] else "") +
             f": {d['files']} files, {d['bytes']} bytes, {d['compressed_bytes']} compressed\n"
             f"downloaded {d['downloaded_bytes']} bytes, {d['cache_hits']} cache hits; "
-            f"lock {d['lock']}{' (written)' if d['lock_written'] else ''}; signer {d['fingerprint']}"))
+            f"lock {d['lock']}{' (written)' if d['lock_written'] else ''}; signer {d['fingerprint']}"
+            + (f"\nbootstrap (no zstd needed) {d['bootstrap']}" if d.get("bootstrap") else "")))
 
     guarded(body, as_json=as_json)
 

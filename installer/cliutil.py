@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
@@ -21,7 +23,7 @@ def new_app(name: str, help_text: str) -> typer.Typer:
 
     def _version(value: bool) -> None:
         if value:
-            typer.echo(f"{name} {__version__}")
+            typer.echo(f"{name} {version_text()}")
             raise typer.Exit()
 
     @app.callback()
@@ -33,6 +35,26 @@ def new_app(name: str, help_text: str) -> typer.Typer:
         _state["debug"] = debug
 
     return app
+
+
+def version_text() -> str:
+    """The version, with the commit it was built from when known (the static build's info, else git)."""
+    try:
+        from installer import _build_info  # only in the static executable: static/build.sh writes it
+
+        return _build_info.VERSION_TEXT
+    except ImportError:
+        pass
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return __version__
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                           text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    commit = r.stdout.strip()
+    return f"{__version__} (commit {commit})" if r.returncode == 0 and commit else __version__
 
 
 def guarded(func: Callable[[], Any], *, as_json: bool = False) -> None:

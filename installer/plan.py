@@ -150,7 +150,8 @@ def owners(path: str, units: Iterable[str]) -> Tuple[str, ...]:
 
 def phase_of(path: str, host: Host) -> str:
     """The phase that writes a file: the earliest phase of a unit that reads it, else by location."""
-    if path.startswith(REPO_DIR + "/") or path.startswith("/etc/yum.repos.d/"):
+    # the repo, its file and the keys yum checks packages against must all be there before any install
+    if path.startswith((REPO_DIR + "/", "/etc/yum.repos.d/", "/etc/pki/rpm-gpg/")):
         return "packages"
     if path in OS_PREP_FILES:
         return "os-prep"

@@ -9,6 +9,8 @@ import pytest
 
 # Builds (tarballs, RPM repos, registry storage) are cached here across sessions; servers are per session.
 UPSTREAM_CACHE = Path(os.environ.get("UPSTREAM_CACHE", "/var/tmp/k8s-offline-upstream-cache"))
+# The static installer takes a minute to build: every bundle a test builds shares one per source digest.
+os.environ.setdefault("K8S_OFFLINE_STATIC_CACHE", "/var/tmp/k8s-offline-static-cache")
 
 
 @pytest.fixture(scope="session")

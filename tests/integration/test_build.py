@@ -60,6 +60,10 @@ def test_bundle_verifies_and_holds_everything(built):
     assert any(p.startswith("installer/wheels/k8s_offline-") for p in paths)
     assert f"installer/requirements-cp{PY.replace('.', '')}.txt" in paths
     assert {f"manifests/{m}" for m in ("kube-dns.yaml.j2", "dashboard.yaml.j2")} <= paths
+    exe = manifest.by_path()["installer/installer-linux-amd64"]
+    assert exe.mode == 0o755 and exe.size > 10_000_000
+    assert s.bootstrap is not None and s.bootstrap.name == "k8s-1.10.3.bootstrap.tar" and s.bootstrap.exists()
+    assert any(p.startswith("rpms/keys/RPM-GPG-KEY-k8s-offline-") for p in paths)
 
 
 def test_sbom_lists_every_component_with_its_hash(built, tmp_path):

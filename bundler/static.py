@@ -1,0 +1,196 @@
+"""The installer as one static executable in the bundle: built by static/build.sh, cached by source digest.
+
+The datacenter's control host is CentOS 7 (Python 3.6 or none), so the bundle also carries
+`installer/installer-linux-amd64`, covered by the signed manifest like every other member, and the
+bundler writes `<name>-<version>.bootstrap.tar` beside the bundle for hosts without zstd: the bundle's
+exact manifest.json and manifest.sig, the executable and static/bootstrap.sh (see static/README.md).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from installer.bundle import Entry, layout, tarstream
+from installer.errors import Error
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC_DIR = ROOT / "static"
+BUILD_SCRIPT = STATIC_DIR / "build.sh"
+BOOTSTRAP_SCRIPT = STATIC_DIR / "bootstrap.sh"
+REQUIREMENTS = STATIC_DIR / "requirements-build.txt"
+EXECUTABLE = "installer-linux-amd64"
+BUNDLE_PATH = layout.installer_path(EXECUTABLE)  # installer/installer-linux-amd64
+BOOTSTRAP_SUFFIX = ".bootstrap.tar"
+DEFAULT_PYTHON = "/usr/bin/python3"
+# Executables the build needs, with the apt package that provides each.
+TOOLS = {"patchelf": "patchelf", "objdump": "binutils", "sha256sum": "coreutils", "tar": "tar"}
+_CACHE_DIR = "static"
+_MTIME = 315532800  # 1980-01-01: bootstrap.tar is the same bytes for the same inputs
+
+PathLike = Union[str, os.PathLike]
+
+
+def build_python() -> Path:
+    """The Python the executable is built with: $STATIC_PYTHON or Debian's /usr/bin/python3."""
+    return Path(os.environ.get("STATIC_PYTHON", DEFAULT_PYTHON))
+
+
+def _source_files(root: Path) -> list[str]:
+    """Relative paths of every file the executable is built from, in byte order (as `LC_ALL=C sort`)."""
+    found = []
+    for top in ("installer", "static"):
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for f in filenames:
+                p = Path(dirpath) / f
+                if not f.endswith(".pyc") and p.is_file() and not p.is_symlink():
+                    found.append(p.relative_to(root).as_posix())
+    found.append("pyproject.toml")
+    return sorted(found, key=lambda s: s.encode())
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sources_digest(root: PathLike = ROOT, python: Optional[PathLike] = None) -> str:
+    """The cache key: sha256 over installer/, static/ (incl. the pinned requirements), pyproject.toml and the
+    build Python's version, computed exactly as `static/build.sh --sources-digest` does."""
+    root = Path(root)
+    lines = "".join(f"{_sha256_file(root / rel)}  {rel}\n" for rel in _source_files(root))
+    version = subprocess.run([str(python or build_python()), "-c", "import sys; print(sys.version.split()[0])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return hashlib.sha256(f"{lines}python {version}\n".encode()).hexdigest()
+
+
+def unavailable() -> Optional[str]:
+    """Why a static executable cannot be built on this machine, or None when it can."""
+    python = build_python()
+    if not os.access(python, os.X_OK):
+        return f"{python} is not available (the static build needs Debian's python3; apt python3)"
+    code = ("import ensurepip, sys, sysconfig, os; v = '%d.%d' % sys.version_info[:2]; "
+            "lib = os.path.join(sysconfig.get_config_var('LIBDIR'), 'libpython%s.so.1.0' % v); "
+            "print(v if os.path.exists(lib) else 'nolib ' + v)")
+    probe = subprocess.run([str(python), "-c", code], check=False, capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"{python} cannot make venvs (apt python3-venv)"
+    if probe.stdout.startswith("nolib"):
+        return f"libpython{probe.stdout.split()[1]}.so.1.0 is missing (apt libpython{probe.stdout.split()[1]})"
+    for tool, package in TOOLS.items():
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt {package})"
+    return None
+
+
+def build(out: PathLike, log: Optional[Callable[[str], None]] = None) -> Path:
+    """Run static/build.sh (what `make static` runs) to write the executable to `out`."""
+    out = Path(out)
+    reason = unavailable()
+    if reason:
+        raise Error(f"cannot build the static installer: {reason}", context="building installer-linux-amd64",
+                    hint="run `make static` once as root: it installs the missing apt packages")
+    if log:
+        log(f"static: building {out.name} (PyInstaller + staticx, about a minute)")
+    proc = subprocess.run(["sh", str(BUILD_SCRIPT), str(out)], check=False, cwd=ROOT, capture_output=True,
+                          text=True)
+    if proc.returncode != 0 or not out.is_file():
+        tail = proc.stderr.strip().splitlines()[-15:]
+        raise Error("static/build.sh failed", context="building installer-linux-amd64", details=tail,
+                    hint="run `make static` to see the whole build log")
+    return out
+
+
+def ensure_static(cache_root: PathLike, log: Optional[Callable[[str], None]] = None) -> Path:
+    """The static executable for the current sources: from the cache, or built once and cached."""
+    key = sources_digest()
+    base = Path(cache_root) / _CACHE_DIR
+    final = base / key / EXECUTABLE
+    if final.is_file():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / f".lock-{key[:16]}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build of the same sources: wait and reuse its result
+        if final.is_file():
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=base))
+        try:
+            build(tmp / EXECUTABLE, log)
+            shutil.rmtree(final.parent, ignore_errors=True)
+            os.rename(tmp, final.parent)  # published whole: a half-written executable is never used
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def entry(executable: PathLike) -> Entry:
+    """The bundle entry installer/installer-linux-amd64 (mode 0755) for a built executable."""
+    path = Path(executable)
+    return Entry(BUNDLE_PATH, path, path.stat().st_size, _sha256_file(path), 0o755)
+
+
+def bootstrap_filename(bundle_filename: str) -> str:
+    """'<name>-<version>.bootstrap.tar' for '<name>-<version>.bundle.tar.zst', one of its parts or its index."""
+    parsed = layout.parse_part_filename(bundle_filename)
+    name = parsed[0] if parsed else (layout.bundle_of_index(bundle_filename) or bundle_filename)
+    return name.removesuffix(layout.BUNDLE_SUFFIX) + BOOTSTRAP_SUFFIX
+
+
+def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optional[PathLike] = None) -> Path:
+    """Write <name>-<version>.bootstrap.tar beside the bundle: its manifest.json and manifest.sig as they are,
+    the executable and bootstrap.sh, uncompressed, so a host without zstd can bootstrap from it."""
+    from installer.bundle import read_manifest
+
+    bundle = Path(bundle)
+    manifest, manifest_bytes, sig = read_manifest(bundle)
+    entry_ = manifest.by_path().get(BUNDLE_PATH)
+    exe = Path(executable)
+    if entry_ is None:
+        raise Error(f"{bundle} has no {BUNDLE_PATH}", context="writing the bootstrap tar",
+                    hint="add bundler.static.entry(...) to the bundle's entries")
+    if entry_.sha256 != _sha256_file(exe):
+        raise Error(f"{exe} is not the {BUNDLE_PATH} the bundle's manifest lists",
+                    context="writing the bootstrap tar", hint="pass the executable the bundle was built with")
+    first = bundle if bundle.is_file() else min(p for p in bundle.iterdir() if layout.parse_part_filename(p.name))
+    out = Path(out_dir) if out_dir is not None else (bundle.parent if bundle.is_file() else bundle)
+    dest = out / bootstrap_filename(first.name)
+    members = [(layout.MANIFEST, None, manifest_bytes, 0o644), (layout.SIGNATURE, None, sig, 0o644),
+               (BUNDLE_PATH, exe, None, 0o755), ("bootstrap.sh", BOOTSTRAP_SCRIPT, None, 0o755)]
+    tmp = dest.with_name(f".{dest.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            for name, path, data, mode in members:
+                size = len(data) if data is not None else path.stat().st_size
+                f.write(tarstream.file_header(name, size, mode, _MTIME))
+                if data is not None:
+                    f.write(data)
+                else:
+                    with open(path, "rb") as src:
+                        shutil.copyfileobj(src, f, tarstream.CHUNK)
+                f.write(tarstream.padding(size))
+            f.write(tarstream.END_OF_ARCHIVE)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def sbom_item(executable: PathLike, version: str):
+    """The SBOM entry of the static executable (kind 'installer')."""
+    from bundler import sbom
+
+    # built here, not downloaded: no download location
+    return sbom.Item("installer", "k8s-offline-installer-static", version, _sha256_file(Path(executable)),
+                     "", f"pkg:generic/k8s-offline-installer-static@{version}",
+                     comment="the installer CLI frozen with PyInstaller and linked statically with staticx",
+                     extra={"file": BUNDLE_PATH})
