@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +11,12 @@ from typing import Optional, Sequence
 
 import requests
 
-import os
-
-from bundler import assemble, fetch, lock as lock_mod, spec as spec_mod, static, wheels
-from installer import __version__
+from bundler import assemble, fetch, static, wheels
+from bundler import lock as lock_mod
+from bundler import spec as spec_mod
 from bundler.cache import Cache
 from bundler.sources import TqdmProgress
+from installer import __version__
 from installer import bundle as fmt
 from installer.bundle.manifest import now_created
 from installer.errors import Error

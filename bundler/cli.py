@@ -64,7 +64,8 @@ def lock(
     as_json: bool = JSON,
 ) -> None:
     """Resolve every binary, RPM closure and image digest of the spec and pin them in bundle-lock.yaml."""
-    from bundler import build as build_mod, lock as lock_mod
+    from bundler import build as build_mod
+    from bundler import lock as lock_mod
 
     def body() -> None:
         path = build_mod.run_lock(spec, mirrors, _cache(cache), jobs)

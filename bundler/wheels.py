@@ -53,7 +53,7 @@ def runtime_pins(dist: str = "k8s-offline") -> List[str]:
     for r in reqs:
         if "extra ==" in r:
             continue
-        name = re.split(r"[<>=!~;\[ ]", r, 1)[0]
+        name = re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]
         pins.append(f"{name}=={metadata.version(name)}")
     return sorted(pins, key=str.lower)
 

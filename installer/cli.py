@@ -320,7 +320,9 @@ def seed(
 
     from installer import bundle as fmt
     from installer.errors import Error
-    from installer.registry import client as reg_client, harbor, seed as seed_mod
+    from installer.registry import client as reg_client
+    from installer.registry import harbor
+    from installer.registry import seed as seed_mod
 
     def body() -> None:
         layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)

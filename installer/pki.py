@@ -470,7 +470,7 @@ class Pki:
                 return Path(r.ca_file).expanduser().read_bytes()
             except OSError as e:
                 raise Error(f"cannot read registry.ca_file {r.ca_file}: {e.strerror}",
-                            context="collecting the registry CA", hint="fix registry.ca_file in the inventory")
+                            context="collecting the registry CA", hint="fix registry.ca_file in the inventory") from None
         return None
 
     def registry_material(self, inv: Inventory) -> Dict[str, File]:

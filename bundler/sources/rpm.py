@@ -127,7 +127,7 @@ def _retrying(func, url: str, what: str):
             return func()
         except _BrokenOff as e:
             if attempt == RETRIES - 1:
-                raise Error(f"download of {url} kept breaking off: {e}", context=what, hint="re-run to retry")
+                raise Error(f"download of {url} kept breaking off: {e}", context=what, hint="re-run to retry") from None
             time.sleep(0.25 * 2 ** attempt)
     raise AssertionError("unreachable")
 

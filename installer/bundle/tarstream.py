@@ -157,7 +157,7 @@ def read_header(buf: Buffered) -> Optional[Member]:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.EOFHeaderError:
             if pax:
-                raise Error(f"pax header at offset {start} is not followed by a member", hint=_COPY_AGAIN)
+                raise Error(f"pax header at offset {start} is not followed by a member", hint=_COPY_AGAIN) from None
             return None
         except tarfile.HeaderError as e:
             raise Error(f"bad tar header at offset {buf.offset - BLOCK}: {e}",

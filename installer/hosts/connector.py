@@ -216,7 +216,7 @@ class ShellConnector(ABC):
             raise command_error(self.name, f"read {path}", rc, _decode(err), self.user, what="reading a file")
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most connectors hold nothing to release
         """Release the connection (nothing to do by default)."""
 
     def __enter__(self):

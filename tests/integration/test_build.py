@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler import build, lock as lock_mod
+from bundler import build
+from bundler import lock as lock_mod
 from bundler.cache import Cache
 from installer import bundle as fmt
 

@@ -11,12 +11,16 @@ import pytest
 import requests
 import yaml
 
-from bundler import fetch, lock as lockfile, spec as specmod
+from bundler import fetch
+from bundler import lock as lockfile
+from bundler import spec as specmod
 from bundler.cache import Cache
 from bundler.lock import UNCHECKED
 from bundler.sources import gpg
 from installer.errors import Error
-from tests.fixtures.upstream import images as fixture_images, rpms as fixture, signing
+from tests.fixtures.upstream import images as fixture_images
+from tests.fixtures.upstream import rpms as fixture
+from tests.fixtures.upstream import signing
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

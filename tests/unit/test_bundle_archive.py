@@ -276,7 +276,14 @@ def test_missing_bundle(tmp_path, keys) -> None:
 
 def test_manifest_names_its_signer_for_inspect(tmp_path):
     """inspect shows the signer's fingerprint without the public key; the signature still decides."""
-    from installer.bundle import Entry, fingerprint, generate_keypair, inspect_bundle, load_private_key, write_bundle
+    from installer.bundle import (
+        Entry,
+        fingerprint,
+        generate_keypair,
+        inspect_bundle,
+        load_private_key,
+        write_bundle,
+    )
 
     key_path, _ = generate_keypair(tmp_path / "k")
     key = load_private_key(key_path)

@@ -263,7 +263,7 @@ def test_truncated_output_is_an_error_with_host():
 
 def test_facts_are_frozen():
     f = facts.parse(DEBIAN_NSPAWN, host="h1")
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         f.hostname = "x"
     with pytest.raises(TypeError):
         f.files["/x"] = None

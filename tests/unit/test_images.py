@@ -413,7 +413,7 @@ def test_layout_entries_hold_each_blob_once(registry, tmp_path):
     assert paths[:2] == ["oci-layout", "index.json"] and len(paths) == len(set(paths))
     assert paths.count(f"blobs/sha256/{digest(BASE_LAYER)[7:]}") == 1
     assert len(paths) == 2 + len({b[0] for a in arts for b in a.blobs})
-    for path, src, size, sha in entries:
+    for _path, src, size, sha in entries:
         data = src if isinstance(src, bytes) else src.read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == sha
     index = json.loads(entries[1][1])

@@ -3,6 +3,7 @@
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -33,7 +34,7 @@ def test_example_is_valid():
     assert len(inv.etcd_members) == 3 and len(inv.lbs) == 3 and len(inv.nodes) == 2
     assert inv.cluster.kubernetes_service_ip == "10.254.0.1" and inv.cluster.dns_ip == "10.254.0.10"
     assert inv.registry.project == "kubernetes" and inv.registry.public
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         inv.cluster.vip = "1.2.3.4"  # frozen
 
 

@@ -125,7 +125,7 @@ def test_flanneld_flags_exist_in_0_10_and_use_go_syntax(rendered):
     known = flag_table("flanneld-0.10.0.txt")
     env = render.parse_env_file(text(rendered, "k8s-node1", "/etc/sysconfig/flanneld"))
     unit = text(rendered, "k8s-node1", "/etc/systemd/system/flanneld.service")
-    exec_start = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     flags = env["FLANNEL_OPTIONS"].split() + [a for a in exec_start.split()[1:] if a.startswith("-")]
     assert all(re.match(r"^-[a-z]", a) for a in flags), flags  # single dash: Go's flag package
     assert [a for a in flags if flag_name(a) not in known] == []
@@ -313,7 +313,7 @@ def golden_tree(rendered):
         for path, f in files.items():
             out[f"{host}{path}"] = normalise(path, f)
             modes.append(f"{oct(f.mode)[2:]:>4} {f.owner} {host}{path}")
-    out["MODES"] = ("\n".join(sorted(modes, key=lambda l: l.split()[-1])) + "\n").encode()
+    out["MODES"] = ("\n".join(sorted(modes, key=lambda m: m.split()[-1])) + "\n").encode()
     return out
 
 
