@@ -13,6 +13,8 @@ BENCHES = [
     ("bundle: write/verify/unpack vs sha256sum, peak RSS", ["bench/bench_bundle.py", "--mib", "256"]),
     ("bundle size vs docker save|gzip, build/verify RSS small vs 10x", ["bench/bench_size.py"]),
     ("seed: push_missing vs skopeo copy one by one", ["-m", "bench.bench_seed"]),
+    ("static installer: start-up vs the venv entry point, size", ["bench/bench_static.py"]),
+    ("apply: first apply on 3 vs 6 booted hosts, converged re-apply", ["bench/bench_apply.py"]),
 ]
 
 
