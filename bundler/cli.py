@@ -164,8 +164,20 @@ def _inspect_text(d: dict) -> str:
         lines.append(f"  {len(d['parts'])} parts: {', '.join(d['parts'])}")
     lines.append("  kinds:")
     lines += [f"    {k:<10} {v['files']:>6} files {v['bytes']:>14} bytes" for k, v in d["kinds"].items() if v["files"]]
+    comps = {k: v for k, v in d["components"].items() if not k.startswith("trust/")}
+    trust = {k[len("trust/"):]: v for k, v in d["components"].items() if k.startswith("trust/")}
     lines.append("  components:")
-    lines += [f"    {k:<28} {v}" for k, v in d["components"].items()]
+    lines += [f"    {k:<28} {v}" for k, v in comps.items()]
+    if trust:
+        lines.append("  trust (where each artifact's pin comes from):")
+        lines += [f"    {k:<40} {v}" for k, v in trust.items()]
+        first_seen = [k for k, v in trust.items() if v.endswith("first-seen")]
+        unchecked = [k for k, v in trust.items() if "unchecked" in v]
+        if first_seen:
+            lines.append(f"  note: pinned when first seen (upstream publishes no digest): {', '.join(first_seen)}")
+        if unchecked:
+            lines.append(f"  WARNING: RPMs without a signature check (gpgcheck: false in the spec): "
+                         f"{', '.join(unchecked)}")
     return "\n".join(lines)
 
 

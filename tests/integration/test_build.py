@@ -165,3 +165,20 @@ def test_bundle_is_a_plain_zstd_tar(built):
             names = [m.name for m in tar]
     assert names[:2] == ["manifest.json", "manifest.sig"]
     assert len(names) == built["summary"].files + 2
+
+
+def test_inspect_shows_the_trust_source_of_every_artifact(built):
+    r = subprocess.run([str(BIN / "bundler"), "inspect", str(built["summary"].bundle), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    comps = json.loads(r.stdout)["components"]
+    lk = lock_mod.load(built["summary"].lock_path)
+    assert all(f"trust/binary/{b.name}" in comps for b in lk.binaries)
+    assert comps["trust/binary/kubernetes-server"] == "sha256 pin: upstream"
+    assert comps["trust/binary/flannel"] == "sha256 pin: first-seen"
+    assert all(comps[f"trust/rpm/{r.name}"].startswith("signed by ") for r in lk.rpms)
+    assert all(f"trust/image/{i.ref}" in comps for i in lk.images)
+    assert any(k.startswith("repo/") and "key " in v for k, v in comps.items())
+    text = subprocess.run([str(BIN / "bundler"), "inspect", str(built["summary"].bundle)],
+                          capture_output=True, text=True).stdout
+    assert "pinned when first seen" in text and "flannel" in text
