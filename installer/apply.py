@@ -7,6 +7,7 @@ restarted, so a run that stopped midway (host unreachable, gate failed) is finis
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import tarfile
@@ -21,6 +22,7 @@ import yaml
 from installer import addons as addons_mod
 from installer import checks as checks_mod
 from installer import facts as facts_mod
+from installer import harbor_install
 from installer import pki as pki_mod
 from installer import plan as plan_mod
 from installer import render as render_mod
@@ -59,6 +61,7 @@ class Options:
     out: Out = lambda line: None
     max_parallel: int = 10
     gate_timeout: float = 120.0
+    harbor_timeout: float = 600.0  # Harbor's containers take minutes after install.sh on a real host
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     checks: bool = True  # run the cluster checks after executing
@@ -231,6 +234,8 @@ class Site:
     images: Dict[str, str]
     naming: str
     pki_report: Optional[pki_mod.IssueReport] = None
+    registry_host: Optional[Host] = None  # install mode: the Harbor host (its desired state is in `desired`)
+    registry_access: Dict[str, object] = field(default_factory=dict)  # install mode: password and CA for clients
 
 
 def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.Pki) -> Site:
@@ -252,6 +257,12 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
         for name, text in addons_mod.render(mdir, inv, images).items():
             addon_files[f"{plan_mod.ADDONS_DIR}/{name}"] = render_mod.File(text.encode(), 0o644)
     desired = {}
+    reg_host = harbor_install.registry_host(inv)
+    if reg_host is not None:
+        d, reg_local = harbor_install.desired(inv, bundle.dir, bundle.files, pki, state.root, keys,
+                                              {p: s for p, (_l, s) in repo.items()}, versions)
+        desired[reg_host.name] = d
+        local.update(reg_local)
     for h in inv.hosts:
         files = dict(rendered[h.name])
         if inv.masters and h.name == inv.masters[0].name:
@@ -266,7 +277,8 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
             packages=pkgs,
             units=plan_mod.wanted_units(h),
         )
-    return Site(inv, state, bundle, pki, desired, local, images, naming)
+    return Site(inv, state, bundle, pki, desired, local, images, naming, registry_host=reg_host,
+                registry_access=harbor_install.access(inv, state.root, pki.crt_path("ca")))
 
 
 # ------------------------------------------------------------------ facts
@@ -281,7 +293,9 @@ class Hosts:
 
     def __getitem__(self, name: str) -> Connector:
         if name not in self._conns:
-            self._conns[name] = self.opts.connector_for(self.inv, self.inv.host(name))
+            reg = harbor_install.registry_host(self.inv)
+            host = reg if reg is not None and name == reg.name else self.inv.host(name)
+            self._conns[name] = self.opts.connector_for(self.inv, host)
         return self._conns[name]
 
     def close(self) -> None:
@@ -330,17 +344,20 @@ def control_state(site: Site, session: requests.Session) -> ControlState:
     inv = site.inv
     missing: Optional[Tuple[str, ...]] = None
     total = 0
-    skip = None
+    up: Optional[bool] = None
+    detail = ""
     if inv.registry.mode == "install":
-        skip = ("registry.mode install (Harbor on a host) is not automated by apply yet: install Harbor from "
-                "the bundle's harbor-offline-installer, then set registry.mode external")
-    else:
+        up, detail = harbor_install.probe(checks_mod.registry_base(inv), session,
+                                          site.registry_access.get("verify", True))
+    if up is not False:
         try:
-            missing, total = checks_mod.images_missing(inv, site.bundle.dir / layout.IMAGES_DIR, site.naming, session)
+            missing, total = checks_mod.images_missing(inv, site.bundle.dir / layout.IMAGES_DIR, site.naming, session,
+                                                       **site.registry_access)
         except Error:
             missing = None
     value = checks_mod.flannel_config(inv, site.pki, session)
-    return ControlState(images_missing=missing, images_total=total, registry_skip=skip, flannel_config=value)
+    return ControlState(images_missing=missing, images_total=total, flannel_config=value, harbor_up=up,
+                        harbor_detail=detail)
 
 
 # ------------------------------------------------------------------ executing
@@ -359,6 +376,11 @@ class Outcome:
     seed: Optional[dict] = None
     skipped: List[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _all_ok(check: Callable, *args) -> Tuple[bool, str]:
+    """Run a check returning results and fold them into (all ok, detail)."""
+    return checks_mod.all_ok(check(*args))
 
 
 class Executor:
@@ -443,7 +465,7 @@ class Executor:
         if s.kind == "seed":
             return self._seed()
         if s.kind == "harbor-project":
-            return checks_mod.ensure_project(site.inv, self.opts.session)
+            return checks_mod.ensure_project(site.inv, self.opts.session, **site.registry_access)
         if s.kind == "flannel-key":
             checks_mod.put_flannel_config(site.inv, site.pki, self.opts.session, s.command or "")
             return "written"
@@ -478,6 +500,10 @@ class Executor:
                             hint=f"read the unit's log above (journalctl -u {s.target} on {s.host}); fix the "
                                  "cause and run apply again")
             pend.done(s.host, s.target)
+        elif s.kind == "harbor-unpack":
+            return harbor_install.unpack(c, site.local[s.source.origin], s.source)
+        elif s.kind == "harbor-install":
+            return harbor_install.install(c, s.command or "")
         elif s.kind == "kubectl-apply":
             if not checks_mod.serves_extensions(site.inv, site.pki, self.opts.session):
                 pend.add(s.host, [plan_mod.ADDONS_UNIT])
@@ -501,7 +527,7 @@ class Executor:
         from installer.registry import seed
 
         inv = self.site.inv
-        client = checks_mod.registry_client(inv, self.opts.session)
+        client = checks_mod.registry_client(inv, self.opts.session, **self.site.registry_access)
         report = seed.push_missing(self.site.bundle.dir / layout.IMAGES_DIR, client, inv.registry.project,
                                    naming=self.site.naming)
         self.outcome.seed = report.as_dict()
@@ -510,19 +536,22 @@ class Executor:
     def _gate(self, s: Step) -> str:
         """Poll a health condition until it holds or the deadline passes; then fail with the units' journals."""
         inv, pki, session = self.site.inv, self.site.pki, self.opts.session
-        deadline = self.opts.clock() + self.opts.gate_timeout
+        timeout = self.opts.harbor_timeout if s.target == "harbor-api" else self.opts.gate_timeout
+        deadline = self.opts.clock() + timeout
         probe: Callable[[], Tuple[bool, str]]
-        if s.target == "etcd-health":
-            probe = lambda: checks_mod.all_ok(checks_mod.etcd_health(inv, pki, session))
+        if s.target == "harbor-api":
+            probe = functools.partial(harbor_install.probe, checks_mod.registry_base(inv), session,
+                                      self.site.registry_access.get("verify", True))
+        elif s.target == "etcd-health":
+            probe = functools.partial(_all_ok, checks_mod.etcd_health, inv, pki, session)
         elif s.target == "apiserver-healthz":
-            h = inv.host(s.host)
-            probe = lambda: checks_mod.apiserver_healthz(inv, pki, session, h.address,
-                                                         inv.cluster.apiserver_port)
+            probe = functools.partial(checks_mod.apiserver_healthz, inv, pki, session, inv.host(s.host).address,
+                                      inv.cluster.apiserver_port)
         elif s.target == "vip-healthz":
-            probe = lambda: checks_mod.apiserver_healthz(inv, pki, session, inv.cluster.vip,
-                                                         inv.cluster.lb_port)
+            probe = functools.partial(checks_mod.apiserver_healthz, inv, pki, session, inv.cluster.vip,
+                                      inv.cluster.lb_port)
         elif s.target == "node-ready":
-            probe = lambda: checks_mod.nodes_ready(inv, pki, session, s.items)
+            probe = functools.partial(checks_mod.nodes_ready, inv, pki, session, s.items)
         else:
             raise Error(f"unknown gate {s.target!r}", hint="this is a bug: report it")
         detail = ""
@@ -541,8 +570,10 @@ class Executor:
         for h in hosts:
             for u in s.units:
                 lines += [f"{h} {u}: {ln}" for ln in self._journal_lines(h, u)[-10:]]
+        if s.target == "harbor-api":
+            lines += harbor_install.log_tail(self.hosts[hosts[0]])
         raise Error(f"{', '.join(hosts) or s.host}: health gate {s.target} not reached within "
-                    f"{self.opts.gate_timeout:.0f} s: {detail}", context=f"waiting for {s.reason}",
+                    f"{timeout:.0f} s: {detail}", context=f"waiting for {s.reason}",
                     details=lines, hint="the unit logs above usually say why; fix it and run apply again "
                                         "(it resumes: changed units are still restarted)")
 
@@ -568,9 +599,12 @@ def load_site(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, ou
 def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[str]] = None) -> Plan:
     """Gather facts of the hosts concerned and plan."""
     names = [h.name for h in site.inv.hosts]
+    if site.registry_host is not None:
+        names.append(site.registry_host.name)
     states = gather_states(site, hosts, names, opts)
     control = control_state(site, opts.session)
-    return plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus)
+    return plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
+                          registry_host=site.registry_host)
 
 
 def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options) -> Plan:

@@ -10,7 +10,7 @@ import json
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -231,7 +231,7 @@ def put_flannel_config(inv: Inventory, pki: Pki, session: requests.Session, valu
 # ------------------------------------------------------------------ the registry
 
 
-def _registry_base(inv: Inventory) -> str:
+def registry_base(inv: Inventory) -> str:
     """The registry URL; by address when its hostname does not resolve here (the site's DNS may not cover it)."""
     r = inv.registry
     scheme = "http" if r.insecure else "https"
@@ -243,20 +243,32 @@ def _registry_base(inv: Inventory) -> str:
     return f"{scheme}://{host}:{r.port}"
 
 
-def registry_client(inv: Inventory, session: requests.Session):
-    from installer.registry.client import RegistryClient, read_password
+def _credentials(inv: Inventory, password: Optional[str], verify: Union[bool, str, None]):
+    """(password, verify): the given ones (install mode: generated password, site CA), else the inventory's."""
+    from installer.registry.client import read_password
 
     r = inv.registry
-    password = read_password(r.password_file) if r.password_file else None
-    return RegistryClient(_registry_base(inv), session, username=r.username if password else None,
-                          password=password, verify=r.ca_file or True, timeout=30)
+    if password is None and r.password_file:
+        password = read_password(r.password_file)
+    return password, verify if verify is not None else (r.ca_file or True)
 
 
-def images_missing(inv: Inventory, layout_dir: Path, naming: str, session: requests.Session) -> Tuple[Tuple[str, ...], int]:
+def registry_client(inv: Inventory, session: requests.Session, *, password: Optional[str] = None,
+                    verify: Union[bool, str, None] = None):
+    from installer.registry.client import RegistryClient
+
+    password, verify = _credentials(inv, password, verify)
+    return RegistryClient(registry_base(inv), session, username=inv.registry.username if password else None,
+                          password=password, verify=verify, timeout=30)
+
+
+def images_missing(inv: Inventory, layout_dir: Path, naming: str, session: requests.Session, *,
+                   password: Optional[str] = None,
+                   verify: Union[bool, str, None] = None) -> Tuple[Tuple[str, ...], int]:
     """(seeded references whose tag does not point at the bundle's digest, number of images)."""
     from installer.registry.seed import Layout
 
-    client = registry_client(inv, session)
+    client = registry_client(inv, session, password=password, verify=verify)
     images = Layout(layout_dir).images(inv.registry.project, naming)
     missing = []
     for img in images:
@@ -266,15 +278,15 @@ def images_missing(inv: Inventory, layout_dir: Path, naming: str, session: reque
     return tuple(missing), len(images)
 
 
-def ensure_project(inv: Inventory, session: requests.Session) -> str:
+def ensure_project(inv: Inventory, session: requests.Session, *, password: Optional[str] = None,
+                   verify: Union[bool, str, None] = None) -> str:
     """Create the Harbor project when the registry is Harbor; a plain registry needs none."""
-    from installer.registry.client import read_password
     from installer.registry.harbor import HarborAPI
 
     r = inv.registry
-    password = read_password(r.password_file) if r.password_file else None
-    api = HarborAPI(_registry_base(inv), session, username=r.username if password else None, password=password,
-                    verify=r.ca_file or True)
+    password, verify = _credentials(inv, password, verify)
+    api = HarborAPI(registry_base(inv), session, username=r.username if password else None, password=password,
+                    verify=verify)
     try:
         api.api()
     except Error as e:

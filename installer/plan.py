@@ -9,7 +9,10 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
   preflight  checks only (OS, arch, clock, ports, disk, rpm); any failure stops apply before a change
   packages   the bundle's yum repo copied to each host that needs packages, then yum install
   os-prep    /etc/hosts, sysctl.d, modules-load.d, hostname, swap, SELinux, firewalld
-  registry   Harbor project (when the API exists) and seeding the bundle's images (control host)
+  registry   install mode: on the registry host docker, docker-compose, the site-CA certificate, the unpacked
+             Harbor offline installer, harbor.cfg and install.sh (only when one of them changed or Harbor does
+             not answer), gate: /api/systeminfo over TLS; then the Harbor project and seeding the bundle's
+             images (control host)
   etcd       all members at once when none runs (Type=notify waits for quorum), else rolling
   flannel-network  the v2 key <prefix>/config (control host, etcd client cert)
   masters    one at a time, gate: that apiserver's /healthz
@@ -94,6 +97,19 @@ class Source:
 
 
 @dataclass(frozen=True)
+class HarborDesired:
+    """Install mode: the offline installer unpacked on the registry host, and what makes install.sh run again."""
+
+    installer: Source  # the bundle's harbor-offline-installer tarball
+    install_dir: str  # where it is unpacked (/opt/harbor)
+    marker: str  # file written after a complete unpack: "<sha256>  <tarball name>"
+    marker_sha256: str  # sha256 of the marker content for this installer
+    reinstall_on: Tuple[str, ...]  # files whose content change re-runs install.sh (harbor.cfg, cert, key)
+    install_command: str
+    endpoint: str  # what the gate polls, for the plan text
+
+
+@dataclass(frozen=True)
 class HostDesired:
     """What one host should look like."""
 
@@ -102,9 +118,11 @@ class HostDesired:
     repo: Mapping[str, Source] = field(default_factory=dict)  # REPO_DIR/... -> source (hosts with packages)
     packages: Tuple[str, ...] = ()
     units: Tuple[str, ...] = ()
+    harbor: Optional[HarborDesired] = None  # the registry host in install mode
 
     def managed_paths(self) -> List[str]:
-        return sorted(set(self.files) | set(self.binaries) | set(self.repo))
+        probed = {self.harbor.marker} if self.harbor else set()
+        return sorted(set(self.files) | set(self.binaries) | set(self.repo) | probed)
 
 
 @dataclass(frozen=True)
@@ -121,7 +139,9 @@ class ControlState:
 
     images_missing: Optional[Tuple[str, ...]] = None  # None: not known (registry not reachable)
     images_total: int = 0
-    registry_skip: Optional[str] = None  # why the registry phase does nothing (e.g. install mode)
+    registry_skip: Optional[str] = None  # why the registry phase does nothing
+    harbor_up: Optional[bool] = None  # install mode: /api/systeminfo answered over TLS (None: not probed)
+    harbor_detail: str = ""
     flannel_config: Optional[str] = None  # the current v2 value; None: missing or etcd not reachable
 
 
@@ -153,6 +173,8 @@ def phase_of(path: str, host: Host) -> str:
     # the repo, its file and the keys yum checks packages against must all be there before any install
     if path.startswith((REPO_DIR + "/", "/etc/yum.repos.d/", "/etc/pki/rpm-gpg/")):
         return "packages"
+    if not host.roles:
+        return "registry"  # only the registry host (install mode) has no cluster role
     if path in OS_PREP_FILES:
         return "os-prep"
     if path.startswith(ADDONS_DIR + "/"):
@@ -183,7 +205,7 @@ class Step:
 
     host: str
     kind: str  # put | binary | repo | packages | command | daemon-reload | enable | restart | gate | seed |
-    #            harbor-project | flannel-key | kubectl-apply | skip
+    #            harbor-project | harbor-unpack | harbor-install | flannel-key | kubectl-apply | skip
     target: str  # path, unit, gate name, ...
     reason: str
     diff: Optional[str] = None
@@ -218,7 +240,8 @@ class Step:
         """One line for people."""
         what = {"put": "file", "binary": "binary", "repo": "repo", "packages": "install", "command": "run",
                 "daemon-reload": "systemctl", "enable": "enable", "restart": "restart", "gate": "wait for",
-                "seed": "seed", "harbor-project": "harbor", "flannel-key": "etcd v2 key",
+                "seed": "seed", "harbor-project": "harbor", "harbor-unpack": "unpack",
+                "harbor-install": "run", "flannel-key": "etcd v2 key",
                 "kubectl-apply": "kubectl apply", "skip": "skip"}.get(self.kind, self.kind)
         target = " ".join(self.items) if self.kind == "packages" else self.target
         return f"{what} {target}: {self.reason}"
@@ -428,6 +451,45 @@ def _yum(f: Facts) -> str:
     return "yum" if f.has("yum") else "dnf"
 
 
+def _packages_step(host: str, d: HostDesired, st: HostState) -> Optional[Step]:
+    """yum install of the host's packages that are not installed yet, from the bundle's repo only."""
+    have = st.facts.packages or {}
+    missing = tuple(p for p in d.packages if p not in have)
+    if not missing:
+        return None
+    y = _yum(st.facts)
+    opts = "-y --disablerepo='*' --enablerepo=k8s-offline"
+    return Step(host, "packages", "packages", f"not installed: {', '.join(missing)}", items=missing,
+                command=f"{y} -q {opts} clean metadata >/dev/null 2>&1; {y} {opts} install " + " ".join(missing))
+
+
+def _registry_host(h: Host, d: HostDesired, st: HostState, control: ControlState) -> Tuple[List[Step], List[Step]]:
+    """Install mode: the registry host's steps in order, and the gate on Harbor's API when install.sh runs."""
+    name, f, hd = h.name, st.facts, d.harbor
+    steps, _ = _files_steps(name, d, st, "packages", h, set())
+    pkgs = _packages_step(name, d, st)
+    if pkgs:
+        steps.append(pkgs)
+    steps += _unit_steps(name, d.units, st, set(), set())  # Harbor's containers need a running docker
+    marker = f.files.get(hd.marker)
+    unpack = marker is None or marker.sha256 != hd.marker_sha256
+    if unpack:
+        steps.append(Step(name, "harbor-unpack", hd.install_dir, "not unpacked yet" if marker is None else
+                          "the bundle's installer differs from the unpacked one", source=hd.installer))
+    steps += _files_steps(name, d, st, "registry", h, set())[0]
+    changed = [p for p in hd.reinstall_on if p in d.files and
+               (f.files.get(p) is None or f.files[p].sha256 != _sha(d.files[p].content))]
+    why = (["installer unpacked"] if unpack else []) + [f"{p} changed" for p in changed]
+    if not why and not control.harbor_up:
+        why.append(f"Harbor does not answer ({control.harbor_detail or 'not checked'})")
+    if not why:
+        return steps, []
+    steps.append(Step(name, "harbor-install", hd.install_dir, "; ".join(why), command=hd.install_command))
+    gate = Step(CONTROL, "gate", "harbor-api", f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)",
+                items=(name,))
+    return steps, [gate]
+
+
 def _files_steps(host: str, d: HostDesired, st: HostState, phase: str, h: Host,
                  pending: Set[str]) -> Tuple[List[Step], Set[str]]:
     """put/binary/repo steps of one phase on one host, and the units that must restart because of them."""
@@ -549,13 +611,18 @@ def build(
     control: ControlState = ControlState(),
     pending: Optional[Mapping[str, Set[str]]] = None,
     focus: Optional[Iterable[str]] = None,
+    registry_host: Optional[Host] = None,
 ) -> Plan:
     """The whole plan. `pending`: units left to restart by an unfinished run; `focus`: add-node's hosts
-    (other hosts then only get SHARED_FILES, nothing restarts there, and their other changes are deferred)."""
+    (other hosts then only get SHARED_FILES, nothing restarts there, and their other changes are deferred);
+    `registry_host`: install mode's Harbor host (its desired state and facts under its name)."""
     pending = {h: set(u) for h, u in (pending or {}).items()}
     focus_set = set(focus) if focus is not None else None
     hosts = [h for h in inv.hosts if h.name in desired and h.name in states]
-    checks = preflight(inv, {h.name: desired[h.name] for h in hosts}, states)
+    reg = registry_host if registry_host is not None and registry_host.name in desired \
+        and registry_host.name in states and desired[registry_host.name].harbor is not None else None
+    checked = hosts + ([reg] if reg is not None else [])
+    checks = preflight(inv, {h.name: desired[h.name] for h in checked}, states)
     phases: List[Phase] = []
     deferred: List[str] = []
 
@@ -578,14 +645,9 @@ def build(
             continue
         d, st = desired[h.name], states[h.name]
         steps, _ = _files_steps(h.name, d, st, "packages", h, set())
-        have = st.facts.packages or {}
-        missing = tuple(p for p in d.packages if p not in have)
-        if missing:
-            y = _yum(st.facts)
-            opts = "-y --disablerepo='*' --enablerepo=k8s-offline"
-            steps.append(Step(h.name, "packages", "packages", f"not installed: {', '.join(missing)}", items=missing,
-                              command=f"{y} -q {opts} clean metadata >/dev/null 2>&1; {y} {opts} install "
-                                      + " ".join(missing)))
+        pkgs = _packages_step(h.name, d, st)
+        if pkgs:
+            steps.append(pkgs)
         if steps:
             waves.append(steps)
     phases.append(Phase("packages", (Wave(tuple(s for w in waves for s in w)),) if waves else ()))
@@ -602,7 +664,14 @@ def build(
             deferred += [f"{h.name}: {s.line()}" for s in st_h if s not in keep and s.acts]
     phases.append(Phase("os-prep", (Wave(tuple(steps)),) if steps else ()))
 
-    # registry
+    # registry: install mode's Harbor host first (its own wave and gate), then project and seed from here
+    reg_waves: List[Wave] = []
+    if reg is not None:
+        r_steps, r_gates = _registry_host(reg, desired[reg.name], states[reg.name], control)
+        if focus_set is not None:
+            deferred += [f"{reg.name}: {s.line()}" for s in r_steps if s.acts]
+        elif r_steps:
+            reg_waves.append(Wave(tuple(r_steps), tuple(r_gates)))
     steps = []
     if control.registry_skip:
         if control.images_missing is None or control.images_missing:
@@ -617,7 +686,7 @@ def build(
         steps.append(Step(CONTROL, "seed", inv.registry.endpoint,
                           f"{len(control.images_missing)} of {control.images_total} images missing",
                           items=tuple(control.images_missing)))
-    phases.append(Phase("registry", (Wave(tuple(steps)),) if steps else ()))
+    phases.append(Phase("registry", tuple(reg_waves) + ((Wave(tuple(steps)),) if steps else ())))
 
     # etcd: all members at once when none runs (Type=notify: each start waits for quorum), else rolling
     members = [h for h in hosts if h.has("etcd") and in_focus(h)]
@@ -704,6 +773,6 @@ def build(
     return Plan(tuple(checks), tuple(phases), tuple(deferred))
 
 
-__all__ = ["CONTROL", "PHASES", "REPO_DIR", "ADDONS_DIR", "Source", "HostDesired", "HostState", "ControlState",
+__all__ = ["CONTROL", "PHASES", "REPO_DIR", "ADDONS_DIR", "Source", "HarborDesired", "HostDesired", "HostState", "ControlState",
            "Step", "Wave", "Phase", "Check", "Plan", "build", "preflight", "file_diff", "is_secret", "owners",
            "phase_of", "wanted_packages", "wanted_units"]

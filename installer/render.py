@@ -286,6 +286,41 @@ def render_all(
     }
 
 
+HARBOR_DIR = "/opt/harbor"
+HARBOR_CFG = f"{HARBOR_DIR}/harbor.cfg"
+
+
+def harbor_cert_paths(inv: Inventory) -> Tuple[str, str]:
+    """(certificate, key) paths of Harbor's site-CA-issued serving certificate on the registry host."""
+    base = f"{inv.registry.data_dir.rstrip('/')}/cert"
+    return f"{base}/server.crt", f"{base}/server.key"
+
+
+def harbor_cfg(inv: Inventory, *, admin_password: str, db_password: str) -> File:
+    """Harbor 1.4's harbor.cfg for install mode: https with the site CA's certificate, generated passwords.
+
+    0600: it holds the admin and database passwords (Harbor's own default is 0644)."""
+    for name, value in (("admin_password", admin_password), ("db_password", db_password)):
+        # prepare reads harbor.cfg with ConfigParser: '%' interpolates, '#'/';' start comments, space is trimmed
+        if not value or not value.isalnum():
+            raise ValueError(f"{name} must be a non-empty alphanumeric string")
+    crt, key = harbor_cert_paths(inv)
+    text = _ENV.get_template("harbor.cfg.j2").render(registry=inv.registry, ssl_cert=crt, ssl_cert_key=key,
+                                                    admin_password=admin_password, db_password=db_password)
+    return File(text.encode(), 0o600)
+
+
+def registry_host_files(inv: Inventory, *, versions: Optional[Mapping[str, str]] = None,
+                        repo_url: str = DEFAULT_REPO_URL, gpgcheck: bool = False,
+                        gpgkey: Union[str, Sequence[str], None] = None) -> Dict[str, File]:
+    """Rendered files of the registry host (install mode) besides harbor.cfg: the offline yum repository."""
+    vers = dict(DEFAULT_VERSIONS)
+    vers.update(versions or {})
+    ctx = {"versions": vers, "repo_url": repo_url, "gpgcheck": gpgcheck,
+           "gpgkey": [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ())}
+    return {"/etc/yum.repos.d/k8s-offline.repo": File(_ENV.get_template("k8s-offline.repo.j2").render(ctx).encode())}
+
+
 def write_tree(rendered: Mapping[str, Mapping[str, File]], out_dir: Path) -> int:
     """Write DIR/<host>/<remote path> with each file's mode; returns the number of files written.
 

@@ -154,6 +154,29 @@ def write_inventory(tb, path: Path, n_hosts: int, *, user: str = "root") -> Path
     return path
 
 
+HARBOR_HOSTNAME = "harbor.e2e.test"
+
+
+def write_harbor_inventory(tb, path: Path, *, cluster_host: int = 1, registry_host: int = 2,
+                           user: str = "root") -> Path:
+    """One host with every cluster role and Harbor installed by apply on another (registry.mode install)."""
+    h = tb.host(cluster_host)
+    inv = {
+        "cluster": {"name": "e2e-harbor", "vip": tb.vip, "interface": "eth0"},
+        "ssh": {"user": user, "key": str(tb.key_path), "connect_timeout": 3},
+        "registry": {"mode": "install", "hostname": HARBOR_HOSTNAME, "address": tb.host(registry_host).address,
+                     "port": 443, "project": "kubernetes", "public": True},
+        "hosts": [{"name": h.name, "address": h.address, "roles": ["master", "etcd", "lb", "node"]}],
+    }
+    path.write_text(yaml.safe_dump(inv, sort_keys=False))
+    return path
+
+
+def unit_invocation(tb, n: int, unit: str) -> str:
+    """A unit's InvocationID on host n: changes with every start, empty when it never ran."""
+    return tb.ssh(n, f"systemctl show -p InvocationID --value {unit}").stdout.strip()
+
+
 @dataclass
 class Run:
     """A finished installer command."""
