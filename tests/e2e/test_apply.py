@@ -7,6 +7,7 @@ an SSH cut and resume, converged re-apply, a changed file, VIP failover, leader 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -121,6 +122,20 @@ def test_fresh_apply_with_ssh_cut_mid_apply_then_resume(site):
     assert {"etcd health", "healthz via VIP", "componentstatus", "leader kube-controller-manager",
             "leader kube-scheduler", "nodes Ready"} <= names
     assert sum(r["name"] == "etcd health" and r["ok"] for r in results) == 3
+
+
+def test_kubelet_pulls_pause_from_the_seeded_registry(site):
+    """The rendered pod-infra image is the seeded name, and the registry serves it with the bundle's digest."""
+    inv = site.inventory()
+    want = f"{inv.registry.endpoint}/{inv.registry.project}/pause-amd64:3.1"
+    kubelet = site.tb.ssh(4, "cat /etc/kubernetes/kubelet").stdout
+    assert f"--pod-infra-container-image={want}" in kubelet, kubelet
+    addons = site.tb.ssh(1, "cat /etc/kubernetes/addons/kube-dns.yaml").stdout
+    assert f"image: {inv.registry.endpoint}/{inv.registry.project}/k8s-dns-kube-dns-amd64:1.14.10" in addons
+    r = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                        f"docker://{inv.registry.address}:{inv.registry.port}/{inv.registry.project}/pause-amd64:3.1"],
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_reapply_changes_nothing_and_is_fast(site):
