@@ -207,11 +207,24 @@ def apply(
     as_json: bool = JSON,
 ) -> None:
     """Verify the bundle, then bring every host to the desired state phase by phase, and check the cluster."""
+    _apply(bundle, inventory, pub, state, known_hosts, as_json)
+
+
+def _apply(bundle: Path, inventory: Path, pub: Path, state: Optional[Path], known_hosts: Optional[Path],
+           as_json: bool, focus: Optional[List[str]] = None) -> None:
+    """apply, add-node and certs renew: one converge, optionally focused on some hosts."""
     from installer import apply as apply_mod
+    from installer.errors import Error
 
     def body() -> None:
+        if focus:
+            inv = inventory_mod.load(inventory)
+            unknown = [n for n in focus if n not in {h.name for h in inv.hosts}]
+            if unknown:
+                raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
+                            hint="add the host to the inventory first, then run add-node with its name")
         d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
-                                    _options(as_json, known_hosts))
+                                    _options(as_json, known_hosts), focus=focus)
         emit(d, as_json, _apply_text)
 
     guarded(body, as_json=as_json)
@@ -228,20 +241,7 @@ def add_node(
     as_json: bool = JSON,
 ) -> None:
     """Join new hosts: only they change, plus the shared files of the others (/etc/hosts); masters stay."""
-    from installer import apply as apply_mod
-    from installer.errors import Error
-
-    def body() -> None:
-        inv = inventory_mod.load(inventory)
-        unknown = [n for n in node if n not in {h.name for h in inv.hosts}]
-        if unknown:
-            raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
-                        hint="add the host to the inventory first, then run add-node with its name")
-        d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
-                                    _options(as_json, known_hosts), focus=node)
-        emit(d, as_json, _apply_text)
-
-    guarded(body, as_json=as_json)
+    _apply(bundle, inventory, pub, state, known_hosts, as_json, focus=node)
 
 
 @app.command()
@@ -282,14 +282,8 @@ def certs_renew(
     as_json: bool = JSON,
 ) -> None:
     """Reissue certificates that expire within cluster.renew_within_days (or mismatch), then roll them out."""
-    from installer import apply as apply_mod
-
-    def body() -> None:
-        d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
-                                    _options(as_json, known_hosts))
-        emit(d, as_json, _apply_text)
-
-    guarded(body, as_json=as_json)
+    # the PKI step of every converge reissues what is due; the rolling restarts roll it out
+    _apply(bundle, inventory, pub, state, known_hosts, as_json)
 
 
 @app.command()
