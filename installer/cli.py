@@ -118,17 +118,7 @@ def verify(
     as_json: bool = JSON,
 ) -> None:
     """Check the signature, then every member's size and sha256, and that nothing else is in the bundle."""
-    from installer import bundle as fmt
-    from installer.progress import bar
-
-    def body() -> None:
-        key = fmt.load_public_key(pub)
-        with bar("verify") as progress:
-            r = fmt.verify_bundle(bundle, key, progress=progress)
-        emit({"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
-              "bytes": r.bytes, "fingerprint": r.fingerprint}, as_json, _bundle_text)
-
-    guarded(body, as_json=as_json)
+    _verify_or_unpack(bundle, pub, None, as_json)
 
 
 @app.command()
@@ -139,15 +129,24 @@ def unpack(
     as_json: bool = JSON,
 ) -> None:
     """Verify and unpack; nothing appears at DEST unless the whole bundle verified."""
+    _verify_or_unpack(bundle, pub, dest, as_json)
+
+
+def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bool) -> None:
+    """One streaming pass: verify every member, and with dest also write them (renamed into place at the end)."""
     from installer import bundle as fmt
     from installer.progress import bar
 
     def body() -> None:
         key = fmt.load_public_key(pub)
-        with bar("unpack") as progress:
-            r = fmt.unpack_bundle(bundle, key, dest, progress=progress)
-        emit({"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
-              "bytes": r.bytes, "fingerprint": r.fingerprint, "dest": str(dest)}, as_json, _bundle_text)
+        with bar("unpack" if dest else "verify") as progress:
+            r = (fmt.unpack_bundle(bundle, key, dest, progress=progress) if dest
+                 else fmt.verify_bundle(bundle, key, progress=progress))
+        d = {"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
+             "bytes": r.bytes, "fingerprint": r.fingerprint}
+        if dest:
+            d["dest"] = str(dest)
+        emit(d, as_json, _bundle_text)
 
     guarded(body, as_json=as_json)
 
