@@ -289,7 +289,12 @@ def certs_renew(
 def seed(
     source: Path = typer.Argument(..., help="A bundle (file, part or parts directory; needs --pub), an unpacked "
                                   "bundle directory, or an OCI image layout directory."),
-    registry: str = typer.Option(..., "--registry", help="HOST[:PORT] of the registry (Harbor or registry v2)."),
+    registry: Optional[str] = typer.Option(None, "--registry", help="HOST[:PORT] of the registry (Harbor or "
+                                           "registry v2); or take everything from --inventory."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="Take the registry, project, CA and "
+                                             "credentials from the inventory (and the generated Harbor password "
+                                             "from --state in install mode)."),
+    state: Optional[Path] = STATE,
     project: str = typer.Option("kubernetes", "--project", help="Harbor project (repository prefix)."),
     username: Optional[str] = typer.Option(None, "--username", help="Registry user."),
     password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the password."),
@@ -318,6 +323,15 @@ def seed(
     from installer.registry import seed as seed_mod
 
     def body() -> None:
+        if inventory is not None:
+            if registry:
+                raise Error("--registry and --inventory exclude each other",
+                            hint="the inventory names the registry; drop --registry")
+            _seed_from_inventory()
+            return
+        if not registry:
+            raise Error("no registry given", context="seeding images",
+                        hint="pass --registry HOST[:PORT], or --inventory INVENTORY")
         layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
         try:
             if insecure and ca_file:
@@ -339,6 +353,29 @@ def seed(
                     api.ensure_project(project, public=True)
             client = reg_client.RegistryClient(base, session, username=username, password=password, verify=verify)
             report = seed_mod.push_missing(layout_dir, client, project, jobs=jobs, naming=naming)
+            emit(report.as_dict(), as_json, lambda d: report.summary())
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _seed_from_inventory() -> None:
+        from installer import checks as checks_mod
+        from installer import harbor_install
+        from installer import pki as pki_mod
+
+        inv = inventory_mod.load(inventory)
+        root = state or _default_state()
+        access = harbor_install.access(inv, root, pki_mod.Pki(root).crt_path("ca"))
+        if inv.registry.mode == "install" and not access.get("password"):
+            raise Error(f"no generated Harbor admin password in {root}", context="seeding images",
+                        hint="pass the --state directory `installer apply` used (it installed Harbor)")
+        layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
+        try:
+            session = requests.Session()
+            if create_project:
+                checks_mod.ensure_project(inv, session, **access)
+            client = checks_mod.registry_client(inv, session, **access)
+            report = seed_mod.push_missing(layout_dir, client, inv.registry.project, jobs=jobs, naming=naming)
             emit(report.as_dict(), as_json, lambda d: report.summary())
         finally:
             if tmp:

@@ -51,3 +51,24 @@ def test_seed_needs_a_key_for_a_bundle_file(tmp_path):
     (tmp_path / "b.bundle.tar.zst").write_bytes(b"x")
     r = seed(tmp_path / "b.bundle.tar.zst", "--registry", "127.0.0.1:9", "--insecure")
     assert r.returncode == 1 and "--pub" in r.stderr
+
+
+def test_seed_takes_registry_credentials_and_ca_from_the_inventory(tmp_path):
+    import yaml
+
+    digests = test_layout.build_layout(tmp_path / "layout")
+    with harbor_registry.start_registry(tmp_path / "reg", tls=True, auth="htpasswd") as reg:
+        pw = tmp_path / "pw"
+        pw.write_text(harbor_registry.ADMIN_PASSWORD + "\n")
+        inv = yaml.safe_load((Path(__file__).resolve().parents[2] / "inventory.example.yaml").read_text())
+        inv["registry"] = {"mode": "external", "hostname": "registry.invalid", "address": "127.0.0.1",
+                           "port": reg.port, "project": "kubernetes", "ca_file": str(reg.ca_file),
+                           "username": harbor_registry.ADMIN, "password_file": str(pw)}
+        (tmp_path / "inv.yaml").write_text(yaml.safe_dump(inv))
+        r = seed(tmp_path / "layout", "-i", tmp_path / "inv.yaml", "--state", tmp_path / "state", "--json")
+        assert r.returncode == 0, r.stderr
+        for ref, digest in digests.items():
+            raw = reg.skopeo_raw(f"kubernetes/{ref.rsplit('/', 1)[-1]}")
+            assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest, ref
+        r = seed(tmp_path / "layout", "-i", tmp_path / "inv.yaml", "--registry", "x:1")
+        assert r.returncode == 1 and "exclude each other" in r.stderr
