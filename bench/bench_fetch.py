@@ -52,7 +52,7 @@ def main(argv: List[str] = None) -> int:
         ups = upstream.load(a.upstreams) if a.upstreams else upstream.start(Path(tmp) / "up",
                                                                             image_scale=a.image_scale)
         try:
-            spec_path = ROOT / "bundle-spec.yaml"
+            spec_path = ups.spec_file  # the project spec pinning the stand-ins' signing keys
             spec = specmod.load(spec_path, mirrors=ups.mirrors_file)
             session = http.make_session(a.jobs)
             session.trust_env = False
