@@ -25,14 +25,6 @@ COREDNS = "docker.io/coredns/coredns:1.1.3"
 
 
 @pytest.fixture(scope="module")
-def session():
-    s = requests.Session()
-    s.trust_env = False  # loopback only: never through a proxy
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def spec(upstreams):
     return specmod.load(SPEC, mirrors=upstreams.mirrors_file)
 

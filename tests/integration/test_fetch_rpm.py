@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import requests
 
 from bundler import spec as specmod
 from bundler.cache import Cache
@@ -22,14 +21,6 @@ NS = {"c": "http://linux.duke.edu/metadata/common", "r": "http://linux.duke.edu/
 
 def nvra(a: rpm.RpmArtifact) -> str:
     return f"{a.name}-{a.version}-{a.release}.{a.arch}"
-
-
-@pytest.fixture(scope="module")
-def session():
-    s = requests.Session()
-    s.trust_env = False  # loopback only: never through a proxy
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

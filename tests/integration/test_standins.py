@@ -1,34 +1,21 @@
 """Integration tests: the stand-in executables against a real etcd 3.4 on 127.0.0.1."""
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.fixtures import standins
+from tests.fixtures.standins import testing
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not Path("/usr/bin/etcd").exists(), reason="needs /usr/bin/etcd"),
 ]
 
-_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name, rel):
-    """Import a module from a path (tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, _ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-standins = _load("standins", "tests/fixtures/standins/__init__.py")
-testing = _load("standins_testing", "tests/fixtures/standins/testing.py")
 free_port, wait_until = testing.free_port, testing.wait_until
 
 

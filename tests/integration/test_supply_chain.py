@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -25,14 +25,6 @@ from tests.fixtures.upstream import signing
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 REAL_CENTOS_FPR = "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5"
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    s = requests.Session()
-    s.trust_env = False  # loopback only: never through a proxy
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

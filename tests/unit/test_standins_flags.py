@@ -1,7 +1,6 @@
 """Unit tests of the stand-in executables: flag tables, flag syntax, value types, file checks, YAML."""
 
 import ast
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,19 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import standins
+from tests.fixtures.standins import _runtime as rt
+
 _ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, _ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-standins = _load("standins", "tests/fixtures/standins/__init__.py")
-rt = _load("standins_runtime", "tests/fixtures/standins/_runtime.py")
 rt._FLAG_TABLES = standins.flag_tables()  # what the generated header defines
 
 KUBE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
