@@ -16,21 +16,12 @@ from bundler.cache import Cache
 from bundler.lock import Lock
 from bundler.spec import Spec, parse_ref
 from installer.bundle import Entry, layout
+from installer.digest import sha256_and_size
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 # purl namespace and SBOM supplier by repository host; other repos are named by their spec name
 VENDORS = {"mirror.centos.org": "centos", "vault.centos.org": "centos", "download.docker.com": "docker"}
-
-
-def _sha256_file(path: Path) -> Tuple[str, int]:
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 @dataclass
@@ -46,7 +37,7 @@ class Staging:
         return Entry(path_in_bundle, p, len(data), hashlib.sha256(data).hexdigest(), mode)
 
     def existing(self, path_in_bundle: str, source: Path, mode: int = 0o644) -> Entry:
-        sha, size = _sha256_file(source)
+        sha, size = sha256_and_size(source)
         return Entry(path_in_bundle, source, size, sha, mode)
 
     def cleanup(self) -> None:
@@ -141,7 +132,7 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
     for rel, path in installer_files:
         if rel.endswith(".whl"):
             name, version = path.name.split("-")[:2]
-            sha, _ = _sha256_file(path)
+            sha, _ = sha256_and_size(path)
             items.append(sbom.Item("installer", name, version, sha, f"https://pypi.org/project/{name}/{version}/",
                                    f"pkg:pypi/{name.lower().replace('_', '-')}@{version}",
                                    extra={"file": path.name}))

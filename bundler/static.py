@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from installer.bundle import Entry, layout, tarstream
+from installer.digest import sha256_file
 from installer.errors import Error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,19 +57,11 @@ def _source_files(root: Path) -> list[str]:
     return sorted(found, key=lambda s: s.encode())
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sources_digest(root: PathLike = ROOT, python: Optional[PathLike] = None) -> str:
     """The cache key: sha256 over installer/, static/ (incl. the pinned requirements), pyproject.toml and the
     build Python's version, computed exactly as `static/build.sh --sources-digest` does."""
     root = Path(root)
-    lines = "".join(f"{_sha256_file(root / rel)}  {rel}\n" for rel in _source_files(root))
+    lines = "".join(f"{sha256_file(root / rel)}  {rel}\n" for rel in _source_files(root))
     version = subprocess.run([str(python or build_python()), "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     return hashlib.sha256(f"{lines}python {version}\n".encode()).hexdigest()
@@ -136,7 +129,7 @@ def ensure_static(cache_root: PathLike, log: Optional[Callable[[str], None]] = N
 def entry(executable: PathLike) -> Entry:
     """The bundle entry installer/installer-linux-amd64 (mode 0755) for a built executable."""
     path = Path(executable)
-    return Entry(BUNDLE_PATH, path, path.stat().st_size, _sha256_file(path), 0o755)
+    return Entry(BUNDLE_PATH, path, path.stat().st_size, sha256_file(path), 0o755)
 
 
 def bootstrap_filename(bundle_filename: str) -> str:
@@ -158,7 +151,7 @@ def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optiona
     if entry_ is None:
         raise Error(f"{bundle} has no {BUNDLE_PATH}", context="writing the bootstrap tar",
                     hint="add bundler.static.entry(...) to the bundle's entries")
-    if entry_.sha256 != _sha256_file(exe):
+    if entry_.sha256 != sha256_file(exe):
         raise Error(f"{exe} is not the {BUNDLE_PATH} the bundle's manifest lists",
                     context="writing the bootstrap tar", hint="pass the executable the bundle was built with")
     first = bundle if bundle.is_file() else min(p for p in bundle.iterdir() if layout.parse_part_filename(p.name))
@@ -190,7 +183,7 @@ def sbom_item(executable: PathLike, version: str):
     from bundler import sbom
 
     # built here, not downloaded: no download location
-    return sbom.Item("installer", "k8s-offline-installer-static", version, _sha256_file(Path(executable)),
+    return sbom.Item("installer", "k8s-offline-installer-static", version, sha256_file(Path(executable)),
                      "", f"pkg:generic/k8s-offline-installer-static@{version}",
                      comment="the installer CLI frozen with PyInstaller and linked statically with staticx",
                      extra={"file": BUNDLE_PATH})

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
+from installer.digest import sha256_file
 from installer.errors import Error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,14 +57,6 @@ def runtime_pins(dist: str = "k8s-offline") -> List[str]:
         name = re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]
         pins.append(f"{name}=={metadata.version(name)}")
     return sorted(pins, key=str.lower)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _wheel_name_version(filename: str) -> Tuple[str, str]:
@@ -117,7 +110,7 @@ def requirements_for(wheels: Dict[str, List[Path]]) -> str:
     lines = []
     for key in sorted(wheels):
         name, version = key.split("==")
-        hashes = sorted({_sha256(w) for w in wheels[key]})
+        hashes = sorted({sha256_file(w) for w in wheels[key]})
         lines.append(f"{name}=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
     return "\n".join(lines) + "\n"
 

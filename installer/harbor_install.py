@@ -20,6 +20,7 @@ import requests
 
 from installer import render as render_mod
 from installer.bundle import layout
+from installer.digest import sha256_file
 from installer.errors import Error
 from installer.hosts.connector import Connector
 from installer.inventory import Host, Inventory
@@ -112,14 +113,6 @@ def admin_password(state_root: Path) -> str:
 # ------------------------------------------------------------------ desired state
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _bundle_file(bundle_dir: Path, files: Mapping[str, str], pattern: str) -> Tuple[Path, Source]:
     """A file of the bundle's binaries/ by glob, with its sha256 from the signed manifest."""
     found = sorted((Path(bundle_dir) / layout.BINARIES_DIR).glob(pattern))
@@ -129,7 +122,7 @@ def _bundle_file(bundle_dir: Path, files: Mapping[str, str], pattern: str) -> Tu
                          "docker-compose (the default spec has both); or set registry.mode external")
     path = found[-1]
     rel = f"{layout.BINARIES_DIR}/{path.name}"
-    sha = files.get(rel) or _sha256_file(path)
+    sha = files.get(rel) or sha256_file(path)
     return path, Source(sha, rel, 0o755)
 
 
