@@ -106,7 +106,8 @@ def manifest_entries(spec: Spec, stage: Staging) -> List[Entry]:
     return out
 
 
-def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path]]) -> List[sbom.Item]:
+def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path]],
+               known_sha256: Optional[Dict[Path, str]] = None) -> List[sbom.Item]:
     """One SBOM item per binary, RPM, image and installer wheel."""
     items = []
     for b in lock.binaries:
@@ -132,7 +133,7 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
     for rel, path in installer_files:
         if rel.endswith(".whl"):
             name, version = path.name.split("-")[:2]
-            sha, _ = sha256_and_size(path)
+            sha = (known_sha256 or {}).get(path) or sha256_and_size(path)[0]
             items.append(sbom.Item("installer", name, version, sha, f"https://pypi.org/project/{name}/{version}/",
                                    f"pkg:pypi/{name.lower().replace('_', '-')}@{version}",
                                    extra={"file": path.name}))
@@ -188,14 +189,16 @@ def all_entries(spec: Spec, spec_path: Path, lock: Lock, lock_bytes: bytes, cach
                 installer_files: Sequence[Tuple[str, Path]], created: str, stage: Staging,
                 extra: Optional[List[Entry]] = None, sbom_extra: Sequence[sbom.Item] = ()) -> List[Entry]:
     """Every entry of the bundle, in any order (the writer sorts)."""
+    wheels = installer_entries(installer_files, stage)  # hashed once, for the manifest and the SBOM
+    known = {Path(e.source_path): e.sha256 for e in wheels}
     doc = sbom.document(spec.name, spec.version, created,
-                        sbom_items(spec, lock, installer_files) + list(sbom_extra))
+                        sbom_items(spec, lock, installer_files, known) + list(sbom_extra))
     entries = []
     entries += binary_entries(lock, cache)
     entries += rpm_entries(lock, cache, stage)
     entries += materialize(image_entries(lock, cache), stage)
     entries += manifest_entries(spec, stage)
-    entries += installer_entries(installer_files, stage)
+    entries += wheels
     from bundler import fetch
 
     entries += [Entry(layout.rpm_key_path(k.name), k.path, k.size, k.sha256, 0o644)

@@ -109,12 +109,13 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
     if include_static:
         where = static_cache or os.environ.get("K8S_OFFLINE_STATIC_CACHE") or cache.root
         static_exe = static.ensure_static(where, log=lambda m: print(m, file=sys.stderr))
+    exe_entry = static.entry(static_exe) if static_exe else None
     stage = assemble.Staging()
     try:
         entries = assemble.all_entries(
             spec, spec_path, lk, lock_bytes, cache, installer_files, created, stage,
-            extra=[static.entry(static_exe)] if static_exe else None,
-            sbom_extra=[static.sbom_item(static_exe, __version__)] if static_exe else ())
+            extra=[exe_entry] if exe_entry else None,
+            sbom_extra=[static.sbom_item(static_exe, __version__, exe_entry.sha256)] if exe_entry else ())
         with _bar("bundle") as bar:
             res = fmt.write_bundle(
                 out, spec.name, spec.version, entries, key,

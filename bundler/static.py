@@ -178,12 +178,12 @@ def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optiona
     return dest
 
 
-def sbom_item(executable: PathLike, version: str):
-    """The SBOM entry of the static executable (kind 'installer')."""
+def sbom_item(executable: PathLike, version: str, sha256: Optional[str] = None):
+    """The SBOM entry of the static executable (kind 'installer'); pass sha256 when already known."""
     from bundler import sbom
 
     # built here, not downloaded: no download location
-    return sbom.Item("installer", "k8s-offline-installer-static", version, sha256_file(Path(executable)),
+    return sbom.Item("installer", "k8s-offline-installer-static", version, sha256 or sha256_file(Path(executable)),
                      "", f"pkg:generic/k8s-offline-installer-static@{version}",
                      comment="the installer CLI frozen with PyInstaller and linked statically with staticx",
                      extra={"file": BUNDLE_PATH})
