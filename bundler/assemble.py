@@ -45,13 +45,22 @@ class Staging:
 
 
 def binary_entries(lock: Lock, cache: Cache) -> List[Entry]:
-    """Release files as they were downloaded (the installer unpacks tarballs on site)."""
+    """Release files as downloaded, gzip'd tarballs as their plain tar (see layout.stored_binary_name)."""
     out = []
     for b in lock.binaries:
-        filename = urlparse(b.url).path.rsplit("/", 1)[-1]
-        mode = 0o755 if not filename.endswith((".tar.gz", ".tgz", ".tar", ".zip", ".sha256")) else 0o644
+        filename = upstream_filename(b.url)
+        stored = layout.stored_binary_name(filename)
+        if stored != filename:
+            sha, size = cache.gunzipped(b.sha256)
+            out.append(Entry(layout.binary_path(stored), cache.path(sha), size, sha, 0o644))
+            continue
+        mode = 0o755 if not filename.endswith((".tar", ".zip", ".sha256")) else 0o644
         out.append(Entry(layout.binary_path(filename), cache.path(b.sha256), b.size, b.sha256, mode))
     return out
+
+
+def upstream_filename(url: str) -> str:
+    return urlparse(url).path.rsplit("/", 1)[-1]
 
 
 def rpm_entries(lock: Lock, cache: Cache, stage: Staging) -> List[Entry]:
@@ -107,13 +116,18 @@ def manifest_entries(spec: Spec, stage: Staging) -> List[Entry]:
 
 
 def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path]],
-               known_sha256: Optional[Dict[Path, str]] = None) -> List[sbom.Item]:
-    """One SBOM item per binary, RPM, image and installer wheel."""
+               known_sha256: Optional[Dict[Path, str]] = None,
+               bundled: Optional[Dict[str, str]] = None) -> List[sbom.Item]:
+    """One SBOM item per binary, RPM, image and installer wheel (bundled: sha256 by path in the bundle)."""
     items = []
     for b in lock.binaries:
+        extra = {"pin_source": b.pin_source}
+        stored = layout.stored_binary_name(upstream_filename(b.url))
+        if stored != upstream_filename(b.url):
+            extra.update({"bundled_as": layout.binary_path(stored),
+                          "bundled_sha256": (bundled or {}).get(layout.binary_path(stored), "unknown")})
         items.append(sbom.Item("binary", b.name, b.version, b.sha256, b.url,
-                               sbom.binary_purl(b.name, b.version, b.url),
-                               extra={"pin_source": b.pin_source}))
+                               sbom.binary_purl(b.name, b.version, b.url), extra=extra))
     repos = {r.name: r for r in spec.rpms.repos}
     for r in lock.rpms:
         repo = repos.get(r.repo)
@@ -191,10 +205,12 @@ def all_entries(spec: Spec, spec_path: Path, lock: Lock, lock_bytes: bytes, cach
     """Every entry of the bundle, in any order (the writer sorts)."""
     wheels = installer_entries(installer_files, stage)  # hashed once, for the manifest and the SBOM
     known = {Path(e.source_path): e.sha256 for e in wheels}
+    binaries = binary_entries(lock, cache)
     doc = sbom.document(spec.name, spec.version, created,
-                        sbom_items(spec, lock, installer_files, known) + list(sbom_extra))
+                        sbom_items(spec, lock, installer_files, known, {e.path_in_bundle: e.sha256 for e in binaries})
+                        + list(sbom_extra))
     entries = []
-    entries += binary_entries(lock, cache)
+    entries += binaries
     entries += rpm_entries(lock, cache, stage)
     entries += materialize(image_entries(lock, cache), stage)
     entries += manifest_entries(spec, stage)

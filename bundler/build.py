@@ -75,6 +75,7 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
     """Build the signed bundle; the lock beside the spec is used, and written if new or extended."""
     spec_path = Path(spec_path)
     key = fmt.load_private_key(key_path)  # fail before any download when the key is wrong
+    fmt.check_level(level)
     if include_static and static.unavailable():
         raise Error(f"cannot build the static installer here: {static.unavailable()}",
                     context="preparing the bundle's installer executable",
@@ -104,14 +105,14 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
     lock_bytes = lock_mod.dump(result.lock).encode()
     lk = selected(spec, result.lock)
     created = created or now_created(None)
-    installer_files = wheels.collect(cache.root, pythons).files
-    static_exe = None
-    if include_static:
-        where = static_cache or os.environ.get("K8S_OFFLINE_STATIC_CACHE") or cache.root
-        static_exe = static.ensure_static(where, log=lambda m: print(m, file=sys.stderr))
-    exe_entry = static.entry(static_exe) if static_exe else None
     stage = assemble.Staging()
     try:
+        installer_files = wheels.collect(cache.root, stage.root, pythons).files
+        static_exe = None
+        if include_static:
+            where = static_cache or os.environ.get("K8S_OFFLINE_STATIC_CACHE") or cache.root
+            static_exe = static.ensure_static(where, log=lambda m: print(m, file=sys.stderr))
+        exe_entry = static.entry(static_exe) if static_exe else None
         entries = assemble.all_entries(
             spec, spec_path, lk, lock_bytes, cache, installer_files, created, stage,
             extra=[exe_entry] if exe_entry else None,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gzip
 import hashlib
 import os
 import re
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, Set, Tuple, Union
@@ -164,6 +166,29 @@ class Cache:
         """Move a finished partial download into place; the caller hashed it while writing it."""
         return self._publish(Path(path), hex_of(sha256))
 
+    def gunzipped(self, sha256: str) -> Tuple[str, int]:
+        """(sha256, size) of the gunzip of a cached gzip object, cached too: derived/gunzip/<hex> names it."""
+        index = self.root / "derived" / "gunzip" / hex_of(sha256)
+        try:
+            sha, size = index.read_text().split()
+            if self.has(sha, int(size)):
+                return sha, int(size)
+        except (FileNotFoundError, ValueError):
+            pass
+        try:
+            with gzip.open(self.path(sha256), "rb") as src, self.writer() as w:
+                for chunk in iter(lambda: src.read(CHUNK), b""):
+                    w.write(chunk)
+        except (OSError, EOFError, zlib.error) as e:
+            raise Error(f"cannot decompress cached object {hex_of(sha256)}: {e}", context="unpacking a release tarball",
+                        hint="the download is not a gzip file although its name says so; check the spec's URL") from None
+        assert w.sha256 is not None
+        index.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index.with_name(f".{index.name}.{os.getpid()}")
+        tmp.write_text(f"{w.sha256} {w.size}\n")
+        os.replace(tmp, index)
+        return w.sha256, w.size
+
     def verify(self, sha256: str) -> bool:
         """Re-hash a cached object; remove it and return False when it no longer matches its name."""
         path = self.path(sha256)
@@ -195,6 +220,13 @@ class Cache:
     def prune(self, keep: Set[str], stale_after: float = 0.0) -> PruneReport:
         """Remove objects whose hash is not in `keep`, and partial/temp files no live writer holds."""
         keep = {hex_of(k) for k in keep}
+        derived = self.root / "derived" / "gunzip"
+        for index in sorted(derived.iterdir()) if derived.is_dir() else ():
+            recorded = index.read_text().split()[:1] if _HEX64.match(index.name) else []
+            if index.name in keep and recorded:  # the gunzip of a kept object is kept with it
+                keep.add(recorded[0])
+            elif _HEX64.match(index.name):
+                _unlink(index)
         report = PruneReport()
         for sha, size in list(self.objects()):
             if sha in keep:

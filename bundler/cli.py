@@ -93,6 +93,8 @@ def build(
                                 help="CPython versions the bundled installer wheels serve (comma list)."),
     include_static: bool = typer.Option(True, "--static/--no-static",
                                         help="Include the static installer executable (installer/installer-linux-amd64)."),
+    level: int = typer.Option(19, "--level", help="zstd level (1-22) for the members that compress (executables, "
+                              "tarballs, metadata); already compressed ones are stored fast whatever this is."),
     as_json: bool = JSON,
 ) -> None:
     """Fetch (or take from the cache) everything the lock pins and write the signed bundle."""
@@ -101,7 +103,7 @@ def build(
     def body() -> None:
         s = build_mod.run_build(spec, mirrors, key, out, _cache(cache), jobs=jobs, locked=locked,
                                 split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()],
-                                include_static=include_static)
+                                include_static=include_static, level=level)
         emit(s.as_dict(), as_json, lambda d: (
             f"wrote {d['bundle']}" + (f" ({len(d['parts'])} parts)" if d["parts"] else "") +
             f": {d['files']} files, {d['bytes']} bytes, {d['compressed_bytes']} compressed\n"

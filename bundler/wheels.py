@@ -126,11 +126,11 @@ def _compatible(wheel: Path, python: str) -> bool:
     return short in tags
 
 
-def collect(cache_dir: Path, pythons: Sequence[str] = DEFAULT_PYTHONS) -> InstallerFiles:
+def collect(cache_dir: Path, work_dir: Path, pythons: Sequence[str] = DEFAULT_PYTHONS) -> InstallerFiles:
     """Project wheel + dependency wheels + one hash-pinned requirements file per Python version.
 
     Dependency downloads are cached under cache_dir keyed by the pins and Python version, so only the
-    first build of a given dependency set needs PyPI.
+    first build of a given dependency set needs PyPI; the project wheel is built into work_dir.
     """
     pins = runtime_pins()
     key = hashlib.sha256(json.dumps([pins, list(pythons), PLATFORM]).encode()).hexdigest()[:16]
@@ -151,7 +151,8 @@ def collect(cache_dir: Path, pythons: Sequence[str] = DEFAULT_PYTHONS) -> Instal
         done.write_text(json.dumps(pins))
     for py in pythons:
         per_python[py] = [w for w in sorted((deps_dir / py).glob("*.whl")) if _compatible(w, py)]
-    proj_dir = Path(tempfile.mkdtemp(prefix="k8s-offline-wheel-"))
+    proj_dir = Path(work_dir) / "installer-wheel"  # the caller's scratch directory: removed with it
+    proj_dir.mkdir(parents=True, exist_ok=True)
     project = build_project_wheel(proj_dir)
     files: List[Tuple[str, Path]] = [(f"wheels/{project.name}", project)]
     seen = {project.name}

@@ -130,11 +130,12 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
 
 
 def _find_archive(bundle: Bundle, pattern: str) -> Path:
-    found = sorted((bundle.dir / layout.BINARIES_DIR).glob(pattern))
-    if not found:
-        raise Error(f"the bundle has no {pattern} in {layout.BINARIES_DIR}/", context="collecting binaries",
+    found = layout.find_binary(bundle.dir, pattern)
+    if found is None:
+        raise Error(f"the bundle has no {layout.stored_binary_name(pattern)} in {layout.BINARIES_DIR}/",
+                    context="collecting binaries",
                     hint="build the bundle with the default spec (kubernetes-server, etcd, flannel, cni-plugins)")
-    return found[-1]
+    return found
 
 
 def extract_binaries(bundle: Bundle, state: StateDir, names: Sequence[str]) -> Dict[str, Tuple[Path, Source]]:

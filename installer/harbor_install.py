@@ -115,12 +115,12 @@ def admin_password(state_root: Path) -> str:
 
 def _bundle_file(bundle_dir: Path, files: Mapping[str, str], pattern: str) -> Tuple[Path, Source]:
     """A file of the bundle's binaries/ by glob, with its sha256 from the signed manifest."""
-    found = sorted((Path(bundle_dir) / layout.BINARIES_DIR).glob(pattern))
-    if not found:
-        raise Error(f"the bundle has no {pattern} in {layout.BINARIES_DIR}/", context="preparing the Harbor install",
+    path = layout.find_binary(bundle_dir, pattern)
+    if path is None:
+        raise Error(f"the bundle has no {layout.stored_binary_name(pattern)} in {layout.BINARIES_DIR}/",
+                    context="preparing the Harbor install",
                     hint="registry.mode install needs a bundle built with harbor-offline-installer and "
                          "docker-compose (the default spec has both); or set registry.mode external")
-    path = found[-1]
     rel = f"{layout.BINARIES_DIR}/{path.name}"
     sha = files.get(rel) or sha256_file(path)
     return path, Source(sha, rel, 0o755)
@@ -223,7 +223,7 @@ def unpack(conn: Connector, local: Path, installer: Source) -> str:
         f"echo {q(installer.sha256 + '  ' + part)} | sha256sum -c --quiet -",
         f"mkdir -p {q(INSTALL_DIR)}",
         f"find {q(INSTALL_DIR)} -mindepth 1 -maxdepth 1 ! -name harbor.cfg -exec rm -rf {{}} +",
-        f"tar -xzf {q(part)} -C {q(parent)} --no-same-owner --exclude={q(top + '/harbor.cfg')}",
+        f"tar -xf {q(part)} -C {q(parent)} --no-same-owner --exclude={q(top + '/harbor.cfg')}",
         f"test -x {q(INSTALL_DIR + '/install.sh')}",
         f"rm -f {q(part)}",
     ])

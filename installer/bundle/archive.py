@@ -23,6 +23,7 @@ from installer.errors import Error
 __all__ = [
     "DEFAULT_LEVEL",
     "BundleResult",
+    "check_level",
     "Entry",
     "inspect_bundle",
     "open_stream",
@@ -33,7 +34,16 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-DEFAULT_LEVEL = 9  # most of a bundle (rpms, image layers) is already compressed; higher levels buy little
+# A bundle is two zstd frames: members that compress well (executables and tar archives of them,
+# metadata) at a high level with long-distance matching, so the many Go binaries that share most of
+# their code are stored nearly once; then members that are already compressed (image layers, RPMs,
+# wheels, .gz files) at a fast level, where a high one would cost minutes and save nothing.
+DEFAULT_LEVEL = 19
+STORED_LEVEL = 3
+WINDOW_LOG = 27  # 128 MiB of history: the largest window zstd decoders accept without being told to
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh", b"PK\x03\x04",
+                     b"\xed\xab\xee\xdb", b"\x89PNG")  # gzip zstd xz bzip2 zip/wheel rpm png
+_SMALL = 64 << 10  # below this, a member goes with the compressible ones whatever it holds
 
 
 @dataclass(frozen=True)
@@ -99,24 +109,30 @@ def write_bundle(
     sig = signature.sign(private_key, manifest_bytes)
     mtime = int(parse_created(created_text).timestamp())
 
+    check_level(level)
     out.mkdir(parents=True, exist_ok=True)
     sink = _Writer(out, bundle, split)
     try:
-        compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-        with compressor.stream_writer(sink, closefd=False) as zout:
-            for member, data in ((layout.MANIFEST, manifest_bytes), (layout.SIGNATURE, sig)):
-                zout.write(tarstream.file_header(member, len(data), 0o644, mtime))
-                zout.write(data)
-                zout.write(tarstream.padding(len(data)))
-            total, done = manifest.total_size, 0
-            if progress:
-                progress(0, total)
-            chunk = bytearray(tarstream.CHUNK)
-            for entry in entries:
+        dense, stored = _split_by_compressibility(entries)
+        zout = _Frames(sink, level, threads)
+        zout.start(dense=True)
+        for member, data in ((layout.MANIFEST, manifest_bytes), (layout.SIGNATURE, sig)):
+            zout.write(tarstream.file_header(member, len(data), 0o644, mtime))
+            zout.write(data)
+            zout.write(tarstream.padding(len(data)))
+        total, done = manifest.total_size, 0
+        if progress:
+            progress(0, total)
+        chunk = bytearray(tarstream.CHUNK)
+        for is_dense, group in ((True, dense), (False, stored)):
+            if group:
+                zout.start(dense=is_dense)
+            for entry in group:
                 zout.write(tarstream.file_header(entry.path_in_bundle, entry.size, entry.mode, mtime))
                 done = _copy_checked(entry, chunk, zout, done, total, progress)
                 zout.write(tarstream.padding(entry.size))
-            zout.write(tarstream.END_OF_ARCHIVE)
+        zout.write(tarstream.END_OF_ARCHIVE)
+        zout.close()
         path, index, part_paths = sink.finish()
     except BaseException:
         sink.abort()
@@ -132,6 +148,58 @@ def write_bundle(
         parts=part_paths,
         fingerprint=signature.fingerprint(private_key.public_key()),
     )
+
+
+def check_level(level: int) -> None:
+    """Error unless `level` is a zstd level."""
+    if not 1 <= level <= 22:
+        raise Error(f"compression level {level} is out of range", context="writing the bundle",
+                    hint=f"pass a zstd level from 1 (fastest) to 22 (smallest); the default is {DEFAULT_LEVEL}")
+
+
+class _Frames:
+    """A compressed stream that can end its zstd frame and go on in a new one with other parameters."""
+
+    def __init__(self, sink, level: int, threads: int) -> None:
+        self._sink = sink
+        self._dense = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters.from_level(
+            level, window_log=WINDOW_LOG, enable_ldm=True, threads=threads, write_checksum=1))
+        self._stored = zstandard.ZstdCompressor(level=min(level, STORED_LEVEL), threads=threads, write_checksum=True)
+        self._writer = None
+        self._kind = True
+
+    def start(self, dense: bool) -> None:
+        """Go on in a frame of this kind: end the current frame and begin a new one if its kind differs."""
+        if self._writer is not None and self._kind == dense:
+            return
+        self.close()
+        self._kind = dense
+        self._writer = (self._dense if dense else self._stored).stream_writer(self._sink, closefd=False)
+
+    def write(self, data) -> None:
+        self._writer.write(data)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # flushes the end of the frame into the sink, which stays open
+            self._writer = None
+
+
+def _split_by_compressibility(entries: list) -> tuple[list, list]:
+    """(members worth compressing hard, members already compressed), each in path order."""
+    dense, stored = [], []
+    for entry in entries:
+        (stored if entry.size >= _SMALL and _looks_compressed(entry.source_path) else dense).append(entry)
+    return dense, stored
+
+
+def _looks_compressed(path: PathLike) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False  # _copy_checked reports it, naming the member
+    return head.startswith(_COMPRESSED_MAGIC)
 
 
 def _copy_checked(entry: Entry, chunk: bytearray, out, done: int, total: int,

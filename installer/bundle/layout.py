@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from pathlib import Path
 from typing import Optional
 
 from installer.errors import Error
@@ -79,6 +80,23 @@ def binary_path(filename: str) -> str:
     return _join(BINARIES_DIR, filename)
 
 
+GZIPPED_TAR_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def stored_binary_name(upstream_filename: str) -> str:
+    """The name a release file has in binaries/: gzip'd tarballs are stored as their plain tar.
+
+    The bundle is compressed as a whole, and the Go executables inside release tarballs share most of
+    their code: without its gzip layer each tarball compresses with all the others (about half the
+    size). The upstream .tar.gz is verified against its pin when it is downloaded, and the lock and SBOM
+    record both hashes. Works on globs too ('etcd-v*-linux-amd64.tar.gz' -> 'etcd-v*-linux-amd64.tar').
+    """
+    for suffix in GZIPPED_TAR_SUFFIXES:
+        if upstream_filename.endswith(suffix):
+            return upstream_filename[: -len(suffix)] + ".tar"
+    return upstream_filename
+
+
 def rpm_key_path(repo: str) -> str:
     """Where the signing key of a spec repo lives in the bundle."""
     return _join(RPM_KEYS_DIR, f"{RPM_KEY_PREFIX}{repo}")
@@ -143,4 +161,15 @@ def bundle_of_index(filename: str) -> Optional[str]:
     """The bundle file name a parts index file name belongs to, or None."""
     if filename.endswith(PARTS_INDEX_SUFFIX) and len(filename) > len(PARTS_INDEX_SUFFIX):
         return filename[: -len(PARTS_INDEX_SUFFIX)]
+    return None
+
+
+def find_binary(bundle_dir, upstream_pattern: str) -> Optional[Path]:
+    """The last (by name) file of an unpacked bundle's binaries/ matching an upstream file name glob, as
+    stored (plain tar) or as downloaded (bundles from before tarballs were stored plain); None if none."""
+    directory = Path(bundle_dir) / BINARIES_DIR
+    for pattern in dict.fromkeys((stored_binary_name(upstream_pattern), upstream_pattern)):
+        found = sorted(directory.glob(pattern))
+        if found:
+            return found[-1]
     return None

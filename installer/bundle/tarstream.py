@@ -215,8 +215,10 @@ def finish(buf: Buffered) -> None:
 class FrameCheck:
     """Follows zstd frame structure (headers and block sizes only) over the raw stream as it is read.
 
-    The decompressor stops at the end of the frame without saying whether input remained, nor does
-    it complain when the final block or checksum is cut off; this notices both, at no real cost.
+    A bundle is one or more zstd frames back to back (the writer starts a new frame where the kind of
+    data changes). The decompressor does not complain when the final block or checksum is cut off,
+    and reads any frames appended to the stream; this notices truncation and anything after the
+    frames that is not a frame, at no real cost (the tar end marker catches content appended as frames).
     """
 
     _MAGIC = b"\x28\xb5\x2f\xfd"
@@ -228,20 +230,22 @@ class FrameCheck:
         self._state = "magic"
         self._acc = bytearray()
         self._checksum = False
+        self._frames = 0  # complete frames before the current one
 
     def read(self, n: int = -1) -> bytes:
         """Read raw bytes, following the frame structure through them."""
         data = self._read_raw(n if n and n > 0 else CHUNK)
         if data:
             self._feed(memoryview(data))
+        else:
+            self.explain()
         return data
 
     def _feed(self, view: memoryview) -> None:
         pos = 0
         while pos < len(view):
-            if self._state == "done":
-                raise Error(f"trailing garbage after the compressed stream (offset {self.offset + pos})",
-                            hint=f"the bundle was modified or two files were joined; {_COPY_AGAIN}")
+            if self._state == "done":  # a bundle is one or more frames back to back
+                self._state, self._want, self._frames = "magic", 4, self._frames + 1
             take = min(self._want, len(view) - pos)
             if self._state in ("block", "skip"):
                 pos += take
@@ -260,6 +264,9 @@ class FrameCheck:
         acc = bytes(self._acc)
         self._acc.clear()
         if self._state == "magic":
+            if acc != self._MAGIC and self._frames:
+                raise Error(f"trailing garbage after the compressed stream (offset {at - 4})",
+                            hint=f"the bundle was modified or two files were joined; {_COPY_AGAIN}")
             if acc != self._MAGIC:
                 raise Error("not a zstd compressed bundle (bad magic number)",
                             hint="pass a .bundle.tar.zst file, one of its parts, or their directory")
@@ -294,6 +301,12 @@ class FrameCheck:
             self._state, self._want = "checksum", 4
         else:
             self._state, self._want = "done", 0
+
+    def explain(self) -> None:
+        """Raise the clearer error when the decompressor failed on a few stray bytes after the last frame."""
+        if self._state == "magic" and self._frames:
+            raise Error(f"trailing garbage after the compressed stream (offset {self.offset - len(self._acc)})",
+                        hint=f"the bundle was modified or two files were joined; {_COPY_AGAIN}")
 
     def drain(self) -> None:
         """Read the raw stream to its end and raise unless it ended exactly with the frame."""

@@ -40,7 +40,7 @@ class _Stream:
         self.raw = parts.open_stream(path)
         self.frames = FrameCheck(self.raw.read)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
-            self.frames, read_size=tarstream.CHUNK, read_across_frames=False
+            self.frames, read_size=tarstream.CHUNK, read_across_frames=True
         )
         self.buf = Buffered(self._reader.read)
 
@@ -89,6 +89,7 @@ def read_head(path: PathLike, public_key=None) -> tuple[Manifest, bytes, bytes]:
         try:
             manifest_bytes, sig = _read_head(stream.buf)
         except zstandard.ZstdError as e:
+            stream.frames.explain()
             raise Error(f"compressed stream is corrupt: {e}", hint=_COPY_AGAIN) from None
     if public_key is not None:
         signature.verify(public_key, manifest_bytes, sig)
@@ -165,6 +166,7 @@ def check_stream(
             raise Error(f"bundle is truncated inside member {current!r}", hint=_COPY_AGAIN) from None
         except zstandard.ZstdError as e:
             stream.blame_parts()
+            stream.frames.explain()
             raise Error(f"compressed stream is corrupt near member {current!r}: {e}", hint=_COPY_AGAIN) from None
         except Error:
             if signed:  # a wrong key should not cost a read of every part before it is reported

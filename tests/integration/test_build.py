@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -48,8 +49,10 @@ def test_bundle_verifies_and_holds_everything(built):
     paths = {f.path for f in manifest.files}
     lk = lock_mod.load(s.lock_path)
     for b in lk.binaries:
-        assert f"binaries/{b.url.rsplit('/', 1)[-1]}" in paths
-    assert "binaries/kubernetes-server-linux-amd64.tar.gz" in paths
+        assert fmt.layout.binary_path(fmt.layout.stored_binary_name(b.url.rsplit('/', 1)[-1])) in paths
+    assert "binaries/kubernetes-server-linux-amd64.tar" in paths  # stored without its gzip layer
+    assert "binaries/docker-compose-Linux-x86_64" in paths and manifest.by_path()[
+        "binaries/docker-compose-Linux-x86_64"].mode == 0o755
     rpms = {p for p in paths if p.startswith("rpms/") and p.endswith(".rpm")}
     assert len(rpms) == len(lk.rpms) and any("docker-ce-18.09.1" in p for p in rpms)
     assert not any("docker-ce-18.09.2" in p for p in rpms)
@@ -79,6 +82,15 @@ def test_sbom_lists_every_component_with_its_hash(built, tmp_path):
     purls = [p["externalRefs"][0]["referenceLocator"] for p in doc["packages"]]
     assert any(u.startswith("pkg:rpm/docker/docker-ce@18.09.1") for u in purls)
     assert any(u.startswith("pkg:oci/pause-amd64@sha256") for u in purls)
+    # a release tarball: the SBOM names the upstream .tar.gz (its pinned hash) and the plain tar bundled
+    etcd = next(p for p in doc["packages"] if p["name"] == "etcd")
+    stored = tmp_path / "u" / "binaries" / "etcd-v3.3.1-linux-amd64.tar"
+    assert f"bundled_as=binaries/{stored.name}" in etcd["comment"]
+    assert f"bundled_sha256={hashlib.sha256(stored.read_bytes()).hexdigest()}" in etcd["comment"]
+    upstream = next(b for b in lk.binaries if b.name == "etcd")
+    assert etcd["checksums"][0]["checksumValue"] == upstream.sha256
+    assert hashlib.sha256(built["cache"].path(upstream.sha256).read_bytes()).hexdigest() == upstream.sha256
+    assert gzip.decompress(built["cache"].path(upstream.sha256).read_bytes()) == stored.read_bytes()
 
 
 def test_warm_rebuild_downloads_nothing_and_is_identical(built, tmp_path):

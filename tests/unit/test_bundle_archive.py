@@ -295,3 +295,76 @@ def test_manifest_names_its_signer_for_inspect(tmp_path):
                        key, spec_sha256="0" * 64, lock_sha256="0" * 64, components={})
     assert res.manifest.signer == fingerprint(key.public_key())
     assert inspect_bundle(res.path)["signer"] == fingerprint(key.public_key())
+
+
+def _frames(path: Path) -> list[bytes]:
+    """The decompressed content of each zstd frame of a bundle file, in order."""
+    raw, out = path.read_bytes(), []
+    while raw:
+        obj = zstandard.ZstdDecompressor().decompressobj()
+        out.append(obj.decompress(raw))
+        raw = obj.unused_data
+    return out
+
+
+def test_compressible_and_compressed_members_go_into_their_own_frames(tmp_path, keys):
+    src = tmp_path / "src"
+    src.mkdir()
+    layer = src / "layer"
+    layer.write_bytes(b"\x1f\x8b" + os.urandom(200_000))  # a gzip'd image layer
+    exe = src / "etcd"
+    exe.write_bytes(b"\x7fELF" + b"etcd" * 100_000)
+    small_gz = src / "small"
+    small_gz.write_bytes(b"\x1f\x8b" + b"x" * 100)  # small: kept with the compressible ones
+    ents = [Entry(layout.image_blob("d" * 64), layer, layer.stat().st_size, _sha(layer)),
+            Entry(layout.binary_path("etcd"), exe, exe.stat().st_size, _sha(exe), 0o755),
+            Entry(layout.binary_path("small.gz"), small_gz, small_gz.stat().st_size, _sha(small_gz))]
+    res = write_bundle(tmp_path / "out", "k8s", "1.10.3", ents, keys[0], spec_sha256=SPEC, lock_sha256=LOCK,
+                       components={}, created=CREATED)
+    frames = _frames(res.path)
+    assert len(frames) == 2
+    names = [[m.name for m in tarfile.open(fileobj=io.BytesIO(f + b"\0" * 1024)).getmembers()] for f in frames]
+    assert names[0] == [layout.MANIFEST, layout.SIGNATURE, "binaries/etcd", "binaries/small.gz"]
+    assert names[1] == [layout.image_blob("d" * 64)]
+    assert verify_bundle(res.path, keys[1]).files == 3
+    unpack_bundle(res.path, keys[1], tmp_path / "site")
+    assert (tmp_path / "site" / "binaries" / "etcd").read_bytes() == exe.read_bytes()
+    # the whole stream is still one tar any zstd-aware tar reads
+    with tarfile.open(fileobj=io.BytesIO(b"".join(frames))) as t:
+        assert len(t.getnames()) == 5
+
+
+def test_truncation_exactly_between_frames_is_refused(tmp_path, keys):
+    src = tmp_path / "layer"
+    src.write_bytes(b"\x1f\x8b" + os.urandom(100_000))
+    res = write_bundle(tmp_path / "out", "k8s", "1", [Entry(layout.image_blob("e" * 64), src, 100_002, _sha(src))],
+                       keys[0], spec_sha256=SPEC, lock_sha256=LOCK, components={}, created=CREATED)
+    raw = res.path.read_bytes()
+    first = zstandard.ZstdDecompressor().decompressobj()
+    first.decompress(raw)
+    cut = tmp_path / "cut.bundle.tar.zst"
+    cut.write_bytes(raw[: len(raw) - len(first.unused_data)])
+    with pytest.raises(Error) as e:
+        verify_bundle(cut, keys[1])
+    assert "truncated" in e.value.render() or "missing" in e.value.render()
+
+
+def test_a_frame_appended_after_the_end_is_refused(tmp_path, keys, files):
+    res = build(tmp_path / "out", files, keys)
+    joined = tmp_path / "joined.bundle.tar.zst"
+    joined.write_bytes(res.path.read_bytes() + zstandard.ZstdCompressor().compress(b"evil" * 1000))
+    with pytest.raises(Error) as e:
+        verify_bundle(joined, keys[1])
+    assert "trailing garbage" in e.value.render()
+
+
+@pytest.mark.parametrize("level", [0, 23])
+def test_compression_level_out_of_range_is_refused_before_writing(tmp_path, keys, files, level):
+    with pytest.raises(Error) as e:
+        build(tmp_path / "out", files, keys, level=level)
+    assert "compression level" in e.value.message and "1 (fastest) to 22" in e.value.render()
+    assert not (tmp_path / "out").exists()
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()

@@ -106,3 +106,24 @@ def test_bundle_package_never_imports_bundler() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] != "bundler", f"{source.name} imports {name}"
+
+
+@pytest.mark.parametrize("upstream, stored", [
+    ("etcd-v3.3.1-linux-amd64.tar.gz", "etcd-v3.3.1-linux-amd64.tar"),
+    ("cni-plugins-amd64-v0.7.0.tgz", "cni-plugins-amd64-v0.7.0.tar"),
+    ("etcd-v*-linux-amd64.tar.gz", "etcd-v*-linux-amd64.tar"),
+    ("docker-compose-Linux-x86_64", "docker-compose-Linux-x86_64"),
+    ("docker-18.09.1.tgz.sha256", "docker-18.09.1.tgz.sha256"),
+])
+def test_gzipped_tarballs_are_stored_as_plain_tar(upstream, stored):
+    assert layout.stored_binary_name(upstream) == stored
+
+
+def test_find_binary_prefers_the_stored_name_and_takes_the_downloaded_one_too(tmp_path):
+    (tmp_path / "binaries").mkdir()
+    assert layout.find_binary(tmp_path, "etcd-v*-linux-amd64.tar.gz") is None
+    (tmp_path / "binaries" / "etcd-v3.3.1-linux-amd64.tar.gz").write_bytes(b"old bundle")
+    assert layout.find_binary(tmp_path, "etcd-v*-linux-amd64.tar.gz").name == "etcd-v3.3.1-linux-amd64.tar.gz"
+    (tmp_path / "binaries" / "etcd-v3.3.1-linux-amd64.tar").write_bytes(b"new bundle")
+    (tmp_path / "binaries" / "etcd-v3.2.0-linux-amd64.tar").write_bytes(b"older release")
+    assert layout.find_binary(tmp_path, "etcd-v*-linux-amd64.tar.gz").name == "etcd-v3.3.1-linux-amd64.tar"

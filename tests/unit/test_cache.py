@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import multiprocessing
 import os
@@ -161,3 +162,42 @@ def test_verify_removes_a_damaged_object(cache: Cache) -> None:
     path.write_bytes(b"bad!")  # someone tampered with the cache
     assert not cache.verify(w.sha256)
     assert not path.exists()
+
+
+def _gzip_object(cache: Cache, data: bytes) -> str:
+    with cache.writer() as w:
+        w.write(gzip.compress(data, mtime=0))
+    return w.sha256
+
+
+def test_gunzipped_is_computed_once_and_kept_with_its_source(cache: Cache) -> None:
+    data = b"kubernetes/server/bin/kubelet " * 1000
+    gz = _gzip_object(cache, data)
+    sha, size = cache.gunzipped(gz)
+    assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert cache.path(sha).read_bytes() == data
+    mtime = cache.path(sha).stat().st_mtime_ns
+    assert cache.gunzipped(gz) == (sha, size) and cache.path(sha).stat().st_mtime_ns == mtime  # not redone
+    report = cache.prune({gz})
+    assert report.kept_objects == 2 and cache.has(sha)
+    other = _gzip_object(cache, b"another release")
+    other_plain, _ = cache.gunzipped(other)
+    report = cache.prune({gz})
+    assert set(report.removed_objects) == {other, other_plain}
+    assert cache.has(sha) and not (cache.root / "derived" / "gunzip" / other).exists()
+
+
+def test_gunzipped_redoes_a_pruned_or_lost_result(cache: Cache) -> None:
+    gz = _gzip_object(cache, b"etcd" * 100)
+    sha, _ = cache.gunzipped(gz)
+    cache.path(sha).unlink()
+    assert cache.gunzipped(gz)[0] == sha and cache.has(sha)
+
+
+def test_gunzipped_of_something_not_gzip_is_a_clear_error(cache: Cache) -> None:
+    with cache.writer() as w:
+        w.write(b"<html>not found</html>")
+    with pytest.raises(Error) as e:
+        cache.gunzipped(w.sha256)
+    assert "cannot decompress" in e.value.message and "not a gzip file" in e.value.render()
+    assert list((cache.root / "tmp").iterdir()) == []
