@@ -1,9 +1,11 @@
 """Bundle size against `docker save | gzip` per image + gzip'd binaries, and peak RSS of build and verify.
 
 Both measured in the same run from the same stand-in upstreams: the baseline is what the seeds do by hand
-(one `docker save`-style tar per image, gzip'd, plus each release file gzip'd); ours is the same images and
-binaries written as one bundle (one OCI layout, each blob once, zstd). Peak RSS of `bundler build` and
-`installer verify` is measured for the default images and for images 10x larger (goal: flat).
+(one `docker save`-style tar per image, gzip'd, plus each release file gzip'd: `gzip -6` of its content, as
+upstream ships it); ours is the same images and binaries written as one bundle (one OCI layout, each blob
+once; release tarballs as plain tar in a level-19 long-window zstd frame, compressed blobs in a fast frame).
+Peak RSS of `bundler build` and `installer verify` is measured for the default images and for images 10x
+larger (goal: flat).
 """
 
 from __future__ import annotations

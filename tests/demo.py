@@ -117,6 +117,10 @@ def apply_on_test_hosts(d: Demo, work: Path) -> None:
 
     d.step("Boot 4 test hosts: systemd-nspawn with real systemd + sshd on 198.18.250.0/24 (first run: debootstrap)")
     tb = Testbed(prefix="demo", net="198.18.250", n_hosts=4)
+    # the test hosts are booted fresh, with new ssh host keys: what an earlier demo learnt about them
+    # (known_hosts, the control host's state dir) belongs to hosts that no longer exist
+    (work / "known_hosts").unlink(missing_ok=True)
+    shutil.rmtree(work / "state", ignore_errors=True)
     reg = None
     try:
         tb.up()
