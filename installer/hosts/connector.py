@@ -13,6 +13,7 @@ import shlex
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 try:
@@ -24,6 +25,7 @@ from installer.errors import Error
 
 Command = Union[str, Sequence[str]]
 Input = Union[bytes, str, None]
+Stdin = Union[bytes, Path, None]  # what a connector's primitive feeds the command: bytes or a file to stream
 
 TIMEOUT_RC = 124  # coreutils `timeout` exit status when the limit was hit
 KILL_GRACE = 5  # seconds between TERM and KILL for the remote `timeout`, and extra wait on our side
@@ -53,6 +55,8 @@ class Connector(Protocol):
             check: bool = True, input: Input = None) -> Result: ...
 
     def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None: ...
+
+    def put_file(self, path: str, local: Path, mode: int, owner: str = "root", group: str = "root") -> None: ...
 
     def get(self, path: str) -> Optional[bytes]: ...
 
@@ -176,9 +180,11 @@ class ShellConnector(ABC):
     sudo: bool = False
 
     @abstractmethod
-    def _exec(self, line: str, stdin: Optional[bytes], timeout: Optional[float],
+    def _exec(self, line: str, stdin: Stdin, timeout: Optional[float],
               cmd: Command) -> Tuple[int, bytes, bytes]:
-        """Run a wrapped command line; raise Error for transport failures and timeouts."""
+        """Run a wrapped command line; raise Error for transport failures and timeouts.
+
+        stdin: bytes, or a local file (a Path) that is streamed, never read into memory."""
 
     def run(self, cmd: Command, *, sudo: Optional[bool] = None, timeout: Optional[float] = None,
             check: bool = True, input: Input = None) -> Result:
@@ -190,7 +196,7 @@ class ShellConnector(ABC):
         return res
 
     def _run_bytes(self, cmd: Command, *, sudo: Optional[bool] = None, timeout: Optional[float] = None,
-                   input: Input = None) -> Tuple[int, bytes, bytes]:
+                   input: Union[Input, Path] = None) -> Tuple[int, bytes, bytes]:
         use_sudo = self.sudo if sudo is None else sudo
         stdin = input.encode() if isinstance(input, str) else input
         rc, out, err = self._exec(wrap(cmd, sudo=use_sudo, timeout=timeout), stdin, timeout, cmd)
@@ -202,6 +208,14 @@ class ShellConnector(ABC):
         """Write a whole file atomically (temp file next to it, chmod/chown, rename); creates parent dirs."""
         script = put_script(path, mode, owner, group)
         rc, _out, err = self._run_bytes(script, input=bytes(content))
+        if rc != 0:
+            raise command_error(self.name, f"write {path}", rc, _decode(err), self.user,
+                                what="writing a file")
+
+    def put_file(self, path: str, local: Path, mode: int, owner: str = "root", group: str = "root") -> None:
+        """Like put, with the content streamed from a local file (executables can be hundreds of MB)."""
+        script = put_script(path, mode, owner, group)
+        rc, _out, err = self._run_bytes(script, input=Path(local))
         if rc != 0:
             raise command_error(self.name, f"write {path}", rc, _decode(err), self.user,
                                 what="writing a file")
@@ -251,3 +265,19 @@ def run_on(hosts: Iterable[H], fn: Callable[[H], R],
 def failures(results: Dict[H, Union[R, BaseException]]) -> Dict[H, BaseException]:
     """The hosts whose call raised, from a run_on result."""
     return {h: r for h, r in results.items() if isinstance(r, BaseException)}
+
+
+def open_stdin(stdin: Stdin):
+    """For subprocess: (input=..., stdin=...) keyword arguments feeding `stdin`; a Path is opened (caller closes)."""
+    if isinstance(stdin, Path):
+        try:
+            return {"stdin": open(stdin, "rb")}  # closed by close_stdin once the process ended
+        except OSError as e:
+            raise Error(f"cannot read {stdin}: {e.strerror}", context="sending a file to a host") from None
+    return {"input": stdin if stdin is not None else b""}
+
+
+def close_stdin(kwargs: dict) -> None:
+    f = kwargs.get("stdin")
+    if f is not None:
+        f.close()

@@ -7,7 +7,15 @@ import subprocess
 from typing import Optional, Tuple
 
 from installer.errors import Error
-from installer.hosts.connector import KILL_GRACE, Command, ShellConnector, timeout_error
+from installer.hosts.connector import (
+    KILL_GRACE,
+    Command,
+    ShellConnector,
+    Stdin,
+    close_stdin,
+    open_stdin,
+    timeout_error,
+)
 
 
 class LocalConnector(ShellConnector):
@@ -24,14 +32,17 @@ class LocalConnector(ShellConnector):
             sudo = False  # root needs no sudo, and a minimal control host may not even have it
         return super()._run_bytes(cmd, sudo=sudo, timeout=timeout, input=input)
 
-    def _exec(self, line: str, stdin: Optional[bytes], timeout: Optional[float],
+    def _exec(self, line: str, stdin: Stdin, timeout: Optional[float],
               cmd: Command) -> Tuple[int, bytes, bytes]:
+        feed = open_stdin(stdin)
         try:
-            p = subprocess.run(["/bin/sh", "-c", line], input=stdin if stdin is not None else b"",
+            p = subprocess.run(["/bin/sh", "-c", line], **feed,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=None if timeout is None else timeout + KILL_GRACE)
         except subprocess.TimeoutExpired:
             raise timeout_error(self.name, cmd, timeout) from None
         except OSError as e:
             raise Error(f"{self.name}: cannot start /bin/sh: {e}", hint="is this a POSIX system?") from None
+        finally:
+            close_stdin(feed)
         return p.returncode, p.stdout, p.stderr

@@ -39,7 +39,18 @@ import time
 from typing import Optional, Sequence, Tuple
 
 from installer.errors import Error
-from installer.hosts.connector import KILL_GRACE, Command, ShellConnector, run_on, short, tail, timeout_error
+from installer.hosts.connector import (
+    KILL_GRACE,
+    Command,
+    ShellConnector,
+    Stdin,
+    close_stdin,
+    open_stdin,
+    run_on,
+    short,
+    tail,
+    timeout_error,
+)
 
 __all__ = ["SshConnector", "run_on", "connect", "ssh_version"]
 
@@ -178,16 +189,19 @@ class SshConnector(ShellConnector):
         return self._master_pid if _pid_alive(self._master_pid) else None
 
     # -- the primitive -------------------------------------------------------------------------
-    def _exec(self, line: str, stdin: Optional[bytes], timeout: Optional[float],
+    def _exec(self, line: str, stdin: Stdin, timeout: Optional[float],
               cmd: Command) -> Tuple[int, bytes, bytes]:
         for attempt in (1, 2):
             self.connect()
+            feed = open_stdin(stdin)  # a file is opened again for the second attempt: it starts at byte 0
             try:
-                p = subprocess.run(self.command_argv(line), input=stdin if stdin is not None else b"",
+                p = subprocess.run(self.command_argv(line), **feed,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    timeout=None if timeout is None else timeout + KILL_GRACE + 5)
             except subprocess.TimeoutExpired:
                 raise timeout_error(self.name, cmd, timeout) from None
+            finally:
+                close_stdin(feed)
             if p.returncode != 255:
                 return p.returncode, p.stdout, p.stderr
             err = p.stderr.decode(errors="replace")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 
 import pytest
@@ -68,6 +70,18 @@ def test_put_is_atomic_with_mode_owner_and_parent_dirs(root1):
     assert root1.run(["stat", "-c", "%a %U %G %s", WEIRD]).stdout.split() == ["600", "root", "root", "2"]
     # no temporary files are left next to it
     assert root1.run(["ls", "-A", "/tmp/k8s ssh test"]).stdout.splitlines() == [WEIRD.rsplit("/", 1)[1]]
+
+
+def test_put_file_streams_a_large_file_with_sudo_too(root1, tb1, tmp_path):
+    src = tmp_path / "kube-apiserver"
+    src.write_bytes(os.urandom(24 << 20))
+    want = hashlib.sha256(src.read_bytes()).hexdigest()
+    for conn in (root1, tb1):  # tb1 writes through sudo -n
+        conn.put_file("/tmp/k8s ssh test/bin/kube-apiserver", src, 0o755)
+        out = conn.run(["sha256sum", "/tmp/k8s ssh test/bin/kube-apiserver"]).stdout.split()[0]
+        assert out == want
+        assert conn.run(["stat", "-c", "%a %U", "/tmp/k8s ssh test/bin/kube-apiserver"]).stdout.split() == \
+            ["755", "root"]
 
 
 def test_get_missing_file_is_none_and_directory_is_an_error(root1):

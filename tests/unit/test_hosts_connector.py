@@ -161,3 +161,22 @@ def test_run_on_bounds_parallelism_and_collects_exceptions():
     assert list(failures(res)) == ["bad"]
     assert state["max"] == 3
     assert run_on([], fn) == {}
+
+
+def test_local_put_file_streams_a_file_without_reading_it_whole(local, tmp_path, monkeypatch):
+    src = tmp_path / "kubelet"
+    src.write_bytes(os.urandom(3 << 20))
+    read_whole = []
+    monkeypatch.setattr(type(src), "read_bytes", lambda self: read_whole.append(self) or b"")
+    target = tmp_path / "usr/local/bin/kubelet"
+    local.put_file(str(target), src, 0o755)
+    with open(src, "rb") as f, open(target, "rb") as g:
+        assert f.read() == g.read()
+    assert os.stat(target).st_mode & 0o7777 == 0o755 and read_whole == []
+
+
+def test_local_put_file_of_a_missing_file_is_a_clear_error(local, tmp_path):
+    with pytest.raises(Error) as e:
+        local.put_file(str(tmp_path / "x"), tmp_path / "gone", 0o644)
+    assert "cannot read" in e.value.message and str(tmp_path / "gone") in e.value.message
+    assert not (tmp_path / "x").exists()
