@@ -7,16 +7,19 @@ an SSH cut and resume, converged re-apply, a changed file, VIP failover, leader 
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from installer import checks as checks_mod
 from installer import inventory as inventory_mod
 from installer.apply import default_session
 from installer.pki import Pki
+from installer.render import PATHS
 from tests.e2e import cluster
 
 pytestmark = pytest.mark.e2e
@@ -225,3 +228,28 @@ def test_sudo_user_sees_the_converged_cluster(site):
     run = cluster.installer("plan", *site.args(inv), "--json")
     assert run.rc == 0, _fail(run)
     assert json.loads(run.stdout)["empty"] is True
+
+
+def test_certs_renew_reissues_what_is_due_and_rolls_it_out(site):
+    """`certs renew` with every leaf certificate due: new certificates on every host, same CA, healthy cluster."""
+    inv_path = site.work / "inventory-renew.yaml"
+    doc = yaml.safe_load(site.inv5.read_text())
+    doc["cluster"]["renew_within_days"] = 3650  # every leaf (valid 3650 days) is due; the CA is kept
+    inv_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ca = site.pki().ca_pem()
+    crt = PATHS["apiserver_crt"]
+    before = {n: site.tb.ssh(n, f"sha256sum {crt}").stdout.split()[0] for n in MASTERS}
+    status = cluster.installer("certs", "check", "-i", str(inv_path), "--state", str(site.state), "--json")
+    assert status.rc != 0 and "expiring" in status.stdout
+    run = cluster.installer("certs", "renew", *site.args(inv_path))
+    assert run.rc == 0, _fail(run)
+    assert site.pki().ca_pem() == ca
+    after = {n: site.tb.ssh(n, f"sha256sum {crt}").stdout.split()[0] for n in MASTERS}
+    assert all(after[n] != before[n] for n in MASTERS), (before, after)
+    served = ssl.get_server_certificate((site.tb.host(1).address, 6443))
+    issued = site.pki().crt_path("apiserver").read_text()
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(issued)  # restarted onto the new one
+    check = site.check(site.inv5)
+    assert check.rc == 0, _fail(check)
+    again = site.apply(site.inv5)  # with the usual renew window nothing is due any more
+    assert again.rc == 0 and "nothing to do" in again.stderr, _fail(again)
