@@ -64,29 +64,44 @@ def upstream_filename(url: str) -> str:
 
 
 def rpm_entries(lock: Lock, cache: Cache, stage: Staging) -> List[Entry]:
-    """The closure's RPMs plus createrepo_c metadata: a yum repository yum 3 on CentOS 7 reads."""
-    from bundler.sources import rpm
+    """The closure's RPMs plus createrepo_c metadata: a yum repository yum 3 on CentOS 7 reads.
 
+    When the spec mixes repos with gpgcheck on and off, the RPMs of the latter go into a second repository
+    (rpms/unchecked/, gpgcheck=0 on site) so that the main one can keep gpgcheck=1 with the pinned keys.
+    """
     if not lock.rpms:
         return []
-    links = stage.root / "rpms-in"
+    checked_repos = {r.name for r in lock.repos if r.gpgcheck}
+    checked = [r for r in lock.rpms if r.repo in checked_repos]
+    if not checked or len(checked) == len(lock.rpms):  # one kind only: one repository, as the keys say
+        return _repo_entries(lock.rpms, cache, stage, layout.RPMS_DIR)
+    unchecked = [r for r in lock.rpms if r.repo not in checked_repos]
+    return (_repo_entries(checked, cache, stage, layout.RPMS_DIR)
+            + _repo_entries(unchecked, cache, stage, layout.RPMS_UNCHECKED_DIR))
+
+
+def _repo_entries(rpms, cache: Cache, stage: Staging, bundle_dir: str) -> List[Entry]:
+    from bundler.sources import rpm
+
+    work = stage.root / "repos" / bundle_dir
+    links = work / "in"
     links.mkdir(parents=True, exist_ok=True)
     by_name = {}
-    for r in lock.rpms:
+    for r in rpms:
         name = urlparse(r.url).path.rsplit("/", 1)[-1]
         by_name[name] = r
         link = links / name
         if not link.exists():
             os.symlink(cache.path(r.sha256), link)  # make_repo hardlinks the target under this name
-    repo = stage.root / "rpms-repo"
+    repo = work / "repo"
     entries = []
     for p in rpm.make_repo(sorted(links.iterdir()), repo):
         rel = p.relative_to(repo).as_posix()
         r = by_name.get(p.name) if rel.endswith(".rpm") else None
         if r is not None:
-            entries.append(Entry(f"{layout.RPMS_DIR}/{rel}", p, r.size, r.sha256, 0o644))
+            entries.append(Entry(f"{bundle_dir}/{rel}", p, r.size, r.sha256, 0o644))
         else:
-            entries.append(stage.existing(f"{layout.RPMS_DIR}/{rel}", p))
+            entries.append(stage.existing(f"{bundle_dir}/{rel}", p))
     return entries
 
 

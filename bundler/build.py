@@ -18,6 +18,7 @@ from bundler.cache import Cache
 from bundler.sources import TqdmProgress
 from installer import __version__
 from installer import bundle as fmt
+from installer.bundle import signature
 from installer.bundle.manifest import now_created
 from installer.errors import Error
 
@@ -40,6 +41,13 @@ class BuildSummary:
     lock_written: bool
     fingerprint: str
     bootstrap: Optional[Path] = None  # bootstrap.tar: verify + static installer without zstd
+    fingerprint_p256: Optional[str] = None  # the P-256 key of manifest.sig.p256; None: Ed25519 signature only
+    p256_key: Optional[Path] = None  # where that key came from
+
+    @property
+    def signatures(self) -> list[str]:
+        """The signature members the bundle carries."""
+        return [fmt.layout.SIGNATURE] + ([fmt.layout.SIGNATURE_P256] if self.fingerprint_p256 else [])
 
     def as_dict(self) -> dict:
         return {
@@ -49,7 +57,30 @@ class BuildSummary:
             "cache_hits": self.cache_hits, "artifacts": self.artifacts, "lock": str(self.lock_path),
             "lock_written": self.lock_written, "fingerprint": self.fingerprint,
             "bootstrap": str(self.bootstrap) if self.bootstrap else None,
+            "fingerprint_p256": self.fingerprint_p256, "p256_key": str(self.p256_key) if self.p256_key else None,
+            "signatures": self.signatures,
         }
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The keys a bundle is signed with: always Ed25519, and P-256 when there is a P-256 key."""
+
+    key: signature.Ed25519PrivateKey
+    p256_key: Optional[signature.P256PrivateKey] = None
+    p256_path: Optional[Path] = None
+
+
+def load_signing_keys(key_path: Path, p256_key_path: Optional[Path] = None) -> SigningKeys:
+    """The Ed25519 key, and the P-256 key from p256_key_path or else from bundle-p256.key beside the Ed25519
+    key when that file exists (key directories from before the P-256 key have none: Ed25519 only)."""
+    key = fmt.load_private_key(key_path)
+    if p256_key_path is None:
+        beside = Path(key_path).parent / signature.P256_PRIVATE_KEY_FILE
+        if not os.path.lexists(beside):
+            return SigningKeys(key)
+        p256_key_path = beside
+    return SigningKeys(key, fmt.load_p256_private_key(p256_key_path), Path(p256_key_path))
 
 
 def _session() -> requests.Session:
@@ -71,10 +102,15 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
               jobs: int = 4, locked: bool = False, split_size: Optional[str] = None,
               pythons: Sequence[str] = wheels.DEFAULT_PYTHONS, created: Optional[str] = None,
               session: Optional[requests.Session] = None, progress=None, level: int = fmt.DEFAULT_LEVEL,
-              include_static: bool = True, static_cache: Optional[Path] = None) -> BuildSummary:
-    """Build the signed bundle; the lock beside the spec is used, and written if new or extended."""
+              include_static: bool = True, static_cache: Optional[Path] = None,
+              p256_key_path: Optional[Path] = None) -> BuildSummary:
+    """Build the signed bundle; the lock beside the spec is used, and written if new or extended.
+
+    Signed with the Ed25519 key and, when there is one (p256_key_path, or bundle-p256.key beside key_path),
+    with the P-256 key too, so that openssl 1.0.2 (CentOS 7) can verify it.
+    """
     spec_path = Path(spec_path)
-    key = fmt.load_private_key(key_path)  # fail before any download when the key is wrong
+    keys = load_signing_keys(key_path, p256_key_path)  # fail before any download when a key is wrong
     fmt.check_level(level)
     if include_static and static.unavailable():
         raise Error(f"cannot build the static installer here: {static.unavailable()}",
@@ -119,7 +155,7 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
             sbom_extra=[static.sbom_item(static_exe, __version__, exe_entry.sha256)] if exe_entry else ())
         with _bar("bundle") as bar:
             res = fmt.write_bundle(
-                out, spec.name, spec.version, entries, key,
+                out, spec.name, spec.version, entries, keys.key, p256_key=keys.p256_key,
                 spec_sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest(),
                 lock_sha256=hashlib.sha256(lock_bytes).hexdigest(),
                 components=assemble.components(spec, lk), split_size=split, created=created,
@@ -131,7 +167,8 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
         bundle=res.path, parts=res.parts, name=res.name, version=res.version, files=len(res.manifest.files),
         bytes=res.manifest.total_size, compressed_bytes=res.size, downloaded_bytes=result.downloaded_bytes,
         cache_hits=result.cache_hits, artifacts=dict(result.artifacts), lock_path=lock_path,
-        lock_written=written, fingerprint=res.fingerprint, bootstrap=bootstrap)
+        lock_written=written, fingerprint=res.fingerprint, bootstrap=bootstrap,
+        fingerprint_p256=res.fingerprint_p256 or None, p256_key=keys.p256_path)
 
 
 def selected(spec: spec_mod.Spec, lk: lock_mod.Lock) -> lock_mod.Lock:

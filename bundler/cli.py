@@ -81,7 +81,11 @@ def lock(
 @app.command()
 def build(
     spec: Path = typer.Option(Path("bundle-spec.yaml"), "--spec", help="Bundle spec file."),
-    key: Path = typer.Option(..., "--key", help="Ed25519 private key (from `bundler keygen`)."),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (from `bundler keygen`); bundle-p256.key "
+                             "beside it, when it exists, adds the P-256 signature."),
+    p256_key: Optional[Path] = typer.Option(None, "--p256-key", help="ECDSA P-256 private key for the second "
+                                            "signature (checkable with openssl 1.0.2); default: bundle-p256.key "
+                                            "beside --key, if any."),
     out: Path = typer.Option(Path("dist"), "--out", help="Output directory."),
     mirrors: Optional[Path] = MIRRORS,
     cache: Optional[Path] = CACHE,
@@ -103,15 +107,25 @@ def build(
     def body() -> None:
         s = build_mod.run_build(spec, mirrors, key, out, _cache(cache), jobs=jobs, locked=locked,
                                 split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()],
-                                include_static=include_static, level=level)
-        emit(s.as_dict(), as_json, lambda d: (
-            f"wrote {d['bundle']}" + (f" ({len(d['parts'])} parts)" if d["parts"] else "") +
-            f": {d['files']} files, {d['bytes']} bytes, {d['compressed_bytes']} compressed\n"
-            f"downloaded {d['downloaded_bytes']} bytes, {d['cache_hits']} cache hits; "
-            f"lock {d['lock']}{' (written)' if d['lock_written'] else ''}; signer {d['fingerprint']}"
-            + (f"\nbootstrap (no zstd needed) {d['bootstrap']}" if d.get("bootstrap") else "")))
+                                include_static=include_static, level=level, p256_key_path=p256_key)
+        emit(s.as_dict(), as_json, _build_text)
 
     guarded(body, as_json=as_json)
+
+
+def _build_text(d: dict) -> str:
+    """The build summary for people: what was written, downloaded, and which keys signed it."""
+    if d.get("fingerprint_p256"):
+        p256 = (f"\nsigned with P-256 {d['fingerprint_p256']} ({d['p256_key']}) too: manifest.sig.p256, "
+                "checkable with openssl 1.0.2 (CentOS 7) and bundle-p256.pub")
+    else:
+        p256 = ("\nEd25519 signature only (no bundle-p256.key beside the key, no --p256-key): openssl 1.0.2 "
+                "(CentOS 7) cannot check it; `bundler keygen` writes both keys")
+    return (f"wrote {d['bundle']}" + (f" ({len(d['parts'])} parts)" if d["parts"] else "") +
+            f": {d['files']} files, {d['bytes']} bytes, {d['compressed_bytes']} compressed\n"
+            f"downloaded {d['downloaded_bytes']} bytes, {d['cache_hits']} cache hits; "
+            f"lock {d['lock']}{' (written)' if d['lock_written'] else ''}; signer {d['fingerprint']} (Ed25519)"
+            + p256 + (f"\nbootstrap (no zstd needed) {d['bootstrap']}" if d.get("bootstrap") else ""))
 
 
 cache_app = typer.Typer(help="The download cache.", no_args_is_help=True)
@@ -140,17 +154,24 @@ def cache_prune(
 
 @app.command()
 def keygen(
-    out: Path = typer.Option(..., "--out", help="Directory for bundle.key (0600) and bundle.pub."),
+    out: Path = typer.Option(..., "--out", help="Directory for bundle.key (0600) and bundle.pub (Ed25519), "
+                             "bundle-p256.key (0600) and bundle-p256.pub (ECDSA P-256)."),
     as_json: bool = JSON,
 ) -> None:
-    """Create an Ed25519 signing key pair; refuses to overwrite an existing one."""
+    """Create the signing keys: Ed25519, and ECDSA P-256 for hosts with openssl 1.0.2; refuses to overwrite any."""
     from installer import bundle as fmt
 
     def body() -> None:
-        key, pub = fmt.generate_keypair(out)
-        fpr = fmt.fingerprint(fmt.load_public_key(pub))
-        emit({"private_key": str(key), "public_key": str(pub), "fingerprint": fpr}, as_json,
-             lambda d: f"wrote {d['private_key']} (keep it secret) and {d['public_key']}\nfingerprint {d['fingerprint']}")
+        files = fmt.generate_keys(out)
+        data = {"private_key": str(files.key), "public_key": str(files.pub),
+                "fingerprint": fmt.fingerprint(fmt.load_public_key(files.pub)),
+                "p256_private_key": str(files.p256_key), "p256_public_key": str(files.p256_pub),
+                "fingerprint_p256": fmt.fingerprint(fmt.load_public_key(files.p256_pub))}
+        emit(data, as_json, lambda d: (
+            f"wrote {d['private_key']} (keep it secret) and {d['public_key']}: Ed25519, fingerprint "
+            f"{d['fingerprint']}\n"
+            f"wrote {d['p256_private_key']} (keep it secret) and {d['p256_public_key']}: ECDSA P-256 (for openssl "
+            f"1.0.2, CentOS 7), fingerprint {d['fingerprint_p256']}"))
 
     guarded(body, as_json=as_json)
 
@@ -158,10 +179,14 @@ def keygen(
 def _inspect_text(d: dict) -> str:
     lines = [f"{d['name']} {d['version']}  created {d['created']}",
              f"  {d['files']} files, {d['bytes']} bytes ({d['compressed_bytes']} compressed)"]
-    if d.get("signature"):
-        lines.append(f"  signature verified with {d['signature']['fingerprint']}")
-    elif d.get("signer"):
-        lines.append(f"  signed by {d['signer']} (not verified: pass --pub to check)")
+    lines.append("  signed by " + (d.get("signer") or "an unnamed Ed25519 key") + " (Ed25519, manifest.sig)"
+                 + (f" and {d['signer_p256']} (P-256, manifest.sig.p256)" if d.get("signer_p256") else ""))
+    sig = d.get("signature")
+    if sig:
+        lines.append(f"  verified with the {sig['key_type']} key {sig['fingerprint']}: {', '.join(sig['checked'])}"
+                     + (f"; not checked (no key): {', '.join(sig['not_checked'])}" if sig["not_checked"] else ""))
+    else:
+        lines.append("  not verified: pass --pub to check")
     if d.get("parts"):
         lines.append(f"  {len(d['parts'])} parts: {', '.join(d['parts'])}")
     lines.append("  kinds:")
@@ -186,7 +211,8 @@ def _inspect_text(d: dict) -> str:
 @app.command()
 def inspect(
     bundle: Path = typer.Argument(..., help="The bundle file, its first (or any) part, or the directory of parts."),
-    pub: Optional[Path] = typer.Option(None, "--pub", help="Also verify the manifest's signature with this key."),
+    pub: Optional[Path] = typer.Option(None, "--pub", help="Also verify the manifest's signature with this key "
+                                       "(bundle.pub or bundle-p256.pub)."),
     as_json: bool = JSON,
 ) -> None:
     """Show what a bundle holds (from its manifest; nothing is unpacked)."""

@@ -3,7 +3,8 @@
 The datacenter's control host is CentOS 7 (Python 3.6 or none), so the bundle also carries
 `installer/installer-linux-amd64`, covered by the signed manifest like every other member, and the
 bundler writes `<name>-<version>.bootstrap.tar` beside the bundle for hosts without zstd: the bundle's
-exact manifest.json and manifest.sig, the executable and static/bootstrap.sh (see static/README.md).
+exact manifest.json, manifest.sig and (when it has one) manifest.sig.p256, the executable and
+static/bootstrap.sh (see static/README.md).
 """
 
 from __future__ import annotations
@@ -140,12 +141,13 @@ def bootstrap_filename(bundle_filename: str) -> str:
 
 
 def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optional[PathLike] = None) -> Path:
-    """Write <name>-<version>.bootstrap.tar beside the bundle: its manifest.json and manifest.sig as they are,
-    the executable and bootstrap.sh, uncompressed, so a host without zstd can bootstrap from it."""
-    from installer.bundle import read_manifest
+    """Write <name>-<version>.bootstrap.tar beside the bundle: its manifest.json, manifest.sig and
+    manifest.sig.p256 (if any) as they are, the executable and bootstrap.sh, uncompressed, so a host without
+    zstd can bootstrap from it."""
+    from installer.bundle import read_signed_head
 
     bundle = Path(bundle)
-    manifest, manifest_bytes, sig = read_manifest(bundle)
+    manifest, head, _ = read_signed_head(bundle)
     entry_ = manifest.by_path().get(BUNDLE_PATH)
     exe = Path(executable)
     if entry_ is None:
@@ -157,8 +159,10 @@ def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optiona
     first = bundle if bundle.is_file() else min(p for p in bundle.iterdir() if layout.parse_part_filename(p.name))
     out = Path(out_dir) if out_dir is not None else (bundle.parent if bundle.is_file() else bundle)
     dest = out / bootstrap_filename(first.name)
-    members = [(layout.MANIFEST, None, manifest_bytes, 0o644), (layout.SIGNATURE, None, sig, 0o644),
-               (BUNDLE_PATH, exe, None, 0o755), ("bootstrap.sh", BOOTSTRAP_SCRIPT, None, 0o755)]
+    members = [(layout.MANIFEST, None, head.manifest_bytes, 0o644), (layout.SIGNATURE, None, head.sig, 0o644)]
+    if head.sig_p256 is not None:
+        members.append((layout.SIGNATURE_P256, None, head.sig_p256, 0o644))
+    members += [(BUNDLE_PATH, exe, None, 0o755), ("bootstrap.sh", BOOTSTRAP_SCRIPT, None, 0o755)]
     tmp = dest.with_name(f".{dest.name}.tmp.{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

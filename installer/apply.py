@@ -125,6 +125,9 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
         state.set_bundle_info({"manifest_sha256": digest, "fingerprint": report.fingerprint, "dir": str(target),
                                "name": report.name, "version": report.version, "bundle": str(bundle_path)})
         reused = False
+    if report.not_checked:
+        out(f"bundle: verified with the {report.key_type} key {report.fingerprint}; "
+            f"{', '.join(report.not_checked)} not checked (no Ed25519 key given)")
     return Bundle(target, digest, report.fingerprint, report.name, report.version, dict(manifest.components), reused,
                   {f.path: f.sha256 for f in manifest.files})
 
@@ -246,7 +249,8 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
     material = {h.name: pki.material_for(inv, h) for h in inv.hosts}
     keys = rpm_keys(bundle)
     rendered = render_mod.render_all(inv, pki_files=material, images=images, versions=versions,
-                                     gpgcheck=bool(keys), gpgkey=[f"file://{p}" for p in sorted(keys)])
+                                     gpgcheck=bool(keys), gpgkey=[f"file://{p}" for p in sorted(keys)],
+                                     unchecked_repo=layout.has_unchecked_repo(bundle.files))
     names = sorted({p.rsplit("/", 1)[-1] for h in inv.hosts for p in render_mod.binaries_for(h)})
     bins = extract_binaries(bundle, state, names)
     repo = repo_files(bundle)
@@ -478,11 +482,11 @@ class Executor:
         elif s.kind == "binary":
             if s.units:
                 pend.add(s.host, s.units)
-            c.put(s.target, site.local[s.source.origin].read_bytes(), s.source.mode)
+            c.put_file(s.target, site.local[s.source.origin], s.source.mode)
         elif s.kind == "repo":
             for path in s.items:
                 src = site.desired[s.host].repo[path]
-                c.put(path, site.local[src.origin].read_bytes(), 0o644)
+                c.put_file(path, site.local[src.origin], 0o644)
             return f"{len(s.items)} files"
         elif s.kind in ("packages", "command"):
             r = c.run(s.command, timeout=900, check=not s.tolerate)

@@ -107,14 +107,22 @@ def certs_check(
 
 
 def _bundle_text(d: dict) -> str:
-    return (f"{d['bundle']}: OK: {d['name']} {d['version']}, {d['files']} files, {d['bytes']} bytes verified; "
-            f"signed by {d['fingerprint']}" + (f"; unpacked into {d['dest']}" if d.get("dest") else ""))
+    text = (f"{d['bundle']}: OK: {d['name']} {d['version']}, {d['files']} files, {d['bytes']} bytes verified; "
+            f"signed by {d['fingerprint']} ({d['key_type']}: {', '.join(d['signatures_checked'])})")
+    if d["signatures_not_checked"]:
+        text += (f"; {', '.join(d['signatures_not_checked'])} (Ed25519) not checked: no Ed25519 key given "
+                 "(bundle.pub)")
+    return text + (f"; unpacked into {d['dest']}" if d.get("dest") else "")
+
+
+PUB_HELP = ("The signer's public key: bundle.pub (Ed25519; checks the P-256 signature too when the bundle has "
+            "one) or bundle-p256.pub (P-256 only).")
 
 
 @app.command()
 def verify(
     bundle: Path = typer.Argument(..., help="The bundle file, its first (or any) part, or the directory of parts."),
-    pub: Path = typer.Option(..., "--pub", help="The signer's public key (bundle.pub)."),
+    pub: Path = typer.Option(..., "--pub", help=PUB_HELP),
     as_json: bool = JSON,
 ) -> None:
     """Check the signature, then every member's size and sha256, and that nothing else is in the bundle."""
@@ -124,7 +132,7 @@ def verify(
 @app.command()
 def unpack(
     bundle: Path = typer.Argument(..., help="The bundle file, its first (or any) part, or the directory of parts."),
-    pub: Path = typer.Option(..., "--pub", help="The signer's public key (bundle.pub)."),
+    pub: Path = typer.Option(..., "--pub", help=PUB_HELP),
     dest: Path = typer.Option(..., "--dest", help="New or empty directory; left untouched unless all verifies."),
     as_json: bool = JSON,
 ) -> None:
@@ -143,7 +151,8 @@ def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bo
             r = (fmt.unpack_bundle(bundle, key, dest, progress=progress) if dest
                  else fmt.verify_bundle(bundle, key, progress=progress))
         d = {"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
-             "bytes": r.bytes, "fingerprint": r.fingerprint}
+             "bytes": r.bytes, "fingerprint": r.fingerprint, "key_type": r.key_type,
+             "signatures_checked": list(r.checked), "signatures_not_checked": list(r.not_checked)}
         if dest:
             d["dest"] = str(dest)
         emit(d, as_json, _bundle_text)
@@ -152,7 +161,7 @@ def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bo
 
 
 BUNDLE = typer.Option(..., "--bundle", "-b", help="The bundle file, its first (or any) part, or the parts' directory.")
-PUB = typer.Option(..., "--pub", help="The signer's public key (bundle.pub).")
+PUB = typer.Option(..., "--pub", help="The signer's public key (bundle.pub, or bundle-p256.pub).")
 INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file.")
 KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh known_hosts file to use (default: ssh's own).")
 

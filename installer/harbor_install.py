@@ -153,7 +153,8 @@ def desired(inv: Inventory, bundle_dir: Path, bundle_files: Mapping[str, str], p
     installer = Source(installer.sha256, installer.origin, 0o644)
     compose, compose_src = _bundle_file(bundle_dir, bundle_files, COMPOSE_FILE)
     files = render_mod.registry_host_files(inv, versions=versions, gpgcheck=bool(rpm_keys),
-                                           gpgkey=[f"file://{p}" for p in sorted(rpm_keys)])
+                                           gpgkey=[f"file://{p}" for p in sorted(rpm_keys)],
+                                           unchecked_repo=layout.has_unchecked_repo(bundle_files))
     files.update(rpm_keys)
     files.update(pki.registry_material(inv))
     crt, key = render_mod.harbor_cert_paths(inv)

@@ -458,7 +458,7 @@ def _packages_step(host: str, d: HostDesired, st: HostState) -> Optional[Step]:
     if not missing:
         return None
     y = _yum(st.facts)
-    opts = "-y --disablerepo='*' --enablerepo=k8s-offline"
+    opts = "-y --disablerepo='*' --enablerepo='k8s-offline*'"  # the bundle's repo(s): checked and unchecked
     return Step(host, "packages", "packages", f"not installed: {', '.join(missing)}", items=missing,
                 command=f"{y} -q {opts} clean metadata >/dev/null 2>&1; {y} {opts} install " + " ".join(missing))
 

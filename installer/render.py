@@ -201,14 +201,14 @@ def _vrrp(inv: Inventory, host: Host) -> dict:
 
 
 def context(inv: Inventory, host: Host, *, images: Mapping[str, str], versions: Mapping[str, str],
-            repo_url: str, gpgcheck: bool, gpgkey, etcd_state: str) -> dict:
+            repo_url: str, gpgcheck: bool, gpgkey, etcd_state: str, unchecked_repo: bool = False) -> dict:
     """Every variable the templates may use."""
     c = inv.cluster
     etcd = inv.etcd_members
     return {
         "inv": inv, "c": c, "host": host, "iface": inv.iface(host), "paths": PATHS, "bin": BIN_DIR,
         "cni_bin_dir": CNI_BIN_DIR, "cni_conf_dir": CNI_CONF_DIR, "images": images, "versions": versions,
-        "repo_url": repo_url, "gpgcheck": gpgcheck,
+        "repo_url": repo_url, "gpgcheck": gpgcheck, "unchecked_repo": unchecked_repo,
         # one key URL or several (one per signing key the bundle ships)
         "gpgkey": [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ()),
         "masters": inv.masters, "lbs": inv.lbs, "etcd_members": etcd,
@@ -233,10 +233,13 @@ def render_host(
     gpgcheck: bool = False,
     gpgkey: Union[str, Sequence[str], None] = None,
     etcd_joining: Iterable[str] = (),
+    unchecked_repo: bool = False,
 ) -> Dict[str, File]:
     """Every file the host needs, keyed by absolute remote path; pki_files are merged in as given.
 
     etcd_joining names etcd members that join an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing).
+    unchecked_repo: the bundle has a second yum repository (UNCHECKED_REPO) for the RPMs of spec repos with
+    gpgcheck off, so that the main one keeps gpgcheck=1.
     """
     h = inventory.host(host) if isinstance(host, str) else host
     imgs = dict(default_images(inventory))
@@ -244,7 +247,7 @@ def render_host(
     vers = dict(DEFAULT_VERSIONS)
     vers.update(versions or {})
     ctx = context(inventory, h, images=imgs, versions=vers, repo_url=repo_url, gpgcheck=gpgcheck, gpgkey=gpgkey,
-                  etcd_state="existing" if h.name in set(etcd_joining) else "new")
+                  etcd_state="existing" if h.name in set(etcd_joining) else "new", unchecked_repo=unchecked_repo)
     table = list(COMMON)
     if h.has("etcd"):
         table += ETCD
@@ -276,12 +279,14 @@ def render_all(
     gpgcheck: bool = False,
     gpgkey: Union[str, Sequence[str], None] = None,
     etcd_joining: Iterable[str] = (),
+    unchecked_repo: bool = False,
 ) -> Dict[str, Dict[str, File]]:
     """render_host for every host: {host name: {remote path: File}}; pki_files is keyed by host name."""
     joining = tuple(etcd_joining)
     return {
         h.name: render_host(inventory, h, pki_files=pki_files.get(h.name, {}), images=images, versions=versions,
-                            repo_url=repo_url, gpgcheck=gpgcheck, gpgkey=gpgkey, etcd_joining=joining)
+                            repo_url=repo_url, gpgcheck=gpgcheck, gpgkey=gpgkey, etcd_joining=joining,
+                            unchecked_repo=unchecked_repo)
         for h in inventory.hosts
     }
 
@@ -312,11 +317,12 @@ def harbor_cfg(inv: Inventory, *, admin_password: str, db_password: str) -> File
 
 def registry_host_files(inv: Inventory, *, versions: Optional[Mapping[str, str]] = None,
                         repo_url: str = DEFAULT_REPO_URL, gpgcheck: bool = False,
-                        gpgkey: Union[str, Sequence[str], None] = None) -> Dict[str, File]:
+                        gpgkey: Union[str, Sequence[str], None] = None,
+                        unchecked_repo: bool = False) -> Dict[str, File]:
     """Rendered files of the registry host (install mode) besides harbor.cfg: the offline yum repository."""
     vers = dict(DEFAULT_VERSIONS)
     vers.update(versions or {})
-    ctx = {"versions": vers, "repo_url": repo_url, "gpgcheck": gpgcheck,
+    ctx = {"versions": vers, "repo_url": repo_url, "gpgcheck": gpgcheck, "unchecked_repo": unchecked_repo,
            "gpgkey": [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ())}
     return {"/etc/yum.repos.d/k8s-offline.repo": File(_ENV.get_template("k8s-offline.repo.j2").render(ctx).encode())}
 

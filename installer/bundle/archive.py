@@ -17,7 +17,7 @@ import zstandard
 from installer.bundle import layout, signature, tarstream
 from installer.bundle.manifest import FileEntry, Manifest, now_created, parse_created
 from installer.bundle.parts import _Writer, locate, open_stream, parse_size
-from installer.bundle.verify import Progress, VerifyReport, check_stream, read_head
+from installer.bundle.verify import Progress, VerifyReport, check_stream, read_head, read_signed_head
 from installer.errors import Error
 
 __all__ = [
@@ -44,6 +44,7 @@ WINDOW_LOG = 27  # 128 MiB of history: the largest window zstd decoders accept w
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh", b"PK\x03\x04",
                      b"\xed\xab\xee\xdb", b"\x89PNG")  # gzip zstd xz bzip2 zip/wheel rpm png
 _SMALL = 64 << 10  # below this, a member goes with the compressible ones whatever it holds
+_SAMPLE = 256 << 10  # how much of a member without a known magic number is test-compressed
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class BundleResult:
     index: Optional[Path]
     parts: tuple[Path, ...]
     fingerprint: str
+    fingerprint_p256: str = ""  # of the P-256 key that made manifest.sig.p256; "" when there is none
 
 
 def write_bundle(
@@ -77,8 +79,9 @@ def write_bundle(
     name: str,
     version: str,
     entries: Iterable[Entry],
-    private_key,
+    private_key: signature.Ed25519PrivateKey,
     *,
+    p256_key: Optional[signature.P256PrivateKey] = None,
     spec_sha256: str,
     lock_sha256: str,
     components: Mapping[str, str],
@@ -88,7 +91,11 @@ def write_bundle(
     progress: Optional[Progress] = None,
     created: Optional[Union[datetime, str]] = None,
 ) -> BundleResult:
-    """Sign a manifest of `entries` and stream them into <name>-<version>.bundle.tar.zst (or its parts)."""
+    """Sign a manifest of `entries` and stream them into <name>-<version>.bundle.tar.zst (or its parts).
+
+    The manifest is signed with the Ed25519 key (manifest.sig) and, when p256_key is given, with it too
+    (manifest.sig.p256, the third member); the manifest then names that key (signer_p256).
+    """
     out = Path(out_dir)
     bundle = layout.bundle_filename(name, version)
     split = parse_size(split_size) if split_size is not None else None
@@ -104,9 +111,12 @@ def write_bundle(
         components=dict(components),
         files=tuple(FileEntry(e.path_in_bundle, e.size, e.sha256, e.mode) for e in entries),
         signer=signature.fingerprint(private_key.public_key()),
+        signer_p256=signature.encode_p256_public(p256_key.public_key()) if p256_key is not None else "",
     ).check()
     manifest_bytes = manifest.to_bytes()
-    sig = signature.sign(private_key, manifest_bytes)
+    head = [(layout.MANIFEST, manifest_bytes), (layout.SIGNATURE, signature.sign(private_key, manifest_bytes))]
+    if p256_key is not None:
+        head.append((layout.SIGNATURE_P256, signature.sign_p256(p256_key, manifest_bytes)))
     mtime = int(parse_created(created_text).timestamp())
 
     check_level(level)
@@ -116,7 +126,7 @@ def write_bundle(
         dense, stored = _split_by_compressibility(entries)
         zout = _Frames(sink, level, threads)
         zout.start(dense=True)
-        for member, data in ((layout.MANIFEST, manifest_bytes), (layout.SIGNATURE, sig)):
+        for member, data in head:
             zout.write(tarstream.file_header(member, len(data), 0o644, mtime))
             zout.write(data)
             zout.write(tarstream.padding(len(data)))
@@ -147,6 +157,7 @@ def write_bundle(
         index=index,
         parts=part_paths,
         fingerprint=signature.fingerprint(private_key.public_key()),
+        fingerprint_p256=signature.fingerprint(p256_key.public_key()) if p256_key is not None else "",
     )
 
 
@@ -194,12 +205,15 @@ def _split_by_compressibility(entries: list) -> tuple[list, list]:
 
 
 def _looks_compressed(path: PathLike) -> bool:
+    """A known compressed format by its magic number, or a sample that a fast zstd level cannot shrink."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(_SAMPLE)
     except OSError:
         return False  # _copy_checked reports it, naming the member
-    return head.startswith(_COMPRESSED_MAGIC)
+    if head.startswith(_COMPRESSED_MAGIC):
+        return True
+    return len(zstandard.ZstdCompressor(level=1).compress(head)) > 0.9 * len(head)
 
 
 def _copy_checked(entry: Entry, chunk: bytearray, out, done: int, total: int,
@@ -234,12 +248,13 @@ def _copy_checked(entry: Entry, chunk: bytearray, out, done: int, total: int,
     return done
 
 
-def read_manifest(path: PathLike, public_key=None) -> tuple[Manifest, bytes, bytes]:
-    """(manifest, exact manifest bytes, signature) from the first two members; verified when a key is given."""
+def read_manifest(path: PathLike, public_key: Optional[signature.PublicKey] = None
+                  ) -> tuple[Manifest, bytes, bytes]:
+    """(manifest, exact manifest bytes, Ed25519 signature) from the head; verified when a key (either) is given."""
     return read_head(path, public_key)
 
 
-def unpack_bundle(path: PathLike, public_key, dest: PathLike,
+def unpack_bundle(path: PathLike, public_key: signature.PublicKey, dest: PathLike,
                   progress: Optional[Progress] = None) -> VerifyReport:
     """Verify while extracting into a temp dir beside dest; rename it into place only once all verified."""
     dest = Path(dest)
@@ -274,10 +289,12 @@ def unpack_bundle(path: PathLike, public_key, dest: PathLike,
     return report
 
 
-def inspect_bundle(path: PathLike, public_key=None) -> dict:
-    """What a bundle holds, from its manifest alone: counts and sizes per kind, components, parts."""
+def inspect_bundle(path: PathLike, public_key: Optional[signature.PublicKey] = None) -> dict:
+    """What a bundle holds, from its manifest alone: counts and sizes per kind, components, parts, signers."""
     located = locate(path)
-    manifest, manifest_bytes, _ = read_head(path, public_key)
+    manifest, head, verified = read_signed_head(path, public_key)
+    manifest_bytes = head.manifest_bytes
+    p256_signer = manifest.p256_signer()
     kinds = {kind: {"files": 0, "bytes": 0} for kind in layout.KINDS}
     for f in manifest.files:
         k = kinds[layout.kind_of(f.path)]
@@ -292,6 +309,8 @@ def inspect_bundle(path: PathLike, public_key=None) -> dict:
         "lock_sha256": manifest.lock_sha256,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "signer": manifest.signer or None,
+        "signer_p256": signature.fingerprint(p256_signer) if p256_signer is not None else None,
+        "signatures": list(head.members),
         "components": dict(sorted(manifest.components.items())),
         "files": len(manifest.files),
         "bytes": manifest.total_size,
@@ -299,6 +318,7 @@ def inspect_bundle(path: PathLike, public_key=None) -> dict:
         "compressed_bytes": located.compressed_size,
         "parts": [p.name for p in located.index.parts] if located.index else [],
     }
-    if public_key is not None:
-        info["signature"] = {"verified": True, "fingerprint": signature.fingerprint(public_key)}
+    if verified is not None:
+        info["signature"] = {"verified": True, "fingerprint": verified.fingerprint, "key_type": verified.key_type,
+                             "checked": list(verified.checked), "not_checked": list(verified.not_checked)}
     return info

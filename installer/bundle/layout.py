@@ -11,13 +11,16 @@ from installer.errors import Error
 
 FORMAT_VERSION = 1
 
-# The first two members of the tar stream, in this order.
+# The first members of the tar stream, in this order: the manifest, its Ed25519 signature, and (when the
+# bundle was also signed with a P-256 key, for openssl 1.0.2 hosts) its ECDSA P-256 signature.
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+SIGNATURE_P256 = "manifest.sig.p256"  # optional; only ever the third member
 
 BINARIES_DIR = "binaries"
 RPMS_DIR = "rpms"  # a yum repository: the RPMs plus repodata/
 RPMS_REPODATA_DIR = "rpms/repodata"
+RPMS_UNCHECKED_DIR = "rpms/unchecked"  # a second yum repository: RPMs of spec repos with gpgcheck off
 RPM_KEYS_DIR = "rpms/keys"  # the pinned signing keys of the repos (yum ignores this directory)
 RPM_KEY_PREFIX = "RPM-GPG-KEY-k8s-offline-"
 IMAGES_DIR = "images"  # ONE OCI image layout holding every image, each blob once
@@ -31,8 +34,8 @@ SBOM = "sbom.spdx.json"
 LOCK = "bundle-lock.yaml"
 SPEC = "bundle-spec.yaml"
 
-META_FILES = (MANIFEST, SIGNATURE, SBOM, LOCK, SPEC)
-RESERVED = (MANIFEST, SIGNATURE)  # written by the archive itself, never an entry
+META_FILES = (MANIFEST, SIGNATURE, SIGNATURE_P256, SBOM, LOCK, SPEC)
+RESERVED = (MANIFEST, SIGNATURE, SIGNATURE_P256)  # written by the archive itself, never an entry
 
 KINDS = ("binary", "rpm", "image", "manifest", "installer", "meta")
 _KIND_OF_DIR = {
@@ -100,6 +103,11 @@ def stored_binary_name(upstream_filename: str) -> str:
 def rpm_key_path(repo: str) -> str:
     """Where the signing key of a spec repo lives in the bundle."""
     return _join(RPM_KEYS_DIR, f"{RPM_KEY_PREFIX}{repo}")
+
+
+def has_unchecked_repo(paths) -> bool:
+    """Whether a bundle with these member paths has the second yum repository (gpgcheck off RPMs)."""
+    return f"{RPMS_UNCHECKED_DIR}/repodata/repomd.xml" in paths
 
 
 def rpm_path(filename: str) -> str:

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from installer.bundle import layout
+from installer.bundle import layout, signature
 from installer.errors import LocatedProblem, ValidationError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MODE = re.compile(r"^0[0-7]{3}$")
 _RFC3339_UTC = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 _KEYS = ("format_version", "name", "version", "created", "spec_sha256", "lock_sha256", "components", "files")
-_OPTIONAL_KEYS = ("signer",)  # fingerprint of the signing key, so `inspect` names it without the key
+# signer: fingerprint of the Ed25519 signing key, so `inspect` names it without the key; signer_p256: the
+# P-256 public key (base64 of its DER SubjectPublicKeyInfo) that made manifest.sig.p256, so a manifest
+# verified with the Ed25519 key also vouches for the key of the second signature.
+_OPTIONAL_KEYS = ("signer", "signer_p256")
 _FILE_KEYS = ("path", "size", "sha256", "mode")
 _HINT = "the bundle is damaged or was not written by a compatible bundler; rebuild it with `bundler build`"
 
@@ -58,6 +61,7 @@ class Manifest:
     components: Mapping[str, str]
     files: tuple[FileEntry, ...] = field(default_factory=tuple)
     signer: str = ""
+    signer_p256: str = ""
 
     def to_dict(self) -> dict:
         """The JSON-ready form (modes as '0644' strings, files sorted as given)."""
@@ -75,6 +79,8 @@ class Manifest:
         }
         if self.signer:
             out["signer"] = self.signer
+        if self.signer_p256:
+            out["signer_p256"] = self.signer_p256
         return out
 
     def to_bytes(self) -> bytes:
@@ -106,6 +112,7 @@ class Manifest:
                 FileEntry(f["path"], f["size"], f["sha256"], int(f["mode"], 8)) for f in data["files"]
             ),
             signer=data.get("signer", ""),
+            signer_p256=data.get("signer_p256", ""),
         )
 
     @classmethod
@@ -125,6 +132,10 @@ class Manifest:
     def by_path(self) -> dict[str, FileEntry]:
         """The files keyed by path."""
         return {f.path: f for f in self.files}
+
+    def p256_signer(self) -> Optional[signature.P256PublicKey]:
+        """The P-256 key that made manifest.sig.p256, or None when the bundle has no second signature."""
+        return signature.decode_p256_public(self.signer_p256) if self.signer_p256 else None
 
 
 def _error(problems: list[LocatedProblem]) -> ValidationError:
@@ -172,6 +183,8 @@ def _problems(data: Any) -> list[LocatedProblem]:
             out.append(LocatedProblem("created", str(e)))
     if "signer" in data and not (isinstance(data["signer"], str) and data["signer"].startswith("SHA256:")):
         out.append(LocatedProblem("signer", "must be a key fingerprint 'SHA256:...'"))
+    if "signer_p256" in data:
+        out.extend(_signer_p256_problems(data["signer_p256"]))
     for key in ("spec_sha256", "lock_sha256"):
         if not isinstance(data[key], str) or not _HEX64.match(data[key]):
             out.append(LocatedProblem(key, "must be 64 lowercase hex digits"))
@@ -210,6 +223,17 @@ def _problems(data: Any) -> list[LocatedProblem]:
                 if parent in seen:
                     out.append(LocatedProblem(f"files[{i}].path", f"{path!r} lies under file {parent!r}"))
     return out
+
+
+def _signer_p256_problems(value: Any) -> list[LocatedProblem]:
+    """The problem of a signer_p256 value, if any: it must be the canonical base64 of a P-256 public key."""
+    if not isinstance(value, str) or not value:
+        return [LocatedProblem("signer_p256", "must be a non-empty string")]
+    try:
+        signature.decode_p256_public(value)
+    except ValueError as e:
+        return [LocatedProblem("signer_p256", f"must be base64 of a DER P-256 SubjectPublicKeyInfo, but {e}")]
+    return []
 
 
 def _file_problems(where: str, entry: Any) -> list[LocatedProblem]:

@@ -1,4 +1,10 @@
-"""Verify a bundle: the signature over the manifest first, then every member against the manifest."""
+"""Verify a bundle: the signature(s) over the manifest first, then every member against the manifest.
+
+The head of the stream is manifest.json, manifest.sig (Ed25519) and, when the bundle was also signed
+with a P-256 key, manifest.sig.p256 (ECDSA P-256, DER). An Ed25519 key checks manifest.sig and, when the
+signed manifest names a P-256 key (signer_p256), manifest.sig.p256 with that key too. A P-256 key checks
+manifest.sig.p256 alone and must be the key the manifest names; manifest.sig is then not checked.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import zstandard
 
 from installer.bundle import layout, parts, signature, tarstream
 from installer.bundle.manifest import FileEntry, Manifest
-from installer.bundle.tarstream import Buffered, FrameCheck, Truncated
+from installer.bundle.tarstream import Buffered, FrameCheck, Member, Truncated
 from installer.errors import Error
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -24,13 +30,41 @@ _TAMPERED = "the bundle was modified after it was signed, or is damaged; " + _CO
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What a successful verification vouches for."""
+    """What a successful verification vouches for; `fingerprint` is the key that verified (the one given)."""
 
     name: str
     version: str
     files: int
     bytes: int
     fingerprint: str
+    key_type: str = signature.ED25519
+    checked: tuple[str, ...] = (layout.SIGNATURE,)  # the signature members that verified
+    not_checked: tuple[str, ...] = ()  # signature members present that the given key cannot check
+
+
+@dataclass(frozen=True)
+class Head:
+    """The raw head of a bundle: the manifest bytes and the signature member(s) over them."""
+
+    manifest_bytes: bytes
+    sig: bytes
+    sig_p256: Optional[bytes] = None
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The signature members this bundle carries."""
+        return (layout.SIGNATURE,) + ((layout.SIGNATURE_P256,) if self.sig_p256 is not None else ())
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A manifest whose signature(s) verified, and how."""
+
+    manifest: Manifest
+    fingerprint: str
+    key_type: str
+    checked: tuple[str, ...]
+    not_checked: tuple[str, ...]
 
 
 class _Stream:
@@ -59,8 +93,25 @@ def _member_error(name: str, why: str, hint: str = _TAMPERED) -> Error:
     return Error(f"bundle member {name!r} {why}", context="verifying the bundle", hint=hint)
 
 
-def _read_head(buf: Buffered) -> tuple[bytes, bytes]:
-    """The raw bytes of the first two members, which must be manifest.json then manifest.sig."""
+def _read_member(buf: Buffered, member: Member, position: str, limit: int) -> bytes:
+    """The data of a head member whose header was read, refusing unsafe or oversized ones."""
+    reason = tarstream.refuse_reason(member)
+    if reason:
+        raise _member_error(member.name, reason)
+    if member.size > limit:
+        raise _member_error(member.name, f"is {member.size} bytes, more than the {limit} allowed for the "
+                            f"{position} member")
+    try:
+        data = buf.read_exact(member.size)
+        buf.skip(-member.size % tarstream.BLOCK)
+    except Truncated:
+        raise Error(f"bundle is truncated inside {member.name}", hint=_COPY_AGAIN) from None
+    return data
+
+
+def _read_head(buf: Buffered) -> tuple[Head, Optional[Member]]:
+    """The head (manifest.json, manifest.sig, then manifest.sig.p256 if present) and the header of the member
+    after it (None at the end of the archive)."""
     out = []
     for position, expected, limit in (("first", layout.MANIFEST, MAX_MANIFEST_SIZE),
                                       ("second", layout.SIGNATURE, signature.SIGNATURE_SIZE)):
@@ -70,35 +121,96 @@ def _read_head(buf: Buffered) -> tuple[bytes, bytes]:
         if member.name != expected:
             raise _member_error(member.name, f"is the {position} member, but the {position} member of a bundle "
                                 f"must be {expected}")
-        reason = tarstream.refuse_reason(member)
-        if reason:
-            raise _member_error(member.name, reason)
-        if member.size > limit:
-            raise _member_error(member.name, f"is {member.size} bytes, more than the {limit} allowed")
-        try:
-            out.append(buf.read_exact(member.size))
-            buf.skip(-member.size % tarstream.BLOCK)
-        except Truncated:
-            raise Error(f"bundle is truncated inside {expected}", hint=_COPY_AGAIN) from None
-    return out[0], out[1]
+        out.append(_read_member(buf, member, position, limit))
+    sig_p256 = None
+    following = tarstream.read_header(buf)
+    if following is not None and following.name == layout.SIGNATURE_P256:
+        sig_p256 = _read_member(buf, following, "third", signature.P256_MAX_SIGNATURE_SIZE)
+        following = tarstream.read_header(buf)
+    return Head(out[0], out[1], sig_p256), following
 
 
-def read_head(path: PathLike, public_key=None) -> tuple[Manifest, bytes, bytes]:
-    """(manifest, its exact bytes, signature) from the first two members only; checks the signature if a key is given."""
+def _read_bundle_head(path: PathLike) -> Head:
+    """The head of a bundle, reading no further than the header after it."""
     with closing(_Stream(path)) as stream:
         try:
-            manifest_bytes, sig = _read_head(stream.buf)
+            head, _ = _read_head(stream.buf)
         except zstandard.ZstdError as e:
             stream.frames.explain()
             raise Error(f"compressed stream is corrupt: {e}", hint=_COPY_AGAIN) from None
-    if public_key is not None:
-        signature.verify(public_key, manifest_bytes, sig)
-    return Manifest.from_bytes(manifest_bytes), manifest_bytes, sig
+    return head
+
+
+def check_signatures(public_key: signature.PublicKey, head: Head) -> Signed:
+    """Verify the head with either key (see the module docstring); the manifest is parsed only once signed."""
+    if signature.is_p256(public_key):
+        return _check_with_p256(public_key, head)
+    signature.verify(public_key, head.manifest_bytes, head.sig)
+    manifest = Manifest.from_bytes(head.manifest_bytes)
+    p256_key = manifest.p256_signer()
+    checked = (layout.SIGNATURE,)
+    if p256_key is not None:
+        if head.sig_p256 is None:
+            raise _member_error(layout.SIGNATURE_P256, f"is not the third member, right after {layout.SIGNATURE}, "
+                                f"where it must be: the signed manifest names the P-256 key "
+                                f"{signature.fingerprint(p256_key)} (the second signature was removed or moved)")
+        try:
+            signature.verify(p256_key, head.manifest_bytes, head.sig_p256)
+        except Error as e:
+            raise Error(f"{e.message}, the P-256 key the manifest names; its Ed25519 signature ({layout.SIGNATURE}) "
+                        "verified, so the second signature was replaced or damaged", context=e.context,
+                        hint=_TAMPERED) from None
+        checked += (layout.SIGNATURE_P256,)
+    elif head.sig_p256 is not None:
+        raise _member_error(layout.SIGNATURE_P256, "is present, but the signed manifest names no P-256 key "
+                            "(signer_p256) to check it with")
+    return Signed(manifest, signature.fingerprint(public_key), signature.ED25519, checked, ())
+
+
+def _check_with_p256(public_key: signature.PublicKey, head: Head) -> Signed:
+    """manifest.sig.p256 with the given P-256 key, which the manifest must name; manifest.sig is not checked."""
+    fpr = signature.fingerprint(public_key)
+    if head.sig_p256 is None:
+        raise Error(
+            f"the bundle carries only an Ed25519 signature ({layout.SIGNATURE}; no {layout.SIGNATURE_P256} "
+            f"right after it), so the P-256 key {fpr} cannot verify it",
+            context="verifying the bundle signature",
+            hint=f"verify it with {signature.PUBLIC_KEY_FILE} (the Ed25519 key); bundles get the P-256 "
+            f"signature when {signature.P256_PRIVATE_KEY_FILE} lies beside {signature.PRIVATE_KEY_FILE} "
+            "at build time (or with --p256-key)",
+        )
+    signature.verify(public_key, head.manifest_bytes, head.sig_p256)
+    manifest = Manifest.from_bytes(head.manifest_bytes)
+    named = manifest.p256_signer()
+    if named is None or not signature.same_key(named, public_key):
+        names = (f"names {signature.fingerprint(named)} as its P-256 signer" if named is not None
+                 else "names no P-256 key (signer_p256) as its signer")
+        raise Error(f"{layout.MANIFEST} {names}, but {layout.SIGNATURE_P256} verified with {fpr}",
+                    context="verifying the bundle signature",
+                    hint=f"the bundle was assembled from pieces of different bundles; {_COPY_AGAIN}")
+    return Signed(manifest, fpr, signature.P256, (layout.SIGNATURE_P256,), (layout.SIGNATURE,))
+
+
+def read_signed_head(path: PathLike, public_key: Optional[signature.PublicKey] = None
+                     ) -> tuple[Manifest, Head, Optional[Signed]]:
+    """(manifest, raw head, how it verified) from the head alone; verified only when a key is given."""
+    head = _read_bundle_head(path)
+    if public_key is None:
+        return Manifest.from_bytes(head.manifest_bytes), head, None
+    signed = check_signatures(public_key, head)
+    return signed.manifest, head, signed
+
+
+def read_head(path: PathLike, public_key: Optional[signature.PublicKey] = None) -> tuple[Manifest, bytes, bytes]:
+    """(manifest, its exact bytes, Ed25519 signature) from the head only; checks the signature(s) if a key is
+    given (see check_signatures)."""
+    manifest, head, _ = read_signed_head(path, public_key)
+    return manifest, head.manifest_bytes, head.sig
 
 
 def check_stream(
     path: PathLike,
-    public_key,
+    public_key: signature.PublicKey,
     *,
     progress: Optional[Progress] = None,
     open_output: Optional[Callable[[FileEntry], BinaryIO]] = None,
@@ -109,23 +221,23 @@ def check_stream(
         current = layout.MANIFEST
         signed = False
         try:
-            manifest_bytes, sig = _read_head(buf)
-            signature.verify(public_key, manifest_bytes, sig)
+            head, member = _read_head(buf)
+            verified = check_signatures(public_key, head)
             signed = True
-            manifest = Manifest.from_bytes(manifest_bytes)
+            manifest = verified.manifest
             expected = manifest.by_path()
-            seen: set[str] = set()
+            seen: set[str] = set(head.members)
             total, done = manifest.total_size, 0
             if progress:
                 progress(0, total)
-            while True:
-                member = tarstream.read_header(buf)
-                if member is None:
-                    break
+            while member is not None:
                 current = member.name
                 reason = tarstream.refuse_reason(member)
                 if reason:
                     raise _member_error(member.name, reason)
+                if member.name == layout.SIGNATURE_P256 and member.name not in seen:
+                    raise _member_error(member.name, f"is allowed only as the third member, right after "
+                                        f"{layout.SIGNATURE}")
                 if member.name in layout.RESERVED or member.name in seen:
                     raise _member_error(member.name, "appears more than once")
                 entry = expected.get(member.name)
@@ -150,6 +262,7 @@ def check_stream(
                 buf.skip(-member.size % tarstream.BLOCK)
                 if digest.hexdigest() != entry.sha256:
                     raise _member_error(member.name, "has the wrong sha256 (its content differs from the manifest)")
+                member = tarstream.read_header(buf)
             current = "the end of the archive"
             missing = [p for p in expected if p not in seen]
             if missing:
@@ -172,10 +285,11 @@ def check_stream(
             if signed:  # a wrong key should not cost a read of every part before it is reported
                 stream.blame_parts()
             raise
-    return VerifyReport(manifest.name, manifest.version, len(manifest.files), total,
-                        signature.fingerprint(public_key))
+    return VerifyReport(manifest.name, manifest.version, len(manifest.files), total, verified.fingerprint,
+                        verified.key_type, verified.checked, verified.not_checked)
 
 
-def verify_bundle(path: PathLike, public_key, progress: Optional[Progress] = None) -> VerifyReport:
-    """Verify signature, every member's size and sha256, no extra/missing/duplicate/unsafe members, no trailing bytes."""
+def verify_bundle(path: PathLike, public_key: signature.PublicKey, progress: Optional[Progress] = None) -> VerifyReport:
+    """Verify the signature(s), every member's size and sha256, no extra/missing/duplicate/unsafe members, no
+    trailing bytes."""
     return check_stream(path, public_key, progress=progress)

@@ -67,3 +67,45 @@ def test_dnf_gpgcheck_installs_signed_and_refuses_tampered(upstreams, testbed_fa
     good = tb.ssh(1, f"dnf -y --disablerepo='*' --enablerepo=good install {pkg.name}", check=False)
     assert good.returncode == 0, good.stdout + good.stderr
     assert tb.ssh(1, f"rpm -q {pkg.name}").stdout.strip() == nvra(pkg)
+
+
+def test_unchecked_repo_installs_unsigned_packages_the_checked_one_refuses(upstreams, testbed_factory, tmp_path):
+    """The site repo file as rendered for a bundle with rpms/unchecked/: gpgcheck=1 on the main repository,
+    gpgcheck=0 on the second one; the plan's `--enablerepo='k8s-offline*'` uses both."""
+    from installer import inventory as inventory_mod
+    from installer import render
+    from installer.plan import REPO_DIR
+
+    tb = testbed_factory.create(1)
+    pkg, base = installable_on_base()
+    base_dir = upstreams.www / yumrepos.repo_path("base") / "Packages"
+    cluster.register_base_rpms(tb, [1], [base_dir / f"{nvra(p)}.rpm" for p in base])
+    unsigned = tmp_path / f"{nvra(pkg)}.rpm"
+    shutil.copyfile(base_dir / unsigned.name, unsigned)
+    subprocess.run(["rpmsign", "--delsign", str(unsigned)], check=True, capture_output=True)
+    root = tb.merged(1)
+    repo = root / REPO_DIR.lstrip("/")
+    key = root / "etc/pki/rpm-gpg/RPM-GPG-KEY-k8s-offline-base"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(upstreams.signing_keys["centos"]["public"], key)
+    inv = inventory_mod.load(Path(__file__).resolve().parents[2] / "inventory.example.yaml")
+    files = render.registry_host_files(inv, gpgcheck=True, gpgkey=[f"file:///{key.relative_to(root)}"],
+                                       unchecked_repo=True)
+    (root / "etc/yum.repos.d/k8s-offline.repo").write_text(files["/etc/yum.repos.d/k8s-offline.repo"]
+                                                           .content.decode())
+    install = f"dnf -y --disablerepo='*' --enablerepo='k8s-offline*' install {pkg.name}"
+
+    make_repo(repo, unsigned, tamper=False)  # unsigned in the checked repository: refused
+    (repo / "unchecked" / "Packages").mkdir(parents=True)
+    subprocess.run(["createrepo_c", "--quiet", str(repo / "unchecked")], check=True)
+    refused = tb.ssh(1, install, check=False)
+    assert refused.returncode != 0 and tb.ssh(1, f"rpm -q {pkg.name}", check=False).returncode != 0
+
+    shutil.move(str(repo / "Packages" / unsigned.name), str(repo / "unchecked" / "Packages" / unsigned.name))
+    # as the bundler writes them: each repository's metadata lists only its own Packages/
+    subprocess.run(["createrepo_c", "--quiet", "--excludes", "unchecked/*", str(repo)], check=True)
+    subprocess.run(["createrepo_c", "--quiet", str(repo / "unchecked")], check=True)
+    tb.ssh(1, "dnf clean metadata", check=False)
+    ok = tb.ssh(1, install, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert tb.ssh(1, f"rpm -q {pkg.name}").stdout.strip() == nvra(pkg)

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 import zstandard
 
 from bundler import build
@@ -32,12 +34,13 @@ def built(upstreams, tmp_path_factory):
     d = tmp_path_factory.mktemp("build")
     spec = d / "bundle-spec.yaml"
     shutil.copyfile(upstreams.spec_file, spec)  # the project spec with the stand-ins' signing keys pinned
-    fmt.generate_keypair(d / "keys")
+    fmt.generate_keys(d / "keys")  # as `bundler keygen`: bundle-p256.key beside bundle.key adds the P-256 signature
     cache = Cache(d / "cache")
     s = build.run_build(spec, upstreams.mirrors_file, d / "keys" / "bundle.key", d / "dist", cache,
                         pythons=[PY], created=CREATED, progress=None)
     return {"dir": d, "spec": spec, "cache": cache, "summary": s, "pub": d / "keys" / "bundle.pub",
-            "key": d / "keys" / "bundle.key", "mirrors": upstreams.mirrors_file}
+            "key": d / "keys" / "bundle.key", "mirrors": upstreams.mirrors_file,
+            "p256_pub": d / "keys" / "bundle-p256.pub"}
 
 
 def test_bundle_verifies_and_holds_everything(built):
@@ -68,6 +71,19 @@ def test_bundle_verifies_and_holds_everything(built):
     assert exe.mode == 0o755 and exe.size > 10_000_000
     assert s.bootstrap is not None and s.bootstrap.name == "k8s-1.10.3.bootstrap.tar" and s.bootstrap.exists()
     assert any(p.startswith("rpms/keys/RPM-GPG-KEY-k8s-offline-") for p in paths)
+
+
+def test_signed_with_both_keys_of_the_key_directory(built):
+    s = built["summary"]
+    p256 = fmt.load_public_key(built["p256_pub"])
+    assert s.fingerprint_p256 == fmt.fingerprint(p256) and s.p256_key == built["dir"] / "keys" / "bundle-p256.key"
+    assert s.as_dict()["signatures"] == ["manifest.sig", "manifest.sig.p256"]
+    report = fmt.verify_bundle(s.bundle, p256)
+    assert report.checked == ("manifest.sig.p256",) and report.files == s.files
+    assert fmt.verify_bundle(s.bundle, fmt.load_public_key(built["pub"])).checked == ("manifest.sig",
+                                                                                        "manifest.sig.p256")
+    with tarfile.open(s.bootstrap) as t:
+        assert "manifest.sig.p256" in t.getnames()
 
 
 def test_sbom_lists_every_component_with_its_hash(built, tmp_path):
@@ -129,17 +145,21 @@ def test_locked_build_refuses_a_spec_change(built, tmp_path):
 
 
 def test_offline_bootstrap_with_openssl_and_pip(built, tmp_path):
-    """The README's offline bootstrap: openssl verifies manifest.sig, sha256sum the installer, pip --no-index."""
+    """The README's offline bootstrap: openssl verifies manifest.sig (OpenSSL 3) or manifest.sig.p256 (any
+    openssl down to CentOS 7's 1.0.2), sha256sum the installer, pip --no-index."""
     bundle = built["summary"].bundle
     work = tmp_path / "boot"
     work.mkdir()
-    # 1. the first two members only: manifest.json and manifest.sig
-    subprocess.run(["tar", "--zstd", "-xf", str(bundle), "-C", str(work), "manifest.json", "manifest.sig"],
-                   check=True)
+    # 1. the first members only: manifest.json and its signatures
+    subprocess.run(["tar", "--zstd", "-xf", str(bundle), "-C", str(work), "manifest.json", "manifest.sig",
+                    "manifest.sig.p256"], check=True)
     r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(built["pub"]), "-rawin",
                         "-in", str(work / "manifest.json"), "-sigfile", str(work / "manifest.sig")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout
+    r = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(built["p256_pub"]), "-signature",
+                        str(work / "manifest.sig.p256"), str(work / "manifest.json")], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "Verified OK", r.stderr
     # 2. installer/ and its hashes against the (now trusted) manifest
     subprocess.run(["tar", "--zstd", "-xf", str(bundle), "-C", str(work), "installer"], check=True)
     manifest = json.loads((work / "manifest.json").read_text())
@@ -154,29 +174,33 @@ def test_offline_bootstrap_with_openssl_and_pip(built, tmp_path):
                         str(work / "installer" / f"requirements-cp{PY.replace('.', '')}.txt")],
                        capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(venv / "bin" / "installer"), "verify", str(bundle), "--pub", str(built["pub"])],
-                       capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    for pub in (built["pub"], built["p256_pub"]):
+        r = subprocess.run([str(venv / "bin" / "installer"), "verify", str(bundle), "--pub", str(pub)],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
 
 
 def test_tampered_manifest_fails_openssl(built, tmp_path):
     subprocess.run(["tar", "--zstd", "-xf", str(built["summary"].bundle), "-C", str(tmp_path), "manifest.json",
-                    "manifest.sig"], check=True)
+                    "manifest.sig", "manifest.sig.p256"], check=True)
     m = tmp_path / "manifest.json"
     m.write_bytes(m.read_bytes().replace(b'"k8s"', b'"k9s"', 1))
     r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(built["pub"]), "-rawin",
                         "-in", str(m), "-sigfile", str(tmp_path / "manifest.sig")], capture_output=True, text=True)
     assert r.returncode != 0
+    r = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(built["p256_pub"]), "-signature",
+                        str(tmp_path / "manifest.sig.p256"), str(m)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Verified OK" not in r.stdout
 
 
 def test_bundle_is_a_plain_zstd_tar(built):
-    """Stock tools read it: the members are what the manifest lists, manifest first."""
+    """Stock tools read it: the members are what the manifest lists, manifest and its signatures first."""
     with open(built["summary"].bundle, "rb") as f:
         reader = zstandard.ZstdDecompressor().stream_reader(f)
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             names = [m.name for m in tar]
-    assert names[:2] == ["manifest.json", "manifest.sig"]
-    assert len(names) == built["summary"].files + 2
+    assert names[:3] == ["manifest.json", "manifest.sig", "manifest.sig.p256"]
+    assert len(names) == built["summary"].files + 3
 
 
 def test_inspect_shows_the_trust_source_of_every_artifact(built):
@@ -194,3 +218,33 @@ def test_inspect_shows_the_trust_source_of_every_artifact(built):
     text = subprocess.run([str(BIN / "bundler"), "inspect", str(built["summary"].bundle)],
                           capture_output=True, text=True).stdout
     assert "pinned when first seen" in text and "flannel" in text
+
+
+def test_repos_with_gpgcheck_off_go_into_a_second_repository(built, tmp_path):
+    """extras with gpgcheck off: its RPMs in rpms/unchecked/ (own repodata), the rest keeps gpgcheck=1."""
+    doc = yaml.safe_load(built["spec"].read_text())
+    for repo in doc["rpms"]["repos"]:
+        if repo["name"] == "extras":
+            repo["gpgcheck"] = False
+            repo.pop("gpgkey", None)
+            repo.pop("fingerprints", None)
+    spec = tmp_path / "bundle-spec.yaml"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    s = build.run_build(spec, built["mirrors"], built["key"], tmp_path / "dist", built["cache"], pythons=[PY],
+                        created=CREATED, progress=None, include_static=False)
+    lk = lock_mod.load(s.lock_path)
+    extras = {r.url.rsplit("/", 1)[-1] for r in lk.rpms if r.repo == "extras"}
+    assert extras, "the closure has no extras package: the fixture table changed"
+    site = tmp_path / "site"
+    fmt.unpack_bundle(s.bundle, fmt.load_public_key(built["pub"]), site)
+    assert fmt.layout.has_unchecked_repo({p.relative_to(site).as_posix() for p in site.rglob("*")})
+    assert {p.name for p in (site / "rpms" / "unchecked" / "Packages").iterdir()} == extras
+    main = {p.name for p in (site / "rpms" / "Packages").iterdir()}
+    assert main and not main & extras
+    # each repository's metadata lists exactly its own packages
+    for repo_dir, names in ((site / "rpms", main), (site / "rpms" / "unchecked", extras)):
+        primary = next((repo_dir / "repodata").glob("*-primary.xml.gz"))
+        listed = set(re.findall(r'<location href="Packages/([^"]+)"', gzip.decompress(primary.read_bytes()).decode()))
+        assert listed == names
+    assert any(p.name.startswith("RPM-GPG-KEY-k8s-offline-base") for p in (site / "rpms" / "keys").iterdir())
+    assert not any("extras" in p.name for p in (site / "rpms" / "keys").iterdir())

@@ -189,6 +189,26 @@ def test_bootstrap_sh_extracts_the_real_executable(static_exe, tmp_path):
     assert r.returncode == 0 and ": OK: k8s 1.10.3" in r.stdout, r.stderr
 
 
+def test_verifies_with_the_p256_key_as_on_centos7(chroot):
+    """The frozen executable checks manifest.sig.p256 with bundle-p256.pub, like the venv's installer."""
+    root, work = chroot.root, chroot.root / "work"
+    keys = fmt.generate_keys(work / "keys")
+    data = work / "src" / "kubelet"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(os.urandom(1 << 16))
+    entries = [fmt.Entry("binaries/kubelet", data, data.stat().st_size, _sha(data), 0o755)]
+    res = fmt.write_bundle(work / "dist", "k8s", "1.10.3", entries, fmt.load_private_key(keys.key),
+                           p256_key=fmt.load_p256_private_key(keys.p256_key), spec_sha256="0" * 64,
+                           lock_sha256="1" * 64, components={}, created="2026-01-02T03:04:05Z", level=3)
+    bundle = res.path.relative_to(root).as_posix()
+    for pub in ("work/keys/bundle-p256.pub", "work/keys/bundle.pub"):
+        ours = chroot("verify", bundle, "--pub", pub, "--json").stdout
+        assert ours == venv("verify", bundle, "--pub", pub, "--json", cwd=root).stdout
+    assert json.loads(ours)["signatures_checked"] == ["manifest.sig", "manifest.sig.p256"]
+    d = json.loads(chroot("verify", bundle, "--pub", "work/keys/bundle-p256.pub", "--json").stdout)
+    assert d["key_type"] == "P-256" and d["signatures_not_checked"] == ["manifest.sig"]
+
+
 def test_subprocesses_get_the_callers_library_path():
     """The runtime hook undoes the bootloader's LD_LIBRARY_PATH, so ssh on the site uses its own libraries."""
     code = "import os; print(os.environ.get('LD_LIBRARY_PATH', '<unset>'))"

@@ -120,12 +120,14 @@ def test_round_trip(unsplit, files, keys, tmp_path) -> None:
 
 
 def test_members_are_manifest_signature_then_sorted_files(unsplit, files) -> None:
-    raw = zstandard.ZstdDecompressor().stream_reader(unsplit.path.open("rb")).read()
+    raw = zstandard.ZstdDecompressor().stream_reader(unsplit.path.open("rb"), read_across_frames=True).read()
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
     assert names[:2] == [layout.MANIFEST, layout.SIGNATURE]
-    assert names[2:] == sorted(files)
+    # random bytes of 64 KiB or more: in the second, fast frame; each frame in path order
+    incompressible = sorted({layout.binary_path("kubelet"), layout.image_blob("c" * 64)})
+    assert names[2:] == sorted(set(files) - set(incompressible)) + incompressible
     assert all(m.isreg() and m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
     assert {m.mtime for m in members} == {1526896800}  # CREATED
 
@@ -368,3 +370,90 @@ def test_compression_level_out_of_range_is_refused_before_writing(tmp_path, keys
 
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_incompressible_data_without_a_known_magic_goes_to_the_fast_frame(tmp_path, keys):
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(300_000))  # e.g. an encrypted or unknown compressed format
+    res = write_bundle(tmp_path / "out", "k8s", "1", [Entry("binaries/noise", noise, 300_000, _sha(noise))],
+                       keys[0], spec_sha256=SPEC, lock_sha256=LOCK, components={}, created=CREATED)
+    frames = _frames(res.path)
+    assert len(frames) == 2 and b"binaries/noise" in frames[1][:512]
+
+
+# ---- the second signature (ECDSA P-256, for openssl 1.0.2) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dual_keys(tmp_path_factory):
+    """(Ed25519 private, Ed25519 public, P-256 private, P-256 public) as `bundler keygen` writes them."""
+    from installer.bundle import generate_keys, load_p256_private_key
+
+    k = generate_keys(tmp_path_factory.mktemp("dual-keys"))
+    return (load_private_key(k.key), load_public_key(k.pub), load_p256_private_key(k.p256_key),
+            load_public_key(k.p256_pub))
+
+
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory, files, dual_keys):
+    return build(tmp_path_factory.mktemp("dual"), files, dual_keys, p256_key=dual_keys[2])
+
+
+def test_dual_signed_members_are_manifest_both_signatures_then_files(dual, files, dual_keys) -> None:
+    from installer.bundle import fingerprint, sign_p256
+
+    raw = zstandard.ZstdDecompressor().stream_reader(dual.path.open("rb"), read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = tar.getnames()
+        sig_p256 = tar.extractfile(layout.SIGNATURE_P256).read()
+        manifest_bytes = tar.extractfile(layout.MANIFEST).read()
+    assert names[:3] == [layout.MANIFEST, layout.SIGNATURE, layout.SIGNATURE_P256]
+    assert sorted(names[3:]) == sorted(files)
+    assert sig_p256 == sign_p256(dual_keys[2], manifest_bytes)  # DER, deterministic, over the exact bytes
+    assert dual.fingerprint_p256 == fingerprint(dual_keys[3])
+    assert dual.manifest.p256_signer().public_numbers() == dual_keys[3].public_numbers()
+
+
+def test_dual_signed_bundle_verifies_and_unpacks_with_either_key(dual, files, dual_keys, tmp_path) -> None:
+    from installer.bundle import fingerprint
+
+    ed = verify_bundle(dual.path, dual_keys[1])
+    assert ed.fingerprint == dual.fingerprint and ed.key_type == "Ed25519"
+    assert ed.checked == (layout.SIGNATURE, layout.SIGNATURE_P256) and ed.not_checked == ()
+    p256 = verify_bundle(dual.path, dual_keys[3])
+    assert p256.fingerprint == fingerprint(dual_keys[3]) and p256.key_type == "P-256"
+    assert p256.checked == (layout.SIGNATURE_P256,) and p256.not_checked == (layout.SIGNATURE,)
+    assert (p256.name, p256.files, p256.bytes) == (ed.name, ed.files, ed.bytes) == ("k8s", len(files), ed.bytes)
+    assert unpack_bundle(dual.path, dual_keys[3], tmp_path / "dest") == p256
+    assert set(tree(tmp_path / "dest")) == set(files)
+    manifest, data, sig = read_manifest(dual.path, dual_keys[3])
+    assert manifest == dual.manifest and len(sig) == 64
+
+
+def test_dual_signed_output_is_deterministic(dual, files, dual_keys, tmp_path) -> None:
+    again = build(tmp_path, files, dual_keys, p256_key=dual_keys[2])
+    assert again.sha256 == dual.sha256
+
+
+def test_inspect_names_both_signers(dual, unsplit, keys, dual_keys) -> None:
+    from installer.bundle import fingerprint
+
+    info = inspect_bundle(dual.path)
+    assert info["signer"] == dual.fingerprint and info["signer_p256"] == fingerprint(dual_keys[3])
+    assert info["signatures"] == [layout.SIGNATURE, layout.SIGNATURE_P256] and "signature" not in info
+    checked = inspect_bundle(dual.path, dual_keys[3])["signature"]
+    assert checked == {"verified": True, "fingerprint": fingerprint(dual_keys[3]), "key_type": "P-256",
+                       "checked": [layout.SIGNATURE_P256], "not_checked": [layout.SIGNATURE]}
+    assert inspect_bundle(dual.path, dual_keys[1])["signature"]["checked"] == [layout.SIGNATURE,
+                                                                               layout.SIGNATURE_P256]
+    old = inspect_bundle(unsplit.path, keys[1])
+    assert old["signer_p256"] is None and old["signatures"] == [layout.SIGNATURE]
+
+
+def test_p256_key_for_a_bundle_without_the_second_signature(unsplit, dual_keys) -> None:
+    with pytest.raises(Error) as e:
+        verify_bundle(unsplit.path, dual_keys[3])
+    assert "carries only an Ed25519 signature" in e.value.message
+    assert "bundle.pub" in e.value.hint
+    with pytest.raises(Error, match="only an Ed25519 signature"):
+        inspect_bundle(unsplit.path, dual_keys[3])

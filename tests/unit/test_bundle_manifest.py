@@ -126,3 +126,44 @@ def test_check_refuses_setuid_mode() -> None:
     bad = Manifest(**{**m.__dict__, "files": (FileEntry("binaries/kubelet", 1, H, 0o4755),)})
     with pytest.raises(Error, match=r"files\[0\].mode"):
         bad.check()
+
+
+def _p256_signer(curve=None) -> str:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(curve or ec.SECP256R1()).public_key()
+    return base64.b64encode(key.public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+
+def test_signer_p256_is_optional_canonical_and_round_trips() -> None:
+    signer = _p256_signer()
+    m = Manifest(**{**sample().__dict__, "signer": "SHA256:x", "signer_p256": signer})
+    data = m.check().to_bytes()
+    assert Manifest.from_bytes(data) == m and Manifest.from_bytes(data).to_bytes() == data
+    assert json.loads(data)["signer_p256"] == signer
+    assert list(json.loads(data)) == sorted(json.loads(data))
+    assert b'\n "signer_p256": "' in data  # one line at the top level, as bootstrap.sh's reader expects
+    assert m.p256_signer() is not None and sample().p256_signer() is None
+    assert b"signer_p256" not in sample().to_bytes()  # bundles without a P-256 key: the bytes are as before
+
+
+@pytest.mark.parametrize("value, why", [
+    (3, "non-empty string"),
+    ("", "non-empty string"),
+    ("not base64!", "base64"),
+    ("anVuaw==", "DER"),
+])
+def test_bad_signer_p256_is_refused(value, why: str) -> None:
+    text = _bad(lambda d: d.update(signer_p256=value))
+    assert "signer_p256" in text and why in text
+
+
+def test_signer_p256_on_another_curve_is_refused() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    text = _bad(lambda d: d.update(signer_p256=_p256_signer(ec.SECP384R1())))
+    assert "signer_p256" in text and "not P-256" in text

@@ -8,6 +8,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import pytest
@@ -16,11 +17,15 @@ import zstandard
 from installer.bundle import (
     Entry,
     generate_keypair,
+    generate_keys,
     layout,
+    load_p256_private_key,
     load_private_key,
     load_public_key,
     read_manifest,
     sign,
+    sign_p256,
+    signature,
     unpack_bundle,
     verify_bundle,
     write_bundle,
@@ -377,3 +382,142 @@ def test_gnu_long_name_members_are_refused(keys, tmp_path) -> None:
         for info, data in signed_head(keys[0], contents) + files_of(contents):
             tar.addfile(info, io.BytesIO(data))
     rejected(zst(tmp_path / "b.bundle.tar.zst", buf.getvalue()), keys[1], tmp_path, "GNU long name")
+
+
+# ---- the second signature: manifest.sig.p256 (ECDSA P-256), only ever the third member -----------
+
+
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory):
+    """Keys as `bundler keygen` writes them, another P-256 key, and a real bundle signed with both keys."""
+    d = tmp_path_factory.mktemp("dual")
+    mine, other = generate_keys(d / "keys"), generate_keys(d / "other")
+    ns = SimpleNamespace(
+        ed=(load_private_key(mine.key), load_public_key(mine.pub)),
+        p256=(load_p256_private_key(mine.p256_key), load_public_key(mine.p256_pub)),
+        other=(load_p256_private_key(other.p256_key), load_public_key(other.p256_pub)),
+    )
+    ns.good = _write(d / "good", ns.ed, p256_key=ns.p256[0]).path
+    return ns
+
+
+def dual_head(dual, contents=CONTENTS, *, named=True, signer=None) -> list:
+    """manifest.json naming dual's P-256 key (unless named=False), manifest.sig, and manifest.sig.p256 made
+    by `signer` (dual's own P-256 key by default)."""
+    manifest = Manifest(
+        format_version=1, name="k8s", version="1.10.3", created=CREATED, spec_sha256="a" * 64,
+        lock_sha256="b" * 64, components={"kubernetes": "1.10.3"},
+        files=tuple(FileEntry(p, len(d), hashlib.sha256(d).hexdigest(), m) for p, (d, m) in sorted(contents.items())),
+        signer_p256=signature.encode_p256_public(dual.p256[1]) if named else "",
+    )
+    data = manifest.to_bytes()
+    return [reg(layout.MANIFEST, data), reg(layout.SIGNATURE, sign(dual.ed[0], data)),
+            reg(layout.SIGNATURE_P256, sign_p256((signer or dual.p256[0]), data))]
+
+
+def both_rejected(bundle: Path, dual, tmp_path: Path, *needles: str) -> None:
+    """Refused with the Ed25519 key and with the P-256 key, naming `needles` each time; dest untouched."""
+    for name, pub in (("ed", dual.ed[1]), ("p256", dual.p256[1])):
+        (tmp_path / name).mkdir()
+        rejected(bundle, pub, tmp_path / name, *needles)
+
+
+def test_crafted_dual_signed_bundle_verifies_with_either_key(dual, tmp_path) -> None:
+    bundle = craft(tmp_path / "ok.bundle.tar.zst", dual_head(dual) + files_of(CONTENTS))
+    assert verify_bundle(bundle, dual.ed[1]).checked == (layout.SIGNATURE, layout.SIGNATURE_P256)
+    assert verify_bundle(bundle, dual.p256[1]).checked == (layout.SIGNATURE_P256,)
+    assert verify_bundle(dual.good, dual.ed[1]).files == verify_bundle(dual.good, dual.p256[1]).files
+
+
+def test_flipped_byte_in_the_p256_signature(dual, tmp_path) -> None:
+    data = bytearray(tar_of(dual.good))
+    data[data_offset(bytes(data), layout.SIGNATURE_P256) + 20] ^= 0x01
+    bad = zst(tmp_path / "bad.bundle.tar.zst", bytes(data))
+    both_rejected(bad, dual, tmp_path, "P-256 signature", layout.SIGNATURE_P256, "does not verify")
+
+
+def test_p256_signature_before_the_ed25519_one(dual, tmp_path) -> None:
+    head = dual_head(dual)
+    members = [head[0], head[2], head[1]] + files_of(CONTENTS)
+    both_rejected(craft(tmp_path / "b.bundle.tar.zst", members), dual, tmp_path, f"'{layout.SIGNATURE_P256}'",
+                  "second member")
+
+
+def test_p256_signature_after_a_file(dual, tmp_path) -> None:
+    head, files = dual_head(dual), files_of(CONTENTS)
+    members = head[:2] + files[:1] + [head[2]] + files[1:]
+    bundle = craft(tmp_path / "b.bundle.tar.zst", members)
+    (tmp_path / "ed").mkdir()
+    rejected(bundle, dual.ed[1], tmp_path / "ed", layout.SIGNATURE_P256, "not the third member")
+    (tmp_path / "p").mkdir()
+    rejected(bundle, dual.p256[1], tmp_path / "p", "only an Ed25519 signature")
+
+
+def test_p256_signature_member_later_in_a_bundle_that_names_no_p256_key(dual, tmp_path) -> None:
+    head = dual_head(dual, named=False)
+    members = head[:2] + files_of(CONTENTS) + [head[2]]
+    rejected(craft(tmp_path / "b.bundle.tar.zst", members), dual.ed[1], tmp_path, layout.SIGNATURE_P256,
+             "only as the third member")
+
+
+def test_p256_signature_twice(dual, tmp_path) -> None:
+    head = dual_head(dual)
+    members = head + files_of(CONTENTS) + [head[2]]
+    both_rejected(craft(tmp_path / "b.bundle.tar.zst", members), dual, tmp_path, layout.SIGNATURE_P256,
+                  "more than once")
+    members = head + [head[2]] + files_of(CONTENTS)  # third and fourth
+    (tmp_path / "again").mkdir()
+    both_rejected(craft(tmp_path / "c.bundle.tar.zst", members), dual, tmp_path / "again",
+                  layout.SIGNATURE_P256, "more than once")
+
+
+def test_oversized_p256_signature(dual, tmp_path) -> None:
+    head = dual_head(dual)
+    members = head[:2] + [reg(layout.SIGNATURE_P256, head[2][1] + b"\0" * 40)] + files_of(CONTENTS)
+    both_rejected(craft(tmp_path / "b.bundle.tar.zst", members), dual, tmp_path, layout.SIGNATURE_P256,
+                  "more than the 72 allowed")
+
+
+def test_p256_signature_removed(dual, tmp_path) -> None:
+    data = tar_of(dual.good)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        start = tar.getmember(layout.SIGNATURE_P256).offset  # its header block(s)
+    end = data_offset(data, layout.SIGNATURE_P256) + 512  # its data: one block
+    stripped = zst(tmp_path / "b.bundle.tar.zst", data[:start] + data[end:])
+    (tmp_path / "ed").mkdir()
+    rejected(stripped, dual.ed[1], tmp_path / "ed", layout.SIGNATURE_P256, "not the third member")
+    (tmp_path / "p").mkdir()
+    rejected(stripped, dual.p256[1], tmp_path / "p", "only an Ed25519 signature")
+
+
+def test_p256_signature_in_a_bundle_whose_manifest_names_no_p256_key(dual, tmp_path) -> None:
+    members = dual_head(dual, named=False) + files_of(CONTENTS)
+    bundle = craft(tmp_path / "b.bundle.tar.zst", members)
+    (tmp_path / "ed").mkdir()
+    rejected(bundle, dual.ed[1], tmp_path / "ed", layout.SIGNATURE_P256, "names no P-256 key")
+    (tmp_path / "p").mkdir()
+    rejected(bundle, dual.p256[1], tmp_path / "p", "names no P-256 key")
+
+
+def test_p256_signature_made_by_another_key(dual, tmp_path) -> None:
+    """The manifest names my P-256 key, but manifest.sig.p256 was made by another one: refused with both of my
+    keys, and with the other key too (the signed manifest does not name it)."""
+    members = dual_head(dual, signer=dual.other[0]) + files_of(CONTENTS)
+    bundle = craft(tmp_path / "b.bundle.tar.zst", members)
+    both_rejected(bundle, dual, tmp_path, layout.SIGNATURE_P256, "does not verify",
+                  signature.fingerprint(dual.p256[1]))
+    (tmp_path / "other").mkdir()
+    rejected(bundle, dual.other[1], tmp_path / "other", signature.fingerprint(dual.p256[1]),
+             signature.fingerprint(dual.other[1]), "P-256 signer")
+
+
+def test_p256_key_for_a_bundle_with_only_the_ed25519_signature(good, dual, tmp_path) -> None:
+    text = rejected(good, dual.p256[1], tmp_path, "carries only an Ed25519 signature", "bundle.pub")
+    assert "hint:" in text
+
+
+def test_wrong_p256_public_key(dual, tmp_path) -> None:
+    rejected(dual.good, dual.other[1], tmp_path, layout.SIGNATURE_P256, "does not verify",
+             signature.fingerprint(dual.other[1]))
+    with pytest.raises(Error, match="does not verify"):
+        read_manifest(dual.good, dual.other[1])

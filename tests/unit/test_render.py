@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import datetime as dt
 import difflib
 import json
@@ -343,3 +344,16 @@ def test_golden(rendered):
         print("\n".join(problems))
     assert not problems, "rendering differs from tests/golden/example (see the diff above; " \
                          "review it, then UPDATE_GOLDEN=1 to accept)"
+
+
+def test_unchecked_repo_is_a_second_section_without_signature_check(inv):
+    files = render.render_host(inv, "k8s-node1", pki_files={}, gpgcheck=True, gpgkey="file:///etc/pki/k8s.gpg",
+                               unchecked_repo=True)
+    cfg = configparser.ConfigParser()
+    cfg.read_string(files["/etc/yum.repos.d/k8s-offline.repo"].content.decode())
+    assert cfg.sections() == ["k8s-offline", "k8s-offline-unchecked"]
+    assert cfg["k8s-offline"]["gpgcheck"] == "1" and cfg["k8s-offline"]["gpgkey"] == "file:///etc/pki/k8s.gpg"
+    assert cfg["k8s-offline-unchecked"]["gpgcheck"] == "0"
+    assert cfg["k8s-offline-unchecked"]["baseurl"] == cfg["k8s-offline"]["baseurl"] + "/unchecked"
+    plain = render.render_host(inv, "k8s-node1", pki_files={}, gpgcheck=True, gpgkey="file:///etc/pki/k8s.gpg")
+    assert "unchecked" not in plain["/etc/yum.repos.d/k8s-offline.repo"].content.decode()
