@@ -399,6 +399,23 @@ def file_diff(path: str, old: Optional[bytes], new: File) -> str:
 # ------------------------------------------------------------------ the planner
 
 
+def etcd_membership_problem(recorded: Optional[Mapping[str, str]], inv: Inventory) -> Optional[str]:
+    """Why the inventory's etcd members cannot be applied to the cluster formed with `recorded`, or None.
+
+    apply forms the etcd cluster once (initial-cluster-state new); a member that joins a running cluster
+    needs `etcdctl member add` first and one that leaves needs `member remove`, which apply does not do."""
+    if not recorded:
+        return None
+    now = {m.name: m.address for m in inv.etcd_members}
+    joining = sorted(n for n in now if n not in recorded)
+    leaving = sorted(n for n in recorded if n not in now)
+    moved = sorted(n for n in now if n in recorded and recorded[n] != now[n])
+    parts = ([f"{', '.join(joining)} would join"] if joining else []) + \
+        ([f"{', '.join(leaving)} would leave"] if leaving else []) + \
+        ([f"{', '.join(f'{n} ({recorded[n]} -> {now[n]})' for n in moved)} changed address"] if moved else [])
+    return "; ".join(parts) or None
+
+
 def preflight(inv: Inventory, desired: Mapping[str, HostDesired], states: Mapping[str, HostState]) -> List[Check]:
     """Checks on facts only; none changes anything."""
     out: List[Check] = []

@@ -6,6 +6,7 @@ Layout of <state>:
   binaries/<digest>/   executables extracted from the bundle's release tarballs (by manifest digest)
   journal.jsonl        one JSON line per executed step (append-only; what was applied, when, by which run)
   pending.json         units whose files changed but that were not restarted yet (an apply stopped midway)
+  etcd-members.json    the etcd members (name: address) the cluster was formed with
   report.json/.txt     the evidence report of the last apply
 """
 
@@ -23,6 +24,7 @@ BUNDLE_DIR = "bundle"
 BUNDLE_INFO = "bundle.json"
 JOURNAL = "journal.jsonl"
 PENDING = "pending.json"
+ETCD_MEMBERS = "etcd-members.json"
 REPORT_JSON = "report.json"
 REPORT_TEXT = "report.txt"
 
@@ -75,6 +77,19 @@ class StateDir:
     @property
     def pending(self) -> Pending:
         return Pending(self.root / PENDING)
+
+    def etcd_members(self) -> Optional[Dict[str, str]]:
+        """{name: address} of the etcd cluster as it was formed (first healthy etcd gate), or None before."""
+        try:
+            data = json.loads((self.root / ETCD_MEMBERS).read_text())
+        except (OSError, ValueError):
+            return None
+        members = data.get("members") if isinstance(data, dict) else None
+        return {str(k): str(v) for k, v in members.items()} if isinstance(members, dict) else None
+
+    def set_etcd_members(self, members: Dict[str, str]) -> None:
+        write_atomic(self.root / ETCD_MEMBERS,
+                     (json.dumps({"members": members}, indent=2, sort_keys=True) + "\n").encode())
 
     def write_report(self, data: dict, text: str) -> Tuple[Path, Path]:
         """The evidence report of a run, as JSON and as text."""

@@ -253,3 +253,19 @@ def test_certs_renew_reissues_what_is_due_and_rolls_it_out(site):
     assert check.rc == 0, _fail(check)
     again = site.apply(site.inv5)  # with the usual renew window nothing is due any more
     assert again.rc == 0 and "nothing to do" in again.stderr, _fail(again)
+
+
+def test_changing_etcd_membership_is_refused_before_anything_happens(site):
+    recorded = json.loads((site.state / "etcd-members.json").read_text())["members"]
+    assert recorded == {site.tb.host(n).name: site.tb.host(n).address for n in MASTERS}
+    doc = yaml.safe_load(site.inv5.read_text())
+    for i in (3, 4):  # h4 and h5 would join the running 3-member cluster (5 members)
+        doc["hosts"][i]["roles"] = ["node", "etcd"]
+    inv_path = site.work / "inventory-etcd5.yaml"
+    inv_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    start = len(site.journal())
+    for cmd in ("plan", "apply"):
+        run = cluster.installer(cmd, *site.args(inv_path))
+        assert run.rc == 1 and "h4, h5 would join" in run.stderr and "Traceback" not in run.stderr, _fail(run)
+        assert "etcdctl member add" in run.stderr
+    assert [e for e in site.journal()[start:] if e.get("event") == "step"] == []

@@ -227,3 +227,26 @@ def test_plan_dict_is_json_ready_and_hides_content(inv, desired):
     d = P.build(inv, desired, states, control_ok(inv)).to_dict()
     text = json.dumps(d)
     assert "secret" not in text.replace("changed (secret)", "") and d["summary"]["h1"]["files"]
+
+
+@pytest.mark.parametrize("recorded, problem", [
+    (None, None),  # no cluster formed yet
+    ({"h1": "198.18.0.11", "h2": "198.18.0.12", "h3": "198.18.0.13"}, None),
+    ({"h1": "198.18.0.11", "h2": "198.18.0.12"}, "h3 would join"),
+    ({"h1": "198.18.0.11", "h2": "198.18.0.12", "h3": "198.18.0.13", "h9": "198.18.0.19"}, "h9 would leave"),
+    ({"h1": "198.18.0.11", "h2": "198.18.0.12", "h3": "198.18.0.99"}, "h3 (198.18.0.99 -> 198.18.0.13) changed"),
+])
+def test_etcd_membership_changes_are_named(inv, recorded, problem):
+    got = P.etcd_membership_problem(recorded, inv)
+    assert got == problem if problem is None else problem in got
+
+
+def test_state_records_the_etcd_members(tmp_path):
+    from installer.state import StateDir
+
+    st = StateDir(tmp_path).ensure()
+    assert st.etcd_members() is None
+    st.set_etcd_members({"h1": "198.18.0.11"})
+    assert st.etcd_members() == {"h1": "198.18.0.11"}
+    (tmp_path / "etcd-members.json").write_text("garbage")
+    assert st.etcd_members() is None
