@@ -81,7 +81,8 @@ def main(argv=None) -> int:
         d.run("bundler", "validate", "bad-spec.yaml", check=False)
 
         d.step("Create a signing key (once) and lock every artifact")
-        if not (work / "keys" / "bundle.key").exists():
+        if not all((work / "keys" / k).exists() for k in ("bundle.key", "bundle-p256.key")):
+            shutil.rmtree(work / "keys", ignore_errors=True)  # a demo key pair from before P-256 signatures
             d.run("bundler", "keygen", "--out", "keys")
         d.run("bundler", "lock", "bundle-spec.yaml", "--mirrors", mirrors, "--cache", "cache")
 
@@ -92,6 +93,12 @@ def main(argv=None) -> int:
 
         d.step("Air-gapped side: verify, then unpack (nothing is written unless all verifies)")
         d.run("installer", "verify", "dist", "--pub", "keys/bundle.pub")
+        print("  (as on CentOS 7, with nothing but tar and its openssl 1.0.2: the P-256 signature)")
+        shutil.rmtree(work / "centos7", ignore_errors=True)
+        (work / "centos7").mkdir()
+        d.run("tar", "-xf", "dist/k8s-1.10.3.bootstrap.tar", "-C", "centos7", "manifest.json", "manifest.sig.p256")
+        d.run("openssl", "dgst", "-sha256", "-verify", "keys/bundle-p256.pub", "-signature",
+              "centos7/manifest.sig.p256", "centos7/manifest.json")
         shutil.rmtree(work / "site", ignore_errors=True)
         d.run("installer", "unpack", "dist", "--pub", "keys/bundle.pub", "--dest", "site")
 
