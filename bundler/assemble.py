@@ -137,8 +137,9 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
     items = []
     for b in lock.binaries:
         extra = {"pin_source": b.pin_source}
-        stored = layout.stored_binary_name(upstream_filename(b.url))
-        if stored != upstream_filename(b.url):
+        filename = upstream_filename(b.url)
+        stored = layout.stored_binary_name(filename)
+        if stored != filename:
             extra.update({"bundled_as": layout.binary_path(stored),
                           "bundled_sha256": (bundled or {}).get(layout.binary_path(stored), "unknown")})
         items.append(sbom.Item("binary", b.name, b.version, b.sha256, b.url,

@@ -563,8 +563,8 @@ class Executor:
         while True:
             ok, detail = probe()
             if ok:
-                if s.target == "etcd-health" and self.site.state.etcd_members() is None:
-                    self.site.state.set_etcd_members({m.name: m.address for m in inv.etcd_members})
+                if s.target == "etcd-health":
+                    record_etcd_members(self.site)
                 return detail
             if self.opts.clock() > deadline:
                 break
@@ -608,13 +608,13 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
     names = [h.name for h in site.inv.hosts]
     if site.registry_host is not None:
         names.append(site.registry_host.name)
-    problem = plan_mod.etcd_membership_problem(site.state.etcd_members(), site.inv)
+    recorded = site.state.etcd_members()
+    problem = plan_mod.etcd_membership_problem(recorded, site.inv)
     if problem:
-        recorded = site.state.etcd_members() or {}
         raise Error(f"the inventory changes the members of the running etcd cluster: {problem}",
                     context="planning the etcd phase",
                     hint=f"apply forms the etcd cluster once and does not add or remove members: keep the etcd "
-                         f"role on exactly {', '.join(sorted(recorded))} (recorded in "
+                         f"role on exactly {', '.join(sorted(recorded or {}))} (recorded in "
                          f"{site.state.root / 'etcd-members.json'}), or change the membership by hand with "
                          "`etcdctl member add/remove` and update that file; nothing was changed")
     states = gather_states(site, hosts, names, opts)
@@ -660,10 +660,15 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         raise Error("the cluster checks failed after apply", context="verifying the cluster",
                     details=[r.line() for r in results.results if not r.ok],
                     hint=f"see {site.state.root}/report.txt; `installer check` repeats the checks")
-    if results is not None and site.inv.etcd_members and site.state.etcd_members() is None:
-        # a cluster formed before this record existed: the healthy members are the ones it was formed with
-        site.state.set_etcd_members({m.name: m.address for m in site.inv.etcd_members})
+    if results is not None:
+        record_etcd_members(site)  # a cluster formed before the record existed: its healthy members
     return report
+
+
+def record_etcd_members(site: Site) -> None:
+    """Record the inventory's etcd members as those the cluster was formed with, unless already recorded."""
+    if site.inv.etcd_members and site.state.etcd_members() is None:
+        site.state.set_etcd_members({m.name: m.address for m in site.inv.etcd_members})
 
 
 def evidence(site: Site, plan: Plan, outcome: Outcome, results, seconds: float) -> dict:

@@ -12,9 +12,22 @@ import re
 import shlex
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Callable,
+    Dict,
+    Hashable,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 try:
     from typing import Protocol
@@ -206,16 +219,14 @@ class ShellConnector(ABC):
 
     def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None:
         """Write a whole file atomically (temp file next to it, chmod/chown, rename); creates parent dirs."""
-        script = put_script(path, mode, owner, group)
-        rc, _out, err = self._run_bytes(script, input=bytes(content))
-        if rc != 0:
-            raise command_error(self.name, f"write {path}", rc, _decode(err), self.user,
-                                what="writing a file")
+        self._write(path, bytes(content), mode, owner, group)
 
     def put_file(self, path: str, local: Path, mode: int, owner: str = "root", group: str = "root") -> None:
         """Like put, with the content streamed from a local file (executables can be hundreds of MB)."""
-        script = put_script(path, mode, owner, group)
-        rc, _out, err = self._run_bytes(script, input=Path(local))
+        self._write(path, Path(local), mode, owner, group)
+
+    def _write(self, path: str, content: Union[bytes, Path], mode: int, owner: str, group: str) -> None:
+        rc, _out, err = self._run_bytes(put_script(path, mode, owner, group), input=content)
         if rc != 0:
             raise command_error(self.name, f"write {path}", rc, _decode(err), self.user,
                                 what="writing a file")
@@ -267,17 +278,15 @@ def failures(results: Dict[H, Union[R, BaseException]]) -> Dict[H, BaseException
     return {h: r for h, r in results.items() if isinstance(r, BaseException)}
 
 
-def open_stdin(stdin: Stdin):
-    """For subprocess: (input=..., stdin=...) keyword arguments feeding `stdin`; a Path is opened (caller closes)."""
-    if isinstance(stdin, Path):
-        try:
-            return {"stdin": open(stdin, "rb")}  # closed by close_stdin once the process ended
-        except OSError as e:
-            raise Error(f"cannot read {stdin}: {e.strerror}", context="sending a file to a host") from None
-    return {"input": stdin if stdin is not None else b""}
-
-
-def close_stdin(kwargs: dict) -> None:
-    f = kwargs.get("stdin")
-    if f is not None:
-        f.close()
+@contextmanager
+def feeding(stdin: Stdin) -> Iterator[dict]:
+    """subprocess keyword arguments that feed `stdin`: input=bytes, or stdin=the open file of a Path."""
+    if not isinstance(stdin, Path):
+        yield {"input": stdin if stdin is not None else b""}
+        return
+    try:
+        f = open(stdin, "rb")
+    except OSError as e:
+        raise Error(f"cannot read {stdin}: {e.strerror}", context="sending a file to a host") from None
+    with f:
+        yield {"stdin": f}

@@ -12,8 +12,7 @@ from installer.hosts.connector import (
     Command,
     ShellConnector,
     Stdin,
-    close_stdin,
-    open_stdin,
+    feeding,
     timeout_error,
 )
 
@@ -34,15 +33,13 @@ class LocalConnector(ShellConnector):
 
     def _exec(self, line: str, stdin: Stdin, timeout: Optional[float],
               cmd: Command) -> Tuple[int, bytes, bytes]:
-        feed = open_stdin(stdin)
         try:
-            p = subprocess.run(["/bin/sh", "-c", line], **feed,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               timeout=None if timeout is None else timeout + KILL_GRACE)
+            with feeding(stdin) as feed:
+                p = subprocess.run(["/bin/sh", "-c", line], **feed,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=None if timeout is None else timeout + KILL_GRACE)
         except subprocess.TimeoutExpired:
             raise timeout_error(self.name, cmd, timeout) from None
         except OSError as e:
             raise Error(f"{self.name}: cannot start /bin/sh: {e}", hint="is this a POSIX system?") from None
-        finally:
-            close_stdin(feed)
         return p.returncode, p.stdout, p.stderr

@@ -44,8 +44,7 @@ from installer.hosts.connector import (
     Command,
     ShellConnector,
     Stdin,
-    close_stdin,
-    open_stdin,
+    feeding,
     run_on,
     short,
     tail,
@@ -193,15 +192,13 @@ class SshConnector(ShellConnector):
               cmd: Command) -> Tuple[int, bytes, bytes]:
         for attempt in (1, 2):
             self.connect()
-            feed = open_stdin(stdin)  # a file is opened again for the second attempt: it starts at byte 0
-            try:
-                p = subprocess.run(self.command_argv(line), **feed,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   timeout=None if timeout is None else timeout + KILL_GRACE + 5)
+            try:  # a file is opened again for the second attempt: it starts at byte 0
+                with feeding(stdin) as feed:
+                    p = subprocess.run(self.command_argv(line), **feed,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       timeout=None if timeout is None else timeout + KILL_GRACE + 5)
             except subprocess.TimeoutExpired:
                 raise timeout_error(self.name, cmd, timeout) from None
-            finally:
-                close_stdin(feed)
             if p.returncode != 255:
                 return p.returncode, p.stdout, p.stderr
             err = p.stderr.decode(errors="replace")
