@@ -163,8 +163,10 @@ def serves_extensions(inv: Inventory, pki: Pki, session: requests.Session) -> bo
     return doc is not None
 
 
-def run_all(inv: Inventory, pki: Pki, session: requests.Session) -> Report:
-    """Every check; none raises, each failure is a result."""
+def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=None,
+            max_parallel: int = 10) -> Report:
+    """Every check; none raises, each failure is a result. With connector_for (SSH to the hosts) also the pod
+    network and the nodes' image pulls (installer/podnet.py)."""
     rep = Report()
     rep.results += etcd_health(inv, pki, session)
     vip = f"{inv.cluster.vip}:{inv.cluster.lb_port}"
@@ -186,6 +188,11 @@ def run_all(inv: Inventory, pki: Pki, session: requests.Session) -> Report:
                                   f"{holder} ({detail})" if holder else detail))
     ok, detail = nodes_ready(inv, pki, session, [n.name for n in inv.nodes])
     rep.results.append(Result("nodes Ready", vip, ok, detail))
+    if connector_for is not None:
+        from installer import podnet  # podnet builds on this module's Result
+
+        rep.results += podnet.pod_network(inv, connector_for, max_parallel)
+        rep.results += podnet.image_pulls(inv, connector_for, max_parallel)
     return rep
 
 

@@ -30,6 +30,19 @@ def _cidr(v: str) -> str:
         raise ValueError(f"not a network in CIDR form (e.g. 10.254.0.0/16): {e}") from None
 
 
+def _bip(v: str) -> str:
+    """docker's --bip: the bridge's own address with its prefix (192.0.2.1/24), not a network address."""
+    try:
+        iface = ipaddress.ip_interface(v)
+    except ValueError as e:
+        raise ValueError(f"not an address with a prefix (e.g. 172.17.0.1/16): {e}") from None
+    if iface.version != 4 or iface.ip in (iface.network.network_address, iface.network.broadcast_address) \
+            or iface.network.prefixlen > 30:
+        raise ValueError(f"{v}: docker0 needs an IPv4 host address inside a /30 or larger network "
+                         "(e.g. 172.17.0.1/16)")
+    return str(iface)
+
+
 def _hostname(v: str) -> str:
     if not HOSTNAME_RE.match(v):
         raise ValueError(f"not a valid hostname: {v!r} (lower-case letters, digits, '-' and '.')")
@@ -94,6 +107,9 @@ class Cluster(Frozen):
     flannel_backend: Literal["vxlan", "host-gw", "udp"] = "vxlan"
     flannel_prefix: str = "/coreos.com/network"
     docker_data_root: str = "/var/lib/docker"
+    # docker0's own address: containers docker starts itself (not pods: CNI wires those onto cni0) use it.
+    # It must overlap no pod, service or host network, or a subnet would be routed two ways on a node.
+    docker_bip: str = "172.17.0.1/16"
     cgroup_driver: Literal["cgroupfs", "systemd"] = "cgroupfs"
     selinux: Literal["disabled", "permissive", "keep"] = "disabled"
     firewalld: Literal["disable", "keep"] = "disable"
@@ -102,6 +118,7 @@ class Cluster(Frozen):
 
     _v = field_validator("vip")(classmethod(lambda cls, v: _ip(v)))
     _s = field_validator("service_cidr", "pod_cidr")(classmethod(lambda cls, v: _cidr(v)))
+    _b = field_validator("docker_bip")(classmethod(lambda cls, v: _bip(v)))
     _d = field_validator("cluster_dns")(classmethod(lambda cls, v: v if v is None else _ip(v)))
     _h = field_validator("domain")(classmethod(lambda cls, v: _hostname(v)))
 
@@ -229,6 +246,21 @@ def cross_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
     if svc.overlaps(pod):
         yield ("cluster", "pod_cidr"), f"{pod} overlaps cluster.service_cidr {svc}", \
             "choose two disjoint ranges"
+    bip = ipaddress.ip_interface(c.docker_bip).network
+    host_net = ipaddress.ip_network(f"{c.vip}/{c.vip_prefix}", strict=False)
+    for name, net in (("pod_cidr", pod), ("service_cidr", svc), ("the hosts' network (vip/vip_prefix)", host_net)):
+        if bip.overlaps(net):
+            label = f"cluster.{name}" if name.endswith("cidr") else name
+            yield ("cluster", "docker_bip"), f"docker0's network {bip} overlaps {label} {net}", \
+                "give docker0 a range of its own that no pod, service or host uses (docker's default is " \
+                "172.17.0.1/16): otherwise a node routes that range two ways"
+    for i, h in enumerate(inv.hosts):
+        if ipaddress.ip_address(h.address) in bip:
+            yield ("hosts", i, "address"), f"{h.address} lies inside cluster.docker_bip's network {bip}", \
+                "choose a docker_bip range that none of the hosts' addresses is in"
+    if ipaddress.ip_address(inv.registry.address) in bip:
+        yield ("registry", "address"), f"{inv.registry.address} lies inside cluster.docker_bip's network {bip}", \
+            "the nodes would reach docker0 instead of the registry: choose another docker_bip"
     if c.cluster_dns and ipaddress.ip_address(c.cluster_dns) not in svc:
         yield ("cluster", "cluster_dns"), f"{c.cluster_dns} is not inside cluster.service_cidr {svc}", \
             "the DNS service address must come from the service range"

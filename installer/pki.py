@@ -435,6 +435,7 @@ class Pki:
             pair(etcd_name(host), P["etcd_crt"], P["etcd_key"])
         if host.has("master") or host.has("node"):
             out[P["ca"]] = File(ca, 0o644)
+            pair("etcd-client-flanneld", P["flanneld_etcd_crt"], P["flanneld_etcd_key"])  # flanneld runs on both
         if host.has("master"):
             out[P["ca_key"]] = File(self.key_path("ca").read_bytes(), 0o600)  # cluster-signing (CSR approval)
             out[P["sa_key"]] = File((self.dir / "sa.key").read_bytes(), 0o600)
@@ -450,7 +451,6 @@ class Pki:
             kcfg(P["scheduler_kubeconfig"], "scheduler", "system:kube-scheduler", local_url)
         if host.has("node"):
             pair(kubelet_server_name(host), P["kubelet_crt"], P["kubelet_key"])
-            pair("etcd-client-flanneld", P["flanneld_etcd_crt"], P["flanneld_etcd_key"])
             kcfg(P["kubelet_kubeconfig"], kubelet_name(host), f"system:node:{host.name}", vip_url)
             kcfg(P["proxy_kubeconfig"], "kube-proxy", "system:kube-proxy", vip_url)
             reg_ca = self.registry_ca(inv)

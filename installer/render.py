@@ -66,8 +66,8 @@ ADMISSION_PLUGINS = (  # kubeadm 1.10's set; listed explicitly because 1.10's im
 )
 BINARIES = {
     "etcd": ("etcd", "etcdctl"),
-    "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
-    "node": ("kubelet", "kube-proxy", "kubectl", "flanneld", "mk-docker-opts.sh"),
+    "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "flanneld"),
+    "node": ("kubelet", "kube-proxy", "kubectl", "flanneld"),
 }
 CNI_PLUGINS = ("bridge", "flannel", "host-local", "loopback", "portmap")
 
@@ -108,13 +108,16 @@ LB = (
     (f"{UNIT_DIR}/haproxy.service", "haproxy.service.j2"),
     (f"{UNIT_DIR}/keepalived.service", "keepalived.service.j2"),
 )
+# flanneld on masters and nodes: the apiserver must reach pod IPs (metrics-server, webhooks, proxy)
+FLANNEL = (
+    ("/etc/sysconfig/flanneld", "flanneld.sysconfig.j2"),
+    (f"{UNIT_DIR}/flanneld.service", "flanneld.service.j2"),
+)
 NODE = (
     ("/etc/kubernetes/kubelet", "kubelet.j2"),
     ("/etc/kubernetes/proxy", "proxy.j2"),
     (f"{UNIT_DIR}/kubelet.service", "kubelet.service.j2"),
     (f"{UNIT_DIR}/kube-proxy.service", "kube-proxy.service.j2"),
-    ("/etc/sysconfig/flanneld", "flanneld.sysconfig.j2"),
-    (f"{UNIT_DIR}/flanneld.service", "flanneld.service.j2"),
     (f"{UNIT_DIR}/docker.service.d/10-k8s.conf", "docker-dropin.conf.j2"),
     ("/etc/docker/daemon.json", "daemon.json.j2"),
     (f"{CNI_CONF_DIR}/10-flannel.conflist", "10-flannel.conflist.j2"),
@@ -252,7 +255,7 @@ def render_host(
     if h.has("etcd"):
         table += ETCD
     if h.has("master") or h.has("node"):
-        table += KUBE_COMMON
+        table += KUBE_COMMON + FLANNEL
     if h.has("master"):
         table += MASTER
     if h.has("lb"):

@@ -94,3 +94,25 @@ def test_line_numbers_point_into_the_file(tmp_path):
     with pytest.raises(ValidationError) as e:
         inv_mod.load(p)
     assert any(x.startswith("hosts[1].roles (line 5)") for x in e.value.details), e.value.details
+
+
+@pytest.mark.parametrize("bip, where", [
+    ("172.30.0.1/24", "cluster.pod_cidr"),          # the example's pod range: the two-routes design error
+    ("10.254.3.1/24", "cluster.service_cidr"),
+    ("192.168.10.1/16", "the hosts' network"),
+])
+def test_docker_bip_must_overlap_no_pod_service_or_host_network(tmp_path, bip, where):
+    details = problems(tmp_path, lambda d: d["cluster"].update(docker_bip=bip))
+    assert any(d.startswith("cluster.docker_bip") and where in d and "two ways" in d for d in details), details
+
+
+@pytest.mark.parametrize("bip", ["172.17.0.0/16", "not-an-ip", "172.17.0.1/31", "fe80::1/64"])
+def test_docker_bip_is_a_host_address_with_prefix(tmp_path, bip):
+    details = problems(tmp_path, lambda d: d["cluster"].update(docker_bip=bip))
+    assert any(d.startswith("cluster.docker_bip") for d in details), details
+
+
+def test_docker_bip_default_and_custom(tmp_path):
+    assert inv_mod.load(ROOT / "inventory.example.yaml").cluster.docker_bip == "172.17.0.1/16"
+    inv = load_with(tmp_path, lambda d: d["cluster"].update(docker_bip="198.19.7.193/26"))
+    assert inv.cluster.docker_bip == "198.19.7.193/26"

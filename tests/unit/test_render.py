@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import datetime as dt
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -52,15 +53,23 @@ def args(rendered, host, path, var):
 
 # ------------------------------------------------------------------ files by role
 
+def inv_host(files):
+    return next(h for h in inventory.load(GOLDEN / "inventory.yaml").hosts if h.has("master"))
+
+
 def test_files_follow_roles(rendered):
     m1, n1 = rendered["k8s-master1"], rendered["k8s-node1"]
     for p in ("/etc/etcd/etcd.conf", "/etc/kubernetes/apiserver", "/etc/haproxy/haproxy.cfg",
               "/etc/keepalived/keepalived.conf", "/etc/systemd/system/kube-apiserver.service"):
         assert p in m1 and p not in n1
-    for p in ("/etc/kubernetes/kubelet", "/etc/systemd/system/kubelet.service", "/etc/sysconfig/flanneld",
+    for p in ("/etc/kubernetes/kubelet", "/etc/systemd/system/kubelet.service",
               "/etc/docker/daemon.json", "/etc/cni/net.d/10-flannel.conflist",
               "/etc/systemd/system/docker.service.d/10-k8s.conf"):
-        assert p in n1 and p not in m1  # masters here are not nodes: no kubelet, flannel, docker
+        assert p in n1 and p not in m1  # masters here are not nodes: no kubelet, docker, CNI
+    for p in ("/etc/sysconfig/flanneld", "/etc/systemd/system/flanneld.service",
+              "/etc/kubernetes/pki/flanneld-etcd-client.crt"):
+        assert p in n1 and p in m1  # flanneld on masters too: the apiserver reaches pod IPs
+    assert "/usr/local/bin/flanneld" in render.binaries_for(inv_host(m1))
     for host in rendered.values():
         for p in ("/etc/hosts", "/etc/sysctl.d/k8s.conf", "/etc/yum.repos.d/k8s-offline.repo"):
             assert p in host
@@ -182,12 +191,19 @@ def test_docker_daemon_json_has_no_tcp_api_and_insecure_only_when_asked(inv, ren
     assert d2["insecure-registries"] == ["harbor.example.com"]
 
 
-def test_docker_dropin_waits_for_flannel(rendered):
+def test_docker_stays_off_the_pod_network(rendered, inv):
+    """One network model: CNI owns pods (cni0 = flannel's subnet), docker0 has its own bip outside every range."""
     dropin = text(rendered, "k8s-node1", "/etc/systemd/system/docker.service.d/10-k8s.conf")
-    assert "EnvironmentFile=-/run/flannel/docker" in dropin and "After=flanneld.service" in dropin
+    assert "flannel" not in dropin.split("# docker 1.13")[0].split("\n", 2)[2]  # no flannel options for docker
+    assert "DOCKER_NETWORK_OPTIONS" not in dropin and "EnvironmentFile" not in dropin
     assert "ExecStartPost=/usr/sbin/iptables -I FORWARD -s 0.0.0.0/0 -j ACCEPT" in dropin
-    assert "ExecStartPost=/usr/local/bin/mk-docker-opts.sh -k DOCKER_NETWORK_OPTIONS -d /run/flannel/docker" in \
-        text(rendered, "k8s-node1", "/etc/systemd/system/flanneld.service")
+    unit = text(rendered, "k8s-node1", "/etc/systemd/system/flanneld.service")
+    assert "mk-docker-opts" not in unit and "docker.service" not in unit
+    daemon = json.loads(text(rendered, "k8s-node1", "/etc/docker/daemon.json"))
+    bip = ipaddress.ip_interface(daemon["bip"])
+    assert daemon["bip"] == inv.cluster.docker_bip
+    for net in (inv.cluster.pod_cidr, inv.cluster.service_cidr):
+        assert not bip.network.overlaps(ipaddress.ip_network(net))
 
 
 def test_cni_conflist(rendered):
