@@ -69,7 +69,7 @@ def _start_apiserver(env, etcd_url, name):
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction,NamespaceLifecycle",
             "--service-account-key-file=" + key,
-            "--service-cluster-ip-range=10.96.0.0/12",
+            "--service-cluster-ip-range=198.19.201.0/24",
         ],
         name,
     )
@@ -143,11 +143,18 @@ def test_rbac_forbids_unprivileged_users(env, cluster):
     )
 
 
-def test_kubelet_registers_only_its_own_node(env, cluster):
+def test_kubelet_registers_only_its_own_node(env, cluster, request):
     procs = env["procs"]
     kubeconfig = _kubeconfig_for(env, cluster, "kubelet-node-a", "system:node:node-a", ("system:nodes",))
     healthz_port = free_port()
-    common = ["--pod-infra-container-image=registry.local:5000/pause-amd64:3.1", "--fail-swap-on=false"]
+    from tests.integration.test_standin_kubelet import (
+        FakeDocker,  # the kubelet refuses to start without docker
+    )
+
+    docker = FakeDocker(Path(env["bin"]["kubelet"]).parent / "docker.sock")
+    request.addfinalizer(docker.close)
+    common = ["--pod-infra-container-image=registry.local:5000/pause-amd64:3.1", "--fail-swap-on=false",
+              f"--docker-endpoint=unix://{docker.path}"]
     good = procs.start(
         [
             env["bin"]["kubelet"],
@@ -262,7 +269,9 @@ def test_controller_manager_leader_failover(env, cluster):
 def test_flanneld_writes_subnet_env_from_etcd_v2_config(env, cluster):
     pki, procs = env["pki"], env["procs"]
     cert, key = pki.issue("flanneld", "flanneld")
-    config = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+    # host-gw with no other lease and no -ip-masq: this flanneld runs in the machine's own network namespace, so
+    # it must change nothing there (the vxlan and iptables work is tested in namespaces: test_flannel_vxlan.py)
+    config = {"Network": "198.19.202.0/24", "SubnetLen": 28, "Backend": {"Type": "host-gw"}}
     resp = requests.put(
         cluster["etcd"] + "/v2/keys/coreos.com/network/config",
         data={"value": json.dumps(config)},
@@ -280,20 +289,21 @@ def test_flanneld_writes_subnet_env_from_etcd_v2_config(env, cluster):
             "-etcd-certfile=" + cert,
             "-etcd-keyfile=" + key,
             "-iface=127.0.0.1",
-            "-ip-masq",
+            "-ip-masq=false",
             "--subnet-file=" + str(subnet_file),
         ],
         "flanneld",
     )
     wait_until(subnet_file.exists, 10, what="subnet.env")
     env_vars = dict(line.split("=", 1) for line in subnet_file.read_text().splitlines())
-    assert env_vars["FLANNEL_NETWORK"] == "10.244.0.0/16"
-    assert env_vars["FLANNEL_SUBNET"].startswith("10.244.") and env_vars["FLANNEL_SUBNET"].endswith(".1/24")
+    assert env_vars["FLANNEL_NETWORK"] == "198.19.202.0/24"
+    assert env_vars["FLANNEL_SUBNET"].startswith("198.19.202.") and env_vars["FLANNEL_SUBNET"].endswith("/28")
     lo_mtu = int(Path("/sys/class/net/lo/mtu").read_text())
-    assert env_vars["FLANNEL_MTU"] == str(lo_mtu - 50)  # vxlan overhead
-    assert env_vars["FLANNEL_IPMASQ"] == "true"
+    assert env_vars["FLANNEL_MTU"] == str(lo_mtu)  # host-gw: no overhead
+    assert env_vars["FLANNEL_IPMASQ"] == "false"
 
-    subnet_key = env_vars["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0-24"
+    first = env_vars["FLANNEL_SUBNET"].split("/")[0]
+    subnet_key = "%s.%d-28" % (first.rsplit(".", 1)[0], int(first.rsplit(".", 1)[1]) - 1)
     lease = requests.get(
         cluster["etcd"] + "/v2/keys/coreos.com/network/subnets/" + subnet_key,
         verify=pki.ca,
@@ -301,7 +311,7 @@ def test_flanneld_writes_subnet_env_from_etcd_v2_config(env, cluster):
         timeout=5,
     ).json()["node"]
     attrs = json.loads(lease["value"])
-    assert attrs["PublicIP"] == "127.0.0.1" and attrs["BackendType"] == "vxlan"
+    assert attrs["PublicIP"] == "127.0.0.1" and attrs["BackendType"] == "host-gw"
     assert 0 < lease["ttl"] <= 86400
 
     docker_env = env["root"] / "docker_opts.env"
@@ -322,7 +332,7 @@ def test_flanneld_writes_subnet_env_from_etcd_v2_config(env, cluster):
     )
     lines = docker_env.read_text().splitlines()
     assert (
-        'DOCKER_NETWORK_OPTIONS=" --bip=%s --ip-masq=false --mtu=%s"'
+        'DOCKER_NETWORK_OPTIONS=" --bip=%s --ip-masq=true --mtu=%s"'
         % (env_vars["FLANNEL_SUBNET"], env_vars["FLANNEL_MTU"])
         in lines
     )

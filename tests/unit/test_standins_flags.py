@@ -376,7 +376,7 @@ users:
 
 
 @pytest.mark.parametrize(
-    "text", ["a: 1\n  b: 2\n", "a: [1, 2\n", "a: |\n  x\n", "a: 1\na: 2\n", "- a\nb: 1\n"]
+    "text", ["a: 1\n  b: 2\n", "a: [1, 2\n", "a: &x 1\n", "a: 1\na: 2\n", "- a\nb: 1\n"]
 )
 def test_yaml_reader_rejects_malformed_or_unsupported(text):
     with pytest.raises(rt.YamlError):
