@@ -7,6 +7,7 @@ restarted, so a run that stopped midway (host unreachable, gate failed) is finis
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import shutil
@@ -17,12 +18,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import requests
-import yaml
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
+from installer import egress, harbor_install
 from installer import facts as facts_mod
-from installer import harbor_install
 from installer import pki as pki_mod
 from installer import plan as plan_mod
 from installer import render as render_mod
@@ -205,17 +205,7 @@ def rpm_keys(bundle: Bundle) -> Dict[str, render_mod.File]:
 
 def image_roles(bundle: Bundle, inv: Inventory) -> Tuple[Dict[str, str], str]:
     """({role: reference in the site registry}, naming rule) from the bundle's spec and image layout."""
-    from installer.registry import seed
-
-    spec = yaml.safe_load((bundle.dir / layout.SPEC).read_text()) or {}
-    naming = (spec.get("registry") or {}).get("naming", "last-component")
-    refs = seed.seeded_refs(bundle.dir / layout.IMAGES_DIR, inv.registry.endpoint, inv.registry.project, naming)
-    roles = {}
-    for img in spec.get("images") or []:
-        ref, role = img.get("ref"), img.get("role")
-        if role and ref in refs:
-            roles[role] = refs[ref]
-    return roles, naming
+    return egress.image_roles(bundle.dir, inv)  # one implementation: `installer check` renders the same images
 
 
 def versions_of(bundle: Bundle) -> Dict[str, str]:
@@ -256,11 +246,7 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
     repo = repo_files(bundle)
     local = {src.origin: path for path, src in bins.values()}
     local.update({src.origin: path for path, src in repo.values()})
-    addon_files: Dict[str, render_mod.File] = {}
-    mdir = bundle.dir / layout.MANIFESTS_DIR
-    if mdir.is_dir() and inv.masters:
-        for name, text in addons_mod.render(mdir, inv, images).items():
-            addon_files[f"{plan_mod.ADDONS_DIR}/{name}"] = render_mod.File(text.encode(), 0o644)
+    addon_files = addons_mod.files(bundle.dir / layout.MANIFESTS_DIR, inv, images)
     desired = {}
     reg_host = harbor_install.registry_host(inv)
     if reg_host is not None:
@@ -476,8 +462,10 @@ class Executor:
             return "written"
         c = self.hosts[s.host]
         if s.kind == "put":
-            if s.units:
-                pend.add(s.host, s.units)  # before the write: a crash right after it still restarts them
+            # before the write: a crash right after it still restarts the units / applies the manifest
+            units = tuple(s.units) + ((plan_mod.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
+            if units:
+                pend.add(s.host, units)
             c.put(s.target, s.file.content, s.file.mode, s.file.owner)
         elif s.kind == "binary":
             if s.units:
@@ -510,13 +498,7 @@ class Executor:
         elif s.kind == "harbor-install":
             return harbor_install.install(c, s.command or "")
         elif s.kind == "kubectl-apply":
-            if not checks_mod.serves_extensions(site.inv, site.pki, self.opts.session):
-                pend.add(s.host, [plan_mod.ADDONS_UNIT])
-                pend.done(s.host, plan_mod.ADDONS_UNIT)  # nothing to retry until the manifests change
-                return ("skipped: the apiserver does not serve /apis/extensions/v1beta1 (a stand-in apiserver); "
-                        f"manifests are in {plan_mod.ADDONS_DIR} on {s.host}")
-            c.run(s.command, timeout=300)
-            pend.done(s.host, plan_mod.ADDONS_UNIT)
+            return addons_mod.kubectl_apply(c, s.host, s.command or plan_mod.KUBECTL_APPLY, pend)
         else:
             raise Error(f"unknown step kind {s.kind!r}", hint="this is a bug: report it")
         return None
@@ -619,8 +601,25 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
                          "`etcdctl member add/remove` and update that file; nothing was changed")
     states = gather_states(site, hosts, names, opts)
     control = control_state(site, opts.session)
-    return plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
+    plan = plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
                           registry_host=site.registry_host)
+    return dataclasses.replace(plan, images=images_report(site))
+
+
+def images_report(site: Site, registry: Optional[object] = None) -> egress.Report:
+    """Every image reference of the desired state, judged against the bundle (and a registry client if given)."""
+    r = site.inv.registry
+    bundle = egress.bundle_images(site.bundle.dir / layout.IMAGES_DIR, r.endpoint, r.project, site.naming)
+    return egress.scan({h: d.files for h, d in site.desired.items()}, r.endpoint, bundle, registry)
+
+
+def images_results(site: Site, session: requests.Session) -> List[checks_mod.Result]:
+    """The check "images (zero egress)" after apply: every reference in the site registry with the bundle's digest."""
+    try:
+        registry = checks_mod.registry_client(site.inv, session, **site.registry_access)
+        return egress.results(images_report(site, registry))
+    except Error as e:  # e.g. an unreadable password file: a failed check, not a crash after a good apply
+        return [checks_mod.Result(egress.CHECK_NAME, site.inv.registry.endpoint, False, e.message)]
 
 
 def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options) -> Plan:
@@ -646,6 +645,8 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
                         context="checking the hosts before applying",
                         details=[f"{c.host}: {c.name}: {c.detail}" for c in plan.problems],
                         hint="fix what is listed, then run apply again")
+        if plan.images is not None and not plan.images.ok:
+            raise plan.images.error("checking every image reference before applying; nothing was changed")
         if plan.empty:
             opts.out("nothing to do: every host matches the desired state")
             outcome = Outcome(plan)
@@ -653,7 +654,10 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
             outcome = Executor(site, hosts, opts).run(plan)
     finally:
         hosts.close()
-    results = checks_mod.run_all(site.inv, site.pki, opts.session) if opts.checks else None
+    results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for,
+                                 opts.max_parallel) if opts.checks else None
+    if results is not None:  # seeded by now: every reference must be there with the bundle's digest
+        results.results += images_results(site, opts.session)
     report = evidence(site, plan, outcome, results, opts.clock() - t0)
     site.state.write_report(report, evidence_text(report))
     if results is not None and not results.ok:

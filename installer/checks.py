@@ -157,12 +157,6 @@ def leader(inv: Inventory, pki: Pki, session: requests.Session, component: str) 
     return record.get("holderIdentity"), f"renewed {record.get('renewTime', '?')}"
 
 
-def serves_extensions(inv: Inventory, pki: Pki, session: requests.Session) -> bool:
-    """Whether the apiserver serves the group the addon manifests use (a stand-in does not)."""
-    doc, _ = _api(inv, pki, session, "/apis/extensions/v1beta1")
-    return doc is not None
-
-
 def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=None,
             max_parallel: int = 10) -> Report:
     """Every check; none raises, each failure is a result. With connector_for (SSH to the hosts) also the pod

@@ -195,6 +195,8 @@ def plan(
     def body() -> None:
         p = apply_mod.plan_command(inventory, bundle, pub, state or _default_state(), _options(as_json, known_hosts))
         emit(p.to_dict(), as_json, lambda d: p.text())
+        if p.images is not None and not p.images.ok:  # zero egress: exit 1 naming every offending reference
+            raise p.images.error()
 
     guarded(body, as_json=as_json)
 
@@ -256,12 +258,14 @@ def add_node(
 def check(
     inventory: Path = INVENTORY,
     state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
     as_json: bool = JSON,
 ) -> None:
-    """etcd health, /healthz through the VIP, componentstatuses, leaders, nodes Ready (exit 1 if unhealthy)."""
+    """etcd, /healthz via the VIP, componentstatuses, leaders, nodes Ready, pod network, pulls (exit 1 if not)."""
     from installer import apply as apply_mod
     from installer import checks as checks_mod
     from installer import pki as pki_mod
+    from installer.egress import egress_results
     from installer.errors import Error
 
     def body() -> None:
@@ -270,7 +274,9 @@ def check(
         if not p.crt_path("ca").exists():
             raise Error(f"no site PKI in {p.dir}", context="checking the cluster",
                         hint="pass the --state directory that apply used")
-        rep = checks_mod.run_all(inv, p, apply_mod.default_session())
+        conns = apply_mod.ssh_connectors(known_hosts=str(known_hosts) if known_hosts else None)
+        rep = checks_mod.run_all(inv, p, apply_mod.default_session(), conns)
+        rep.results += egress_results(inv, state or _default_state(), apply_mod.default_session())
         emit(rep.as_dict(), as_json, lambda d: rep.text())
         if not rep.ok:
             raise Error(f"{sum(not r.ok for r in rep.results)} cluster check(s) failed", context="checking the cluster",

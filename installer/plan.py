@@ -15,10 +15,16 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
              images (control host)
   etcd       all members at once when none runs (Type=notify waits for quorum), else rolling
   flannel-network  the v2 key <prefix>/config (control host, etcd client cert)
+  flannel    flanneld on every master and node in parallel (Type=notify: a start returns once the lease and
+             /run/flannel/subnet.env exist), so the apiservers reach pod IPs through flannel.1
   masters    one at a time, gate: that apiserver's /healthz
   lb         haproxy + keepalived one at a time, gate: /healthz through the VIP
-  nodes      docker, flanneld, CNI, kubelet, kube-proxy in parallel, gate: nodes Ready
-  addons     manifests on the first master; `kubectl apply` only where the apiserver serves them
+  nodes      docker, CNI, kubelet, kube-proxy in parallel, gate: nodes Ready
+  addons     manifests on the first master, then `kubectl apply` there (also when an earlier run wrote them
+             but did not apply them: they stay pending in the state dir until kubectl exits 0)
+
+`installer.egress` lists every image the desired state names (Plan.images): plan and apply refuse any that is
+not the site registry's or not in the bundle.
 """
 
 from __future__ import annotations
@@ -27,31 +33,36 @@ import difflib
 import fnmatch
 import hashlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from installer.facts import Facts
 from installer.inventory import Host, Inventory
-from installer.render import BIN_DIR, UNIT_DIR, File
+from installer.render import BIN_DIR, PATHS, UNIT_DIR, File
+
+if TYPE_CHECKING:  # egress imports this module; the field below only needs its type
+    from installer.egress import Report as ImagesReport
 
 CONTROL = "control"  # the host name of steps run from the control host itself
-PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "flannel-network", "masters", "lb",
-          "nodes", "addons")
+PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "flannel-network", "flannel", "masters",
+          "lb", "nodes", "addons")
 REPO_DIR = "/var/lib/k8s-offline/repo"
 ADDONS_DIR = "/etc/kubernetes/addons"
-ADDONS_UNIT = "addons"  # pseudo unit in the pending set: manifests changed, `kubectl apply` still due
+ADDONS_UNIT = "addons"  # pseudo unit in the pending set: manifests written (or about to be), `kubectl apply` due
+KUBECTL_APPLY = f"{BIN_DIR}/kubectl --kubeconfig {PATHS['admin_kubeconfig']} apply -f {ADDONS_DIR}/"
 MAX_TIME_SKEW = 2.0
 MIN_DISK_KB = {"/": 1 << 20, "/var": 1 << 20}  # 1 GiB
 SECRET_DIRS = ("/etc/kubernetes/pki/", "/etc/etcd/pki/")
 
-# Units each role runs, in start order (flanneld writes docker's network options before docker starts).
+# Units each role runs, in start order. flanneld runs wherever the pod network must reach: masters and nodes.
 ROLE_UNITS = {
     "etcd": ("etcd",),
-    "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+    "master": ("flanneld", "kube-apiserver", "kube-controller-manager", "kube-scheduler"),
     "lb": ("haproxy", "keepalived"),
     "node": ("flanneld", "docker", "kubelet", "kube-proxy"),
 }
+MASTER_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 UNIT_PHASE = {"etcd": "etcd", "kube-apiserver": "masters", "kube-controller-manager": "masters",
-              "kube-scheduler": "masters", "haproxy": "lb", "keepalived": "lb", "flanneld": "nodes",
+              "kube-scheduler": "masters", "haproxy": "lb", "keepalived": "lb", "flanneld": "flannel",
               "docker": "nodes", "kubelet": "nodes", "kube-proxy": "nodes"}
 ROLE_PACKAGES = {
     "lb": ("haproxy", "keepalived", "ipvsadm"),
@@ -72,7 +83,7 @@ OWNERS: Dict[str, Tuple[str, ...]] = {
     "haproxy": ("/etc/haproxy/*", f"{UNIT_DIR}/haproxy.service"),
     "keepalived": ("/etc/keepalived/*", f"{UNIT_DIR}/keepalived.service"),
     "flanneld": ("/etc/sysconfig/flanneld", f"{K}/pki/ca.crt", f"{K}/pki/flanneld-etcd-client*",
-                 f"{UNIT_DIR}/flanneld.service", f"{BIN_DIR}/flanneld", f"{BIN_DIR}/mk-docker-opts.sh"),
+                 f"{UNIT_DIR}/flanneld.service", f"{BIN_DIR}/flanneld"),
     "docker": ("/etc/docker/daemon.json", f"{UNIT_DIR}/docker.service.d/*"),
     "kubelet": (f"{K}/config", f"{K}/kubelet", f"{K}/kubelet.kubeconfig", f"{K}/pki/ca.crt", f"{K}/pki/kubelet.*",
                 f"{UNIT_DIR}/kubelet.service", f"{BIN_DIR}/kubelet"),
@@ -297,6 +308,7 @@ class Plan:
     checks: Tuple[Check, ...]
     phases: Tuple[Phase, ...]
     deferred: Tuple[str, ...] = ()  # changes left out on purpose (add-node leaves other hosts alone)
+    images: Optional["ImagesReport"] = None  # every image reference of the desired state (installer.egress)
 
     @property
     def problems(self) -> List[Check]:
@@ -346,6 +358,7 @@ class Plan:
                        for p in self.phases if p.waves],
             "summary": self.summary(),
             "deferred": list(self.deferred),
+            **({"images": self.images.to_dict()} if self.images is not None else {}),
         }
 
     def text(self, diffs: bool = True) -> str:
@@ -376,6 +389,8 @@ class Plan:
             parts += [f"(re)start {', '.join(dict.fromkeys(s['restarts']))}"] if s["restarts"] else []
             parts += s["other"]
             lines.append(f"  {host:<14} " + "; ".join(parts))
+        if self.images is not None:
+            lines.append(self.images.text())
         return "\n".join(lines)
 
 
@@ -725,7 +740,7 @@ def build(
 
     # flannel network key
     want = None
-    if inv.nodes:
+    if inv.nodes or inv.masters:  # flanneld runs on both
         from installer.render import flannel_network_config
 
         want = flannel_network_config(inv)
@@ -736,10 +751,22 @@ def build(
     else:
         phases.append(Phase("flannel-network"))
 
+    # flanneld on every master and node at once (its start blocks until the lease and subnet file exist)
+    steps = []
+    for h in hosts:
+        if "flanneld" not in desired[h.name].units:
+            continue
+        s_h = host_phase(h, "flannel")
+        if not in_focus(h):
+            deferred += [f"{h.name}: {s.line()}" for s in s_h if s.acts]
+            continue
+        steps += s_h
+    phases.append(Phase("flannel", (Wave(tuple(steps)),) if steps else ()))
+
     # masters, then lb: one host at a time, each with its gate
     for phase, gate_for in (("masters", lambda h: Step(h.name, "gate", "apiserver-healthz",
                                                        f"https://{h.address}:{inv.cluster.apiserver_port}/healthz",
-                                                       units=ROLE_UNITS["master"])),
+                                                       units=MASTER_UNITS)),
                             ("lb", lambda h: Step(CONTROL, "gate", "vip-healthz",
                                                   f"https://{inv.cluster.vip}:{inv.cluster.lb_port}/healthz "
                                                   f"(after {h.name})", units=ROLE_UNITS["lb"], items=(h.name,)))):
@@ -771,7 +798,7 @@ def build(
         if any(s.kind == "restart" for s in s_h):
             changed_nodes.append(h.name)
     gates = (Step(CONTROL, "gate", "node-ready", "registered and Ready: " + ", ".join(changed_nodes),
-                  items=tuple(changed_nodes), units=("kubelet", "flanneld", "docker")),) if changed_nodes else ()
+                  items=tuple(changed_nodes), units=("kubelet", "docker")),) if changed_nodes else ()
     phases.append(Phase("nodes", (Wave(tuple(steps), gates),) if steps else ()))
 
     # addons on the first master
@@ -782,10 +809,8 @@ def build(
         puts, _ = _files_steps(m.name, desired[m.name], states[m.name], "addons", m, set())
         steps += puts
         if puts or ADDONS_UNIT in pending.get(m.name, set()):
-            steps.append(Step(m.name, "kubectl-apply", ADDONS_DIR, "manifests changed; applied only when the "
-                              "apiserver serves /apis/extensions/v1beta1",
-                              command=f"{BIN_DIR}/kubectl --kubeconfig /etc/kubernetes/admin.kubeconfig apply -f "
-                                      f"{ADDONS_DIR}/"))
+            why = "manifests changed" if puts else "manifests written by an earlier run, not applied yet"
+            steps.append(Step(m.name, "kubectl-apply", ADDONS_DIR, why, command=KUBECTL_APPLY))
     phases.append(Phase("addons", (Wave(tuple(steps)),) if steps else ()))
     return Plan(tuple(checks), tuple(phases), tuple(deferred))
 

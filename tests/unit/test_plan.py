@@ -250,3 +250,40 @@ def test_state_records_the_etcd_members(tmp_path):
     assert st.etcd_members() == {"h1": "198.18.0.11"}
     (tmp_path / "etcd-members.json").write_text("garbage")
     assert st.etcd_members() is None
+
+
+# ------------------------------------------------------------------ addons: written, then applied until it succeeds
+
+MANIFEST = f"{P.ADDONS_DIR}/kube-dns.yaml"
+
+
+@pytest.fixture(scope="module")
+def with_addons(desired):
+    d = dict(desired)
+    d["h1"] = replace(d["h1"], files={**d["h1"].files, MANIFEST: File(b"kind: List\nitems: []\n")})
+    return d
+
+
+def addon_steps(plan):
+    return [(s.host, s.kind, s.target) for s in plan.steps if s.acts and s.host == "h1"]
+
+
+def test_changed_addon_manifest_is_put_then_applied(inv, with_addons, desired):
+    states = converged(inv, desired)  # the host lacks the manifest
+    plan = P.build(inv, with_addons, states, control_ok(inv))
+    assert addon_steps(plan) == [("h1", "put", MANIFEST), ("h1", "kubectl-apply", P.ADDONS_DIR)]
+    apply_step = plan.steps[-1]
+    assert apply_step.command == P.KUBECTL_APPLY and apply_step.reason == "manifests changed"
+    assert [p.name for p in plan.phases if p.waves][-1] == "addons"
+
+
+def test_unchanged_but_pending_manifests_are_applied_only(inv, with_addons):
+    states = converged(inv, with_addons)
+    plan = P.build(inv, with_addons, states, control_ok(inv), pending={"h1": {P.ADDONS_UNIT}})
+    assert acting(plan) == [("h1", "kubectl-apply", P.ADDONS_DIR)]
+    assert "not applied yet" in plan.steps[-1].reason
+
+
+def test_unchanged_and_nothing_pending_plans_nothing(inv, with_addons):
+    plan = P.build(inv, with_addons, converged(inv, with_addons), control_ok(inv), pending={"h2": {P.ADDONS_UNIT}})
+    assert plan.empty and acting(plan) == []  # only the first master applies addons
