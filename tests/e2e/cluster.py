@@ -61,17 +61,37 @@ def build_bundle(workdir: Path) -> BuiltBundle:
     return BuiltBundle(summary.bundle, pub, base, time.monotonic() - t0)
 
 
-# The real docker-ce RPM ships this unit; the fixture RPM carries only a stand-in dockerd (which never
-# notifies systemd, hence Type=simple). The installer adds its drop-in (flannel options, FORWARD rule).
+# The unit of the docker-ce 18.09 RPM, kept close to the real one. The fixture RPM's /usr/bin/dockerd execs the
+# test host's real Debian dockerd 20.10, which notifies systemd (Type=notify). Left out of the real unit, on
+# purpose: `BindsTo=containerd.service` (dockerd spawns its own containerd when started without
+# --containerd, which the installer's drop-in does) and `Requires=docker.socket` (the drop-in listens on
+# unix:// itself; nothing socket-activates dockerd on the test hosts). The installer adds its drop-in.
 DOCKER_UNIT = """[Unit]
-Description=Docker Application Container Engine (unit of the docker-ce RPM; test stand-in)
+Description=Docker Application Container Engine
+Documentation=https://docs.docker.com
 After=network-online.target firewalld.service
 Wants=network-online.target
 
 [Service]
-Type=simple
+Type=notify
+# the default is not to use systemd for cgroups because the delegate issues still
+# exists and systemd currently does not support the cgroup feature set required
+# for containers run by docker
 ExecStart=/usr/bin/dockerd -H unix://
-Restart=on-failure
+ExecReload=/bin/kill -s HUP $MAINPID
+TimeoutSec=0
+RestartSec=2
+Restart=always
+StartLimitBurst=3
+StartLimitInterval=60s
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+# set delegate yes so that systemd does not reset the cgroups of docker containers
+Delegate=yes
+# kill only the docker process, not all processes in the cgroup
+KillMode=process
 
 [Install]
 WantedBy=multi-user.target
@@ -98,20 +118,37 @@ def register_base_rpms(tb, hosts: Sequence[int], rpms: Sequence[Path]) -> None:
 
 
 class Registry:
-    """Debian's docker-registry on the control address (plain HTTP: registry.insecure in the inventory)."""
+    """Debian's docker-registry on the control address: plain HTTP by default (registry.insecure in the
+    inventory), or HTTPS with the given certificate and key (clients then need the CA that signed it)."""
 
-    def __init__(self, workdir: Path, address: str, port: int = REGISTRY_PORT) -> None:
+    def __init__(self, workdir: Path, address: str, port: int = REGISTRY_PORT, *,
+                 tls_cert: Optional[Path] = None, tls_key: Optional[Path] = None) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("Registry: TLS needs both tls_cert and tls_key")
         self.dir = Path(workdir)
         self.address, self.port = address, port
+        self.tls_cert, self.tls_key = tls_cert, tls_key
         self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, as docker names the registry (and its /etc/docker/certs.d/ directory)."""
+        return f"{self.address}:{self.port}"
 
     def start(self) -> Registry:
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg = self.dir / "config.yml"
+        http = {"addr": f"{self.address}:{self.port}", "secret": "e2e-test"}
+        if self.tls_cert:
+            http["tls"] = {"certificate": str(self.tls_cert), "key": str(self.tls_key)}
         cfg.write_text(yaml.safe_dump({
             "version": 0.1, "log": {"level": "warn"},
             "storage": {"filesystem": {"rootdirectory": str(self.dir / "storage")}, "delete": {"enabled": True}},
-            "http": {"addr": f"{self.address}:{self.port}", "secret": "e2e-test"},
+            "http": http,
         }))
         log = open(self.dir / "registry.log", "wb")
         self.proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(cfg)], stdin=subprocess.DEVNULL,
@@ -136,20 +173,32 @@ class Registry:
         self.proc = None
 
 
-def write_inventory(tb, path: Path, n_hosts: int, *, user: str = "root") -> Path:
-    """3 masters (etcd + lb co-located) h1..h3, nodes h4.. up to n_hosts; registry on the control side."""
+def e2e_networks(tb) -> dict:
+    """The cluster networks of an e2e inventory, inside 198.19.<slot>.0/24 (the testbed's slot): pods /25 in
+    /28s per node, services /26, docker0's bip the last /26. Never docker's 172.17/16 default: the hosts run
+    the real dockerd, which would put that on docker0."""
+    slot = tb.net.rsplit(".", 1)[1]
+    return {"pod_cidr": f"198.19.{slot}.0/25", "pod_subnet_len": 28, "service_cidr": f"198.19.{slot}.128/26",
+            "docker_bip": f"198.19.{slot}.193/26"}
+
+
+def write_inventory(tb, path: Path, n_hosts: int, *, user: str = "root", ca_file: Optional[Path] = None) -> Path:
+    """3 masters (etcd + lb co-located) h1..h3, nodes h4.. up to n_hosts; registry on the control side (plain
+    HTTP, or HTTPS trusted through ca_file alone: the site's registry CA, put into docker's certs.d)."""
     hosts = []
     for i in range(1, n_hosts + 1):
         h = tb.host(i)
         roles = ["master", "etcd", "lb"] if i <= 3 else ["node"]
         hosts.append({"name": h.name, "address": h.address, "roles": roles})
     inv = {
-        "cluster": {"name": "e2e", "vip": tb.vip, "interface": "eth0"},
+        "cluster": {"name": "e2e", "vip": tb.vip, "interface": "eth0", **e2e_networks(tb)},
         "ssh": {"user": user, "key": str(tb.key_path), "connect_timeout": 3},
         "registry": {"mode": "external", "hostname": "registry.e2e.test", "address": tb.control_address,
                      "port": REGISTRY_PORT, "insecure": True, "project": "kubernetes"},
         "hosts": hosts,
     }
+    if ca_file is not None:
+        inv["registry"].update(insecure=False, ca_file=str(ca_file))
     path.write_text(yaml.safe_dump(inv, sort_keys=False))
     return path
 
@@ -162,7 +211,7 @@ def write_harbor_inventory(tb, path: Path, *, cluster_host: int = 1, registry_ho
     """One host with every cluster role and Harbor installed by apply on another (registry.mode install)."""
     h = tb.host(cluster_host)
     inv = {
-        "cluster": {"name": "e2e-harbor", "vip": tb.vip, "interface": "eth0"},
+        "cluster": {"name": "e2e-harbor", "vip": tb.vip, "interface": "eth0", **e2e_networks(tb)},
         "ssh": {"user": user, "key": str(tb.key_path), "connect_timeout": 3},
         "registry": {"mode": "install", "hostname": HARBOR_HOSTNAME, "address": tb.host(registry_host).address,
                      "port": 443, "project": "kubernetes", "public": True},

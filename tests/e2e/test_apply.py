@@ -6,6 +6,8 @@ an SSH cut and resume, converged re-apply, a changed file, VIP failover, leader 
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
 import ssl
 import subprocess
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from installer import checks as checks_mod
@@ -21,6 +24,7 @@ from installer.apply import default_session
 from installer.pki import Pki
 from installer.render import PATHS
 from tests.e2e import cluster
+from tests.e2e.test_docker_host import make_site_ca
 
 pytestmark = pytest.mark.e2e
 MASTERS = (1, 2, 3)
@@ -29,11 +33,12 @@ MASTERS = (1, 2, 3)
 class Site:
     """The module's testbed, bundle, registry, inventories and state dir, and the CLI arguments for them."""
 
-    def __init__(self, tb, bundle: cluster.BuiltBundle, work: Path) -> None:
-        self.tb, self.bundle, self.work = tb, bundle, work
+    def __init__(self, tb, bundle: cluster.BuiltBundle, work: Path, ca: Path) -> None:
+        self.tb, self.bundle, self.work, self.ca = tb, bundle, work, ca
         self.state = work / "state"
-        self.inv4 = cluster.write_inventory(tb, work / "inventory.yaml", 4)
-        self.inv5 = cluster.write_inventory(tb, work / "inventory-5.yaml", 5)
+        # 3 masters + 2 nodes (h4, h5); h6 joins with add-node
+        self.inv4 = cluster.write_inventory(tb, work / "inventory.yaml", 5, ca_file=ca)
+        self.inv5 = cluster.write_inventory(tb, work / "inventory-6.yaml", 6, ca_file=ca)
         self.known_hosts = work / "known_hosts"
 
     def args(self, inv: Path = None) -> list:
@@ -44,7 +49,8 @@ class Site:
         return cluster.installer("apply", *self.args(inv))
 
     def check(self, inv: Path = None) -> cluster.Run:
-        return cluster.installer("check", "-i", str(inv or self.inv4), "--state", str(self.state), "--json")
+        return cluster.installer("check", "-i", str(inv or self.inv4), "--state", str(self.state), "--json",
+                                 "--known-hosts", str(self.known_hosts))
 
     def inventory(self, inv: Path = None):
         return inventory_mod.load(inv or self.inv4)
@@ -60,14 +66,15 @@ class Site:
 @pytest.fixture(scope="module")
 def site(testbed_factory, tmp_path_factory):
     t0 = time.monotonic()
-    tb = testbed_factory.create(5)
+    tb = testbed_factory.create(6)
     work = tmp_path_factory.mktemp("apply")
     bundle = cluster.build_bundle(work / "build")
-    cluster.register_base_rpms(tb, range(1, 6), bundle.base_rpms)
-    reg = cluster.Registry(work / "registry", tb.control_address).start()
+    cluster.register_base_rpms(tb, range(1, 7), bundle.base_rpms)
+    tls = make_site_ca(work / "registry-ca", tb.control_address)  # the site's existing registry and its CA
+    reg = cluster.Registry(work / "registry", tb.control_address, tls_cert=tls["cert"], tls_key=tls["key"]).start()
     print(f"\nsetup: testbed + bundle ({bundle.seconds:.1f} s) + registry in {time.monotonic() - t0:.1f} s")
     try:
-        yield Site(tb, bundle, work)
+        yield Site(tb, bundle, work, tls["ca"])
     finally:
         reg.stop()
 
@@ -135,10 +142,140 @@ def test_kubelet_pulls_pause_from_the_seeded_registry(site):
     assert f"--pod-infra-container-image={want}" in kubelet, kubelet
     addons = site.tb.ssh(1, "cat /etc/kubernetes/addons/kube-dns.yaml").stdout
     assert f"image: {inv.registry.endpoint}/{inv.registry.project}/k8s-dns-kube-dns-amd64:1.14.10" in addons
-    r = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
-                        f"docker://{inv.registry.address}:{inv.registry.port}/{inv.registry.project}/pause-amd64:3.1"],
-                       capture_output=True)
+    ca = site.tb.merged(4) / f"etc/docker/certs.d/{inv.registry.endpoint}/ca.crt"
+    assert ca.read_bytes() == site.ca.read_bytes()  # the site's registry CA, and no insecure-registries
+    r = site.tb.ssh(4, f"docker pull {want} && docker image inspect -f '{{{{index .RepoDigests 0}}}}' {want}",
+                    check=False, timeout=120)
     assert r.returncode == 0, r.stderr
+    digest = r.stdout.strip().splitlines()[-1].split("@")[-1]
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"--cert-dir={ca.parent}",
+                          f"docker://{inv.registry.endpoint}/{inv.registry.project}/pause-amd64:3.1"],
+                         capture_output=True)
+    assert raw.returncode == 0, raw.stderr
+    assert digest == "sha256:" + hashlib.sha256(raw.stdout).hexdigest()  # what the node got is what was seeded
+
+
+# ------------------------------------------------------------------ the data plane (pods, pulls, addons)
+
+def _api(site, method: str, path: str, body=None):
+    """The apiserver through the VIP with the admin certificate (what kubectl on a master uses)."""
+    inv, pki = site.inventory(), site.pki()
+    r = requests.request(method, f"https://{inv.cluster.vip}:{inv.cluster.lb_port}{path}", json=body, timeout=10,
+                         cert=(str(pki.crt_path("admin")), str(pki.key_path("admin"))), verify=str(pki.crt_path("ca")))
+    return r.status_code, (r.json() if r.content else {})
+
+
+def _results(run: cluster.Run) -> list:
+    return json.loads(run.stdout)["results"]
+
+
+def test_check_proves_the_pod_network_and_the_pulls(site):
+    """installer check: a probe on every node through its own CNI config, reached from every host and pod;
+    flanneld on every master and node; every node's docker pulls pause from the seeded registry (site CA only)."""
+    run = site.check()
+    assert run.rc == 0, _fail(run)
+    res = _results(run)
+    nodes = [h.name for h in site.inventory().nodes]
+    probes = {r["target"]: r for r in res if r["name"] == "pod network probe"}
+    assert sorted(probes) == sorted(nodes) and all(r["ok"] for r in probes.values()), probes
+    pod_subnet = ipaddress.ip_network(site.inventory().cluster.pod_cidr)
+    assert all(ipaddress.ip_address(r["detail"].split()[0]) in pod_subnet for r in probes.values())
+    assert [r["ok"] for r in res if r["name"] == "pod network"] == [True]
+    assert sorted(r["target"] for r in res if r["name"] == "flanneld" and r["ok"]) == \
+        sorted(h.name for h in site.inventory().hosts)
+    pulls = {r["target"]: r for r in res if r["name"] == "image pull"}
+    assert sorted(pulls) == sorted(nodes) and all(r["ok"] for r in pulls.values()), pulls
+    daemon = json.loads(site.tb.ssh(4, "cat /etc/docker/daemon.json").stdout)
+    assert "insecure-registries" not in daemon  # trust comes from certs.d/<registry>/ca.crt alone
+    routes = site.tb.ssh(4, "ip -4 route show").stdout
+    subnet = site.tb.ssh(4, ". /run/flannel/subnet.env && echo $FLANNEL_SUBNET").stdout.strip()
+    net = str(ipaddress.ip_interface(subnet).network)
+    assert sum(line.startswith(net + " ") for line in routes.splitlines()) == 1, routes  # one way only
+    assert site.tb.ssh(4, "ls /var/run/netns 2>/dev/null | grep -c k8s-offline-probe || true").stdout.strip() == "0"
+
+
+def test_pods_on_two_nodes_reach_each_other_and_a_master_reaches_them(site):
+    """The seeds' acceptance test: two pods on different nodes ping each other; the apiserver's host reaches
+    a pod IP (flanneld on the masters)."""
+    ips, pids = {}, {}
+    for n in (4, 5):
+        name = f"e2e-ping-h{n}"
+        _api(site, "DELETE", f"/api/v1/namespaces/default/pods/{name}")
+        code, body = _api(site, "POST", "/api/v1/namespaces/default/pods", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": f"h{n}", "containers": [{"name": "pause", "image":
+                     f"{site.inventory().registry.endpoint}/{site.inventory().registry.project}/pause-amd64:3.1"}]}})
+        assert code == 201, body
+
+    def pod_ip(name):
+        code, body = _api(site, "GET", f"/api/v1/namespaces/default/pods/{name}")
+        return code == 200 and body.get("status", {}).get("phase") == "Running" and body["status"].get("podIP")
+
+    for n in (4, 5):
+        ips[n] = cluster.wait_for(lambda n=n: pod_ip(f"e2e-ping-h{n}"), 90, 1.0, what=f"the pod on h{n} Running")
+        cid = site.tb.ssh(n, "docker ps -q --filter label=io.kubernetes.pod.name=e2e-ping-h%d "
+                             "--filter label=io.kubernetes.docker.type=podsandbox" % n).stdout.split()
+        assert len(cid) == 1, cid
+        pids[n] = site.tb.ssh(n, f"docker inspect -f '{{{{.State.Pid}}}}' {cid[0]}").stdout.strip()
+    for a, b in ((4, 5), (5, 4)):
+        r = site.tb.ssh(a, f"nsenter -t {pids[a]} -n ping -c 2 -W 2 {ips[b]}", check=False)
+        assert r.returncode == 0, f"pod on h{a} -> pod on h{b} ({ips[b]}): {r.stdout}{r.stderr}"
+    for m in MASTERS:
+        r = site.tb.ssh(m, f"ping -c 1 -W 2 {ips[4]}", check=False)
+        assert r.returncode == 0, f"h{m} -> pod {ips[4]}: {r.stdout}{r.stderr}\n" + \
+            site.tb.ssh(m, f"ip route get {ips[4]}", check=False).stdout
+    for n in (4, 5):
+        _api(site, "DELETE", f"/api/v1/namespaces/default/pods/e2e-ping-h{n}")
+    for n in (4, 5):
+        cluster.wait_for(lambda n=n: not site.tb.ssh(
+            n, "docker ps -q --filter label=io.kubernetes.pod.name=e2e-ping-h%d" % n).stdout.strip(),
+            60, 1.0, what=f"the sandbox on h{n} removed")
+
+
+def test_a_stopped_flanneld_fails_the_check_naming_the_node(site):
+    site.tb.ssh(5, "systemctl stop flanneld")
+    try:
+        run = site.check()
+        assert run.rc == 1, _fail(run)
+        bad = [r for r in _results(run) if not r["ok"]]
+        assert [(r["name"], r["target"]) for r in bad] == [("flanneld", "h5")], bad
+    finally:
+        site.tb.ssh(5, "systemctl start flanneld")
+    assert site.check().rc == 0
+
+
+def _deployments(site) -> set:
+    code, body = _api(site, "GET", "/apis/extensions/v1beta1/namespaces/kube-system/deployments")
+    assert code == 200, body
+    return {d["metadata"]["name"] for d in body.get("items", [])}
+
+
+def test_addons_are_applied_and_an_unapplied_write_stays_pending(site):
+    """After apply the addon objects are in the apiserver. An apply whose `kubectl apply` cannot reach the
+    apiserver fails naming it; the manifests it wrote stay pending and the next apply applies them."""
+    assert {"kube-dns", "metrics-server"} <= _deployments(site)
+    code, body = _api(site, "GET", "/apis/apiregistration.k8s.io/v1beta1/apiservices/v1beta1.metrics.k8s.io")
+    assert code == 200, body
+    tb, vip = site.tb, site.inventory().cluster.vip
+    tb.ssh(1, "rm /etc/kubernetes/addons/kube-dns.yaml")
+    assert _api(site, "DELETE", "/apis/extensions/v1beta1/namespaces/kube-system/deployments/kube-dns")[0] == 200
+    block = f"iptables -I OUTPUT -d {vip} -p tcp -j REJECT"
+    tb.ssh(1, block)
+    try:
+        run = site.apply()
+    finally:
+        tb.ssh(1, block.replace("-I OUTPUT", "-D OUTPUT"))
+    assert run.rc == 1 and "h1" in run.stderr and "kubectl" in run.stderr and "Traceback" not in run.stderr, \
+        _fail(run)
+    assert "kube-dns" not in _deployments(site)
+    assert "addons" in json.loads((site.state / "pending.json").read_text()).get("h1", [])
+    plan = cluster.installer("plan", *site.args(), "--json")
+    steps = [(s["host"], s["kind"]) for p in json.loads(plan.stdout)["phases"] for w in p["waves"] for s in w["steps"]]
+    assert steps == [("h1", "kubectl-apply")], steps  # the file is there; only the apply is due
+    run = site.apply()
+    assert run.rc == 0, _fail(run)
+    assert "kube-dns" in _deployments(site)
+    assert "addons" not in json.loads((site.state / "pending.json").read_text()).get("h1", [])
 
 
 def test_reapply_changes_nothing_and_is_fast(site):
@@ -209,14 +346,14 @@ def test_add_node_joins_without_touching_the_masters(site):
     tb = site.tb
     pids = {n: tb.ssh(n, "systemctl show -p MainPID --value kube-apiserver").stdout.strip() for n in MASTERS}
     start = len(site.journal())
-    run = cluster.installer("add-node", "h5", *site.args(site.inv5))
+    run = cluster.installer("add-node", "h6", *site.args(site.inv5))
     assert run.rc == 0, _fail(run)
-    print(f"\nadd-node h5: {run.seconds:.1f} s")
+    print(f"\nadd-node h6: {run.seconds:.1f} s")
     steps = [e for e in site.journal()[start:] if e.get("event") == "step"]
-    others = {(e["host"], e["kind"], e["target"]) for e in steps if e["host"] not in ("h5", "control")}
-    assert others == {(f"h{n}", "put", "/etc/hosts") for n in (1, 2, 3, 4)}, others
+    others = {(e["host"], e["kind"], e["target"]) for e in steps if e["host"] not in ("h6", "control")}
+    assert others == {(f"h{n}", "put", "/etc/hosts") for n in (1, 2, 3, 4, 5)}, others
     assert {n: tb.ssh(n, "systemctl show -p MainPID --value kube-apiserver").stdout.strip() for n in MASTERS} == pids
-    ok, detail = checks_mod.nodes_ready(site.inventory(site.inv5), site.pki(), default_session(), ["h4", "h5"])
+    ok, detail = checks_mod.nodes_ready(site.inventory(site.inv5), site.pki(), default_session(), ["h4", "h5", "h6"])
     assert ok, detail
     check = site.check(site.inv5)
     assert check.rc == 0, _fail(check)

@@ -23,13 +23,16 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 WORKDIR = "/var/tmp/k8s-offline-tb"
 SUITE = "bookworm"
 # Bump when the finishing steps below change: a published rootfs is never modified (overlay lowerdir rule).
-VERSION_TAG = "tb2"
+VERSION_TAG = "tb4"
 PACKAGES = tuple(sorted(set("""
     systemd systemd-sysv dbus iproute2 openssh-server sudo python3-minimal python3 dnf rpm curl
-    ca-certificates procps iptables kmod psmisc iputils-ping
+    ca-certificates procps iptables kmod psmisc iputils-ping docker.io
     liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 libglib2.0-0 libmnl0 libnftnl11 libnl-3-200
     libnl-genl-3-200 libpci3 libsensors5 libsnmp40 libwrap0
 """.split())))  # last 2 lines: the libraries that this machine's haproxy/keepalived binaries need
+# docker.io (20.10, with containerd, runc, tini) is in the rootfs because hosts have no mirror: the fixture
+# docker-ce RPMs carry wrappers that exec these real binaries. Where Debian's docker pieces are put aside:
+DOCKER_ASIDE = "/usr/libexec/tb-docker"
 
 SSH_OPTS = (
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
@@ -37,6 +40,55 @@ SSH_OPTS = (
 )
 CGROUP = Path("/sys/fs/cgroup")
 PROPAGATE = Path("/run/systemd/nspawn/propagate")
+
+# TESTBED 8, extra 2, run inside each host at boot (the machine name is filled in per host). nspawn mounts the
+# machine's cgroup v1 controllers read-only, so dockerd cannot make its cgroups. For each controller this mounts
+# the machine's hierarchy, makes <machine>-docker in it and binds that over /sys/fs/cgroup/<controller>: docker's
+# /docker/<id> cgroups land in <machine>-docker/docker/<id> on the machine (daemon.json needs no cgroup-parent),
+# and the teardown's rmdir of <machine>* in every hierarchy removes them. name=systemd is the host's own
+# writable subtree already and stays as it is.
+CGROUP_RW_SCRIPT = """#!/usr/bin/python3
+# Installed by the testbed (tests/e2e/testbed.py), not by the installer: see cgroup-rw.service.
+import os, subprocess, sys
+MACHINE = %(machine)r
+FLAGS = {"rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode"}
+for line in open("/proc/self/mountinfo").read().splitlines():
+    left, right = line.split(" - ", 1)
+    fstype, _source, sopts = right.split()[:3]
+    mountpoint = left.split()[4]
+    ctrls = [o for o in sopts.split(",") if o not in FLAGS]
+    if fstype != "cgroup" or not ctrls or any(o.startswith("name=") for o in ctrls):
+        continue
+    tmp = "/run/tb-cgroup/" + "_".join(ctrls)
+    os.makedirs(tmp, exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup", "-o", ",".join(ctrls), "cgroup", tmp], check=True)
+    try:
+        mine = os.path.join(tmp, MACHINE + "-docker")
+        os.makedirs(mine, exist_ok=True)
+        if "cpuset" in ctrls:  # a new cpuset has no cpus/mems; runc fills parents only up to the mount point
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if not open(os.path.join(mine, f)).read().strip():
+                    open(os.path.join(mine, f), "w").write(open(os.path.join(tmp, f)).read())
+        subprocess.run(["umount", mountpoint], check=True)
+        subprocess.run(["mount", "--bind", mine, mountpoint], check=True)
+    finally:
+        subprocess.run(["umount", tmp], check=True)
+        os.rmdir(tmp)
+    print(f"{mountpoint}: writable, the machine's /{MACHINE}-docker", file=sys.stderr)
+"""
+CGROUP_RW_UNIT = """[Unit]
+Description=testbed: writable cgroup v1 controllers for docker, confined to this host's own cgroups
+DefaultDependencies=no
+Before=containerd.service docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/tb-cgroup-rw
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 class TestbedError(RuntimeError):
@@ -142,11 +194,42 @@ def _finish_rootfs(r: Path) -> None:
     (r / "etc/rpm/macros").write_text("%_dbpath /var/lib/rpm\n")
     _sh("chroot", str(r), "rpm", "--initdb")
     (r / "etc/dnf/vars/releasever").write_text("7\n")  # else every dnf call warns
+    _docker_aside(r)
     _sh("chroot", str(r), "apt-get", "clean")
     shutil.rmtree(r / "var/lib/apt/lists", ignore_errors=True)
     (r / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
     for f in (r / "var/cache/apt").glob("*.bin"):
         f.unlink()
+
+
+def _docker_aside(r: Path) -> None:
+    """Debian's docker.io is in the rootfs, but a host runs no docker until the installer installs docker-ce:
+    no enabled docker/containerd units, no docker.socket or SysV script that could start dockerd, and the
+    Debian CLI moved where the docker-ce-cli RPM's /usr/bin/docker (a wrapper) does not overwrite it.
+    /usr/sbin/dockerd stays: the docker-ce RPM's /usr/bin/dockerd wrapper execs it."""
+    for wants in (r / "etc/systemd/system").glob("*.wants"):
+        for unit in ("docker.service", "docker.socket", "containerd.service"):
+            with contextlib.suppress(FileNotFoundError):
+                (wants / unit).unlink()
+    for rc in r.glob("etc/rc?.d/[SK][0-9][0-9]docker"):
+        rc.unlink()
+    aside = r / DOCKER_ASIDE.lstrip("/")
+    aside.mkdir(parents=True, exist_ok=True)
+    # docker.socket would socket-activate dockerd; without a docker.service file, systemd-sysv-generator
+    # would make one from /etc/init.d/docker. The docker-ce RPM brings its own unit (cluster.DOCKER_UNIT).
+    for rel in ("usr/lib/systemd/system/docker.service", "usr/lib/systemd/system/docker.socket",
+                "etc/init.d/docker", "usr/bin/docker"):
+        src = r / rel
+        if not src.exists():
+            raise TestbedError(f"rootfs: {rel} missing (is docker.io in the package list?)")
+        os.rename(src, aside / src.name)
+    for rel in ("usr/sbin/dockerd", "usr/bin/containerd", "usr/sbin/runc"):
+        if not (r / rel).exists():
+            raise TestbedError(f"rootfs: {rel} missing from docker.io's dependencies")
+    # the containerd.io fixture RPM writes stand-ins over /usr/bin/containerd*: the real ones live aside, and
+    # the docker-ce fixture's dockerd puts this directory first in PATH (dockerd spawns containerd from PATH)
+    for src in sorted((r / "usr/bin").glob("containerd*")):
+        os.rename(src, aside / src.name)
 
 
 def ensure_rootfs(workdir: str = WORKDIR, packages: Sequence[str] = PACKAGES, tag: str = VERSION_TAG,
@@ -239,13 +322,45 @@ def _hierarchies() -> List[Path]:
     return [p for p in CGROUP.iterdir() if p.is_dir()] if CGROUP.is_dir() else []
 
 
-def _rmdir_tree(top: Path) -> None:
-    """rmdir a cgroup directory and all sub-cgroups, deepest first (cgroupfs only allows rmdir)."""
-    if not top.is_dir():
-        return
-    for dirpath, _dirs, _files in os.walk(top, topdown=False):
-        with contextlib.suppress(OSError):
-            os.rmdir(dirpath)
+def _rmdir_tree(top: Path, timeout: float = 5.0) -> None:
+    """rmdir a cgroup directory and all sub-cgroups, deepest first (cgroupfs only allows rmdir). A cgroup is
+    busy until its last process is gone: the processes of a host's docker containers die with the host's
+    PID namespace, but may take a moment to leave their cgroups, so retry until timeout."""
+    deadline = time.monotonic() + timeout
+    while top.is_dir():
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+        if not top.is_dir() or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
+def _v1_controller_cgroups() -> List[Path]:
+    """This process's cgroup in each v1 controller hierarchy (not name=systemd, not unified), as a path.
+
+    nspawn starts in these (only the name=systemd/unified ones are moved) and gives the host a cgroup
+    namespace rooted there: the host's cgroup-rw.service makes <machine>-docker right below them. Mostly
+    the hierarchy's root, but the process may sit deeper in some controller (e.g. memory, when a job
+    runner confines it)."""
+    mounts = {}  # frozenset of controllers -> (mount root, mount point)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        fields, rfields = left.split(), right.split()
+        if rfields[0] == "cgroup":
+            ctrls = frozenset(o for o in rfields[2].split(",") if o not in ("rw", "ro") and "=" not in o
+                              and o not in ("noprefix", "clone_children", "xattr", "cpuset_v2_mode"))
+            mounts.setdefault(ctrls, (fields[3], fields[4]))
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _id, ctrls, path = line.split(":", 2)
+        key = frozenset(c for c in ctrls.split(",") if c and "=" not in c)
+        if key and key in mounts:
+            root, mp = mounts[key]
+            rel = os.path.relpath(path, root) if path.startswith(root) else None
+            if rel is not None:
+                found.append(Path(mp) / rel if rel != "." else Path(mp))
+    return found
 
 
 def _netns_list() -> List[str]:
@@ -379,6 +494,7 @@ class Testbed:
         lines = ["127.0.0.1 localhost", f"127.0.1.1 {h.name}"]
         lines += [f"{o.address} {o.name}" for o in self.hosts]
         (m / "etc/hosts").write_text("\n".join(lines) + "\n")
+        self._docker_extras(h, d, m)
         pub = self.key_path.with_suffix(".pub").read_bytes()
         for home, uid in (("root", 0), ("home/tb", 1000)):
             sshdir = m / home / ".ssh"
@@ -388,6 +504,25 @@ class Testbed:
             ak.write_bytes(pub)
             ak.chmod(0o600)
             os.chown(ak, uid, uid)
+
+    def docker_dir(self, n: Union[int, TbHost]) -> Path:
+        """The host's /var/lib/docker: a plain directory of the run dir (overlay2 cannot work on overlayfs)."""
+        return self.hostdir(n) / "docker"
+
+    def _docker_extras(self, h: TbHost, d: Path, m: Path) -> None:
+        """TESTBED 8: what a host needs to run the real dockerd (extras 1 and 3 are nspawn options in _boot)."""
+        (d / "docker").mkdir(exist_ok=True)
+        script = m / "usr/local/sbin/tb-cgroup-rw"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(CGROUP_RW_SCRIPT % {"machine": h.machine})
+        script.chmod(0o755)
+        units = m / "etc/systemd/system"
+        (units / "cgroup-rw.service").write_text(CGROUP_RW_UNIT)
+        wants = units / "multi-user.target.wants"
+        wants.mkdir(exist_ok=True)
+        link = wants / "cgroup-rw.service"
+        if not link.is_symlink():
+            link.symlink_to("/etc/systemd/system/cgroup-rw.service")
 
     def _boot(self, h: TbHost) -> None:
         """TESTBED 3: nspawn in its own cgroup (required without systemd as PID 1), console to a file."""
@@ -400,7 +535,10 @@ class Testbed:
         argv = ["systemd-nspawn", "-q", "-D", str(d / "merged"), "-M", h.machine, "--boot", "--register=no",
                 "--keep-unit", "--console=read-only", "--resolv-conf=off",
                 f"--network-namespace-path=/run/netns/{h.machine}",
-                "--capability=CAP_NET_ADMIN,CAP_NET_RAW", *self.nspawn_extra]
+                "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
+                # TESTBED 8: dockerd's storage off the overlay, and the session keyring runc joins
+                f"--bind={self.docker_dir(h)}:/var/lib/docker", "--system-call-filter=@keyring",
+                *self.nspawn_extra]
         # sh moves itself into the cgroups, then execs nspawn: so the PID we record is nspawn's
         script = 'for f in ' + " ".join(f"'{c}'" for c in cg_dirs) + '; do echo $$ > "$f"; done; exec "$@"'
         env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
@@ -409,6 +547,15 @@ class Testbed:
                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._procs[h.n] = proc
         (d / "nspawn.pid").write_text(f"{proc.pid}\n")
+        docker_cgroups = [str(c / f"{h.machine}-docker") for c in _v1_controller_cgroups()]
+        (d / "docker-cgroups.json").write_text(json.dumps(docker_cgroups, indent=1) + "\n")
+
+    def _docker_cgroups(self, h: TbHost) -> List[Path]:
+        """Where the host's docker cgroups live on the machine (recorded at boot), deepest hierarchy paths."""
+        try:
+            return [Path(p) for p in json.loads((self.rundir / h.name / "docker-cgroups.json").read_text())]
+        except (OSError, ValueError):
+            return []
 
     def _wait_ready(self, h: TbHost, deadline: float) -> None:
         """Wait until ssh answers and boot has finished; record the container leader's PID."""
@@ -585,6 +732,8 @@ class Testbed:
                 for top in root.glob(f"{h.machine}*"):  # incl. docker's cgroup-parent <machine>-docker
                     if top.is_dir() and re.fullmatch(re.escape(h.machine) + r"(-.*)?", top.name):
                         _rmdir_tree(top)
+            for top in self._docker_cgroups(h):  # the host's docker cgroups below a non-root cgroup
+                _rmdir_tree(top)
             shutil.rmtree(PROPAGATE / h.machine, ignore_errors=True)
             subprocess.run(["ip", "netns", "del", h.machine], stderr=subprocess.DEVNULL)
         # 4. control veth, then the switch
@@ -617,17 +766,21 @@ class Testbed:
             found.append(f"link {self.prefix}c0")
         found += [f"mount {m}" for m in _mounts_under(self.rundir)]
         names = [h.machine for h in hosts]
+        # a host's own cgroups (/<machine>/...) and its docker containers' (/<machine>-docker/...)
+        in_ours = re.compile("|".join(r":(/[^\n]*)?/" + re.escape(m) + r"(-docker)?(/|$)" for m in names), re.M)
         for d in Path("/proc").iterdir():
             if d.name.isdigit() and _alive(int(d.name)):  # zombies wait for PID 1 to reap them
                 argv = _cmdline(int(d.name))
                 cg = _cgroups_of(int(d.name))
-                if any(f"/{m}/" in cg or f"/{m}\n" in cg for m in names) or (
+                if (names and in_ours.search(cg)) or (
                         argv and argv[0].endswith("systemd-nspawn") and any(m in argv for m in names)):
                     found.append(f"process {d.name} {' '.join(argv)[:80]}")
         for root in _hierarchies():
             for m in names:
                 found += [f"cgroup {p}" for p in root.glob(f"{m}*")
                           if re.fullmatch(re.escape(m) + r"(-.*)?", p.name)]
+        found += [f"cgroup {p}" for h in hosts for p in self._docker_cgroups(h)
+                  if p.is_dir() and p.parent not in _hierarchies()]  # (those at the root are listed above)
         found += [f"dir {PROPAGATE / m}" for m in names if (PROPAGATE / m).exists()]
         return found
 
