@@ -268,7 +268,7 @@ def test_add_node_joins_without_touching_the_masters(site):
 
 def test_sudo_user_sees_the_converged_cluster(site):
     """The same plan over the non-root user `tb` with sudo: facts read through sudo, nothing to do."""
-    inv = cluster.write_inventory(site.tb, site.work / "inventory-tb.yaml", 5, user="tb")
+    inv = cluster.write_inventory(site.tb, site.work / "inventory-tb.yaml", 6, user="tb", ca_file=site.ca)
     run = cluster.installer("plan", *site.args(inv), "--json")
     assert run.rc == 0, _fail(run)
     assert json.loads(run.stdout)["empty"] is True
