@@ -52,6 +52,9 @@ COMPONENT_VERSIONS = {"binary/kubernetes-server": "kubernetes", "binary/etcd": "
                       "rpm/keepalived": "keepalived"}
 
 
+SETTLE_TRIES, SETTLE_PAUSE = 10, 3.0
+
+
 @dataclass
 class Options:
     """Injected collaborators and knobs (tests pass their own)."""
@@ -656,6 +659,13 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         hosts.close()
     results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for,
                                  opts.max_parallel) if opts.checks else None
+    # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
+    # check that fails right after a change is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds
+    for _ in range(SETTLE_TRIES if results is not None and not plan.empty else 0):
+        if results.ok:
+            break
+        opts.sleep(SETTLE_PAUSE)
+        results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for, opts.max_parallel)
     if results is not None:  # seeded by now: every reference must be there with the bundle's digest
         results.results += images_results(site, opts.session)
     report = evidence(site, plan, outcome, results, opts.clock() - t0)
