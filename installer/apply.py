@@ -660,8 +660,8 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
     results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for,
                                  opts.max_parallel) if opts.checks else None
     # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
-    # check that fails right after a change is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds
-    for _ in range(SETTLE_TRIES if results is not None and not plan.empty else 0):
+    # check that fails is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds (also after an empty plan)
+    for _ in range(SETTLE_TRIES if results is not None else 0):
         if results.ok:
             break
         opts.sleep(SETTLE_PAUSE)
