@@ -185,6 +185,119 @@ def test_check_proves_the_pod_network_and_the_pulls(site):
     assert site.tb.ssh(4, "ls /var/run/netns 2>/dev/null | grep -c k8s-offline-probe || true").stdout.strip() == "0"
 
 
+KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.kubeconfig"
+
+
+def _kubectl(site, args: str, n: int = 1, check: bool = True):
+    return site.tb.ssh(n, f"{KUBECTL} {args}", check=check, timeout=60)
+
+
+def _pod(site, name: str) -> dict:
+    r = _kubectl(site, f"get pod {name} -n default -o json", check=False)
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+def _sandbox_pid(site, n: int, pod: str) -> str:
+    return site.tb.ssh(n, "docker ps -q --filter label=io.kubernetes.docker.type=podsandbox "
+                          f"--filter label=io.kubernetes.pod.name={pod} | head -1 | "
+                          "xargs -r docker inspect -f '{{.State.Pid}}'").stdout.strip()
+
+
+def test_pods_on_two_nodes_reach_each_other_and_the_masters_reach_them(site):
+    """The seeds' acceptance test: kubelet runs a pod on h4 and one on h5 through their real dockerd and the
+    rendered CNI config; the pods ping each other across the vxlan overlay, every master pings both, and
+    deleting a pod removes its sandbox."""
+    inv = site.inventory()
+    image = f"{inv.registry.endpoint}/{inv.registry.project}/pause-amd64:3.1"
+    pods = {"web-h4": "h4", "web-h5": "h5"}
+    manifest = "".join(
+        f"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n"
+        f"spec:\n  nodeName: {node}\n  containers:\n  - name: main\n    image: {image}\n"
+        for name, node in pods.items())
+    (site.tb.merged(1) / "root/pods.yaml").write_text(manifest)
+    r = _kubectl(site, "apply -f /root/pods.yaml", check=False)
+    assert r.returncode == 0, r.stderr
+    try:
+        ips = {}
+        for name in pods:
+            pod = cluster.wait_for(lambda name=name: (lambda p: p if p.get("status", {}).get("phase") == "Running"
+                                                       and p["status"].get("podIP") else None)(_pod(site, name)),
+                                   120, 1.0, what=f"pod {name} Running with an address")
+            ips[name] = pod["status"]["podIP"]
+        pod_net = ipaddress.ip_network(inv.cluster.pod_cidr)
+        assert all(ipaddress.ip_address(ip) in pod_net for ip in ips.values()), ips
+        for name, node in pods.items():  # the pod's address is in its node's flannel subnet
+            subnet = site.tb.ssh(int(node[1:]), ". /run/flannel/subnet.env && echo $FLANNEL_SUBNET").stdout.strip()
+            assert ipaddress.ip_address(ips[name]) in ipaddress.ip_interface(subnet).network, (name, subnet)
+        # pod -> pod across nodes, from inside each sandbox's network namespace
+        for name, other in (("web-h4", "web-h5"), ("web-h5", "web-h4")):
+            n = int(pods[name][1:])
+            pid = _sandbox_pid(site, n, name)
+            assert pid.isdigit() and pid != "0", pid
+            p = site.tb.ssh(n, f"nsenter -t {pid} -n ping -c 2 -W 3 {ips[other]}", check=False, timeout=30)
+            assert p.returncode == 0, f"{name} -> {other} ({ips[other]}): {p.stdout}{p.stderr}"
+        for m in MASTERS:  # the masters (flanneld, no kubelet) reach every pod IP
+            for name, ip in ips.items():
+                p = site.tb.ssh(m, f"ping -c 1 -W 3 {ip}", check=False, timeout=30)
+                assert p.returncode == 0, f"h{m} -> {name} ({ip}): {p.stdout}{p.stderr}"
+    finally:
+        r = _kubectl(site, "delete -f /root/pods.yaml --ignore-not-found", check=False)
+    assert r.returncode == 0, r.stderr
+    for name, node in pods.items():
+        cluster.wait_for(lambda n=int(node[1:]), name=name: _sandbox_pid(site, n, name) == "", 60, 1.0,
+                         what=f"the sandbox of {name} to be removed")
+
+
+def test_a_stopped_flanneld_fails_the_check_naming_its_node(site):
+    site.tb.ssh(5, "systemctl stop flanneld")
+    try:
+        run = site.check()
+        assert run.rc != 0, _fail(run)
+        bad = {(r["name"], r["target"]) for r in _results(run) if not r["ok"]}
+        assert ("flanneld", "h5") in bad, bad
+        assert all(t == "h5" for n, t in bad if n == "flanneld"), bad
+        assert "Traceback" not in run.stderr
+    finally:
+        site.tb.ssh(5, "systemctl start flanneld")
+    run = cluster.wait_for(lambda: (lambda r: r if r.rc == 0 else None)(site.check()), 60, 3.0,
+                           what="the check to be green again")
+    assert run.rc == 0
+
+
+def test_addons_are_in_the_apiserver_and_stay_pending_until_applied(site):
+    """The addon objects exist after apply; an apply whose kubectl apply cannot reach the apiserver (after the
+    manifest was written) fails naming the master, keeps the addons pending, and the next apply applies them."""
+    r = _kubectl(site, "get deployment kube-dns -n kube-system -o json")
+    assert json.loads(r.stdout)["metadata"]["name"] == "kube-dns"
+    r = _kubectl(site, "get clusterrolebinding metrics-server:system:auth-delegator -o name", check=False)
+    assert r.returncode == 0, r.stderr
+    inv = site.inventory()
+    vip, port = inv.cluster.vip, inv.cluster.lb_port
+    site.tb.ssh(1, f"{KUBECTL} delete -f /etc/kubernetes/addons/kube-dns.yaml && "
+                   "rm /etc/kubernetes/addons/kube-dns.yaml")
+    block = f"OUTPUT -p tcp -d {vip} --dport {port} -j REJECT"
+    site.tb.ssh(1, f"iptables -I {block}")
+    try:
+        run = site.apply()
+        assert run.rc == 1, _fail(run)
+        err = run.stderr[run.stderr.rfind("error:"):]
+        assert "h1" in err.splitlines()[0] and "kubectl" in err, err
+        assert "Traceback" not in run.stderr
+        pending = json.loads((site.state / "pending.json").read_text())
+        assert "addons" in pending.get("h1", []), pending
+        assert site.tb.ssh(1, "test -f /etc/kubernetes/addons/kube-dns.yaml", check=False).returncode == 0
+    finally:
+        site.tb.ssh(1, f"iptables -D {block}")
+    plan = cluster.installer("plan", *site.args(), "--json")
+    assert plan.rc == 0, _fail(plan)
+    steps = [(s["host"], s["kind"]) for p in json.loads(plan.stdout)["phases"] for w in p["waves"] for s in w["steps"]]
+    assert steps == [("h1", "kubectl-apply")], steps
+    run = site.apply()
+    assert run.rc == 0, _fail(run)
+    assert json.loads((site.state / "pending.json").read_text()) == {}
+    assert _kubectl(site, "get deployment kube-dns -n kube-system -o name", check=False).returncode == 0
+
+
 def test_reapply_changes_nothing_and_is_fast(site):
     run = site.apply()
     assert run.rc == 0, _fail(run)
