@@ -190,18 +190,30 @@ def plan(
     pub: Path = PUB,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 when there is nothing to "
+                                           "do, 2 when apply would change something, 1 on any error."),
     as_json: bool = JSON,
 ) -> None:
-    """Print what apply would change, per phase and host, with diffs (secrets show only "changed")."""
+    """Print what apply would change, per phase and host, with diffs (secrets show only "changed"); writes nothing."""
     from installer import apply as apply_mod
+
+    changes: List[bool] = []
 
     def body() -> None:
         p = apply_mod.plan_command(inventory, bundle, pub, state or _default_state(), _options(as_json, known_hosts))
         emit(p.to_dict(), as_json, lambda d: p.text())
         if p.images is not None and not p.images.ok:  # zero egress: exit 1 naming every offending reference
             raise p.images.error()
+        changes.append(not p.empty)
 
-    guarded(body, as_json=as_json)
+    try:
+        guarded(body, as_json=as_json)
+    except typer.Exit as e:
+        if detailed_exitcode and e.exit_code:
+            raise typer.Exit(1) from None  # 2 means "changes" here: every error, bad input included, is 1
+        raise
+    if detailed_exitcode and any(changes):
+        raise typer.Exit(2)
 
 
 def _apply_text(d: dict) -> str:
