@@ -16,10 +16,9 @@ import yaml
 from typer.testing import CliRunner
 
 from installer import apply as apply_mod
-from installer import cli
+from installer import cli, runlock
 from installer import facts as facts_mod
 from installer import plan as plan_mod
-from installer import runlock
 from installer.bundle import Entry, generate_keypair, load_private_key, write_bundle
 from installer.hosts.connector import Result
 from installer.render import flannel_network_config
