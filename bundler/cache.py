@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import time
 import zlib
@@ -37,6 +38,37 @@ def hex_of(digest: str) -> str:
         raise Error(f"not a sha256 digest: {digest!r}", context="addressing the download cache",
                     hint="expected 64 lower-case hex digits, optionally prefixed with 'sha256:'")
     return hexdigest
+
+
+def private_dir(path: Union[str, Path], what: str) -> Path:
+    """`path` as a directory only this user can write: created 0700 when missing; refused when it is a symlink,
+    not a directory, owned by another user, or group/world-writable. For what ends up signed in a bundle (the
+    static build's venv and its cached executables): nobody else may plant files there.
+    static/build.sh applies the same rule to its work directory (a test checks that both refuse alike)."""
+    path = Path(path).expanduser().absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+    except OSError as e:
+        raise Error(f"cannot create {what} {path}: {e.strerror}", context=f"preparing {what}",
+                    hint=f"pass --cache DIR or set {ENV} to a directory of your own") from None
+    problem = None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is a symbolic link or not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"is group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        raise Error(f"{what} {path} {problem}: refusing to use it", context=f"preparing {what}",
+                    hint="what is built there is signed into the bundle, so nobody else may write it: remove it "
+                         f"or use a private cache (--cache DIR or {ENV}, default ~/.cache/k8s-offline)")
+    return path
 
 
 def try_lock(fd: int) -> bool:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from bundler import cache
 from installer.bundle import Entry, layout, tarstream
 from installer.digest import sha256_file
 from installer.errors import Error
@@ -34,6 +35,7 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 # Executables the build needs, with the apt package that provides each.
 TOOLS = {"patchelf": "patchelf", "objdump": "binutils", "sha256sum": "coreutils", "tar": "tar"}
 _CACHE_DIR = "static"
+_WORK_DIR = "work"  # <cache>/static/work: build.sh's venvs and scratch (STATIC_WORK)
 _MTIME = 315532800  # 1980-01-01: bootstrap.tar is the same bytes for the same inputs
 
 PathLike = Union[str, os.PathLike]
@@ -87,8 +89,9 @@ def unavailable() -> Optional[str]:
     return None
 
 
-def build(out: PathLike, log: Optional[Callable[[str], None]] = None) -> Path:
-    """Run static/build.sh (what `make static` runs) to write the executable to `out`."""
+def build(out: PathLike, log: Optional[Callable[[str], None]] = None, work: Optional[PathLike] = None) -> Path:
+    """Run static/build.sh (what `make static` runs) to write the executable to `out`; `work` is its private
+    directory for the build venv and scratch (STATIC_WORK; build.sh refuses one others can write)."""
     out = Path(out)
     reason = unavailable()
     if reason:
@@ -96,8 +99,9 @@ def build(out: PathLike, log: Optional[Callable[[str], None]] = None) -> Path:
                     hint="run `make static` once as root: it installs the missing apt packages")
     if log:
         log(f"static: building {out.name} (PyInstaller + staticx, about a minute)")
+    env = dict(os.environ, STATIC_WORK=str(work)) if work is not None else None
     proc = subprocess.run(["sh", str(BUILD_SCRIPT), str(out)], check=False, cwd=ROOT, capture_output=True,
-                          text=True)
+                          text=True, env=env)
     if proc.returncode != 0 or not out.is_file():
         tail = proc.stderr.strip().splitlines()[-15:]
         raise Error("static/build.sh failed", context="building installer-linux-amd64", details=tail,
@@ -108,18 +112,18 @@ def build(out: PathLike, log: Optional[Callable[[str], None]] = None) -> Path:
 def ensure_static(cache_root: PathLike, log: Optional[Callable[[str], None]] = None) -> Path:
     """The static executable for the current sources: from the cache, or built once and cached."""
     key = sources_digest()
-    base = Path(cache_root) / _CACHE_DIR
+    # private before anything in it is trusted: a cached executable is signed into the bundle as it is
+    base = cache.private_dir(Path(cache_root) / _CACHE_DIR, "the static installer cache")
     final = base / key / EXECUTABLE
     if final.is_file():
         return final
-    base.mkdir(parents=True, exist_ok=True)
     with open(base / f".lock-{key[:16]}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build of the same sources: wait and reuse its result
         if final.is_file():
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=base))
         try:
-            build(tmp / EXECUTABLE, log)
+            build(tmp / EXECUTABLE, log, work=cache.private_dir(base / _WORK_DIR, "the static build directory"))
             shutil.rmtree(final.parent, ignore_errors=True)
             os.rename(tmp, final.parent)  # published whole: a half-written executable is never used
         finally:

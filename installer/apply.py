@@ -625,14 +625,18 @@ def images_results(site: Site, session: requests.Session) -> List[checks_mod.Res
         return [checks_mod.Result(egress.CHECK_NAME, site.inv.registry.endpoint, False, e.message)]
 
 
-def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options) -> Plan:
-    """`installer plan`: what apply would do now."""
-    site = load_site(inventory, bundle_path, pub, state_dir, opts.out)
-    hosts = Hosts(site.inv, opts)
-    try:
-        return make_plan(site, hosts, opts)
-    finally:
-        hosts.close()
+def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options):
+    """`installer plan`: what apply would do now (a dryrun.PlanResult); the state directory is only read."""
+    from installer import dryrun
+
+    with dryrun.scratch(Path(state_dir)) as scratch:  # whatever loading the site writes goes to a scratch copy
+        site = load_site(inventory, bundle_path, pub, scratch.root, opts.out)
+        hosts = Hosts(site.inv, opts)
+        try:
+            plan = make_plan(site, hosts, opts)
+        finally:
+            hosts.close()
+        return scratch.result(plan, site)
 
 
 def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options,

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from installer import inventory as inventory_mod
+from installer import runlock
 from installer.cliutil import emit, guarded, new_app
 
 app = new_app("installer", "Verify an offline bundle, seed the registry and bring up the cluster (air-gapped side).")
@@ -64,7 +65,9 @@ def render(
     from installer import render as render_mod
 
     def body() -> None:
-        d = render_mod.render_to_dir(inventory, state or _default_state(), out)
+        root = state or _default_state()
+        with runlock.hold(root, "render"):  # creates or reissues the PKI: never two at once
+            d = render_mod.render_to_dir(inventory, root, out)
         emit(d, as_json, lambda d: "\n".join(
             [f"wrote {d['files']} files under {d['out_dir']}"]
             + [f"  {h:<20} {n} files" for h, n in d["hosts"].items()]
@@ -187,18 +190,30 @@ def plan(
     pub: Path = PUB,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 when there is nothing to "
+                                           "do, 2 when apply would change something, 1 on any error."),
     as_json: bool = JSON,
 ) -> None:
-    """Print what apply would change, per phase and host, with diffs (secrets show only "changed")."""
+    """Print what apply would change, per phase and host, with diffs (secrets show only "changed"); writes nothing."""
     from installer import apply as apply_mod
+
+    changes: List[bool] = []
 
     def body() -> None:
         p = apply_mod.plan_command(inventory, bundle, pub, state or _default_state(), _options(as_json, known_hosts))
         emit(p.to_dict(), as_json, lambda d: p.text())
         if p.images is not None and not p.images.ok:  # zero egress: exit 1 naming every offending reference
             raise p.images.error()
+        changes.append(not p.empty)
 
-    guarded(body, as_json=as_json)
+    try:
+        guarded(body, as_json=as_json)
+    except typer.Exit as e:
+        if detailed_exitcode and e.exit_code:
+            raise typer.Exit(1) from None  # 2 means "changes" here: every error, bad input included, is 1
+        raise
+    if detailed_exitcode and any(changes):
+        raise typer.Exit(2)
 
 
 def _apply_text(d: dict) -> str:
@@ -217,27 +232,33 @@ def apply(
     as_json: bool = JSON,
 ) -> None:
     """Verify the bundle, then bring every host to the desired state phase by phase, and check the cluster."""
-    _apply(bundle, inventory, pub, state, known_hosts, as_json)
+    _apply(bundle, inventory, pub, state, known_hosts, as_json, command="apply")
 
 
 def _apply(bundle: Path, inventory: Path, pub: Path, state: Optional[Path], known_hosts: Optional[Path],
-           as_json: bool, focus: Optional[List[str]] = None) -> None:
+           as_json: bool, focus: Optional[List[str]] = None, *, command: str) -> None:
     """apply, add-node and certs renew: one converge, optionally focused on some hosts."""
+    def body() -> None:
+        root = state or _default_state()
+        with runlock.hold(root, command):  # one run per state directory: refuses at once, naming the holder
+            _converge(bundle, inventory, pub, root, known_hosts, as_json, focus)
+
+    guarded(body, as_json=as_json)
+
+
+def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts: Optional[Path], as_json: bool,
+              focus: Optional[List[str]]) -> None:
     from installer import apply as apply_mod
     from installer.errors import Error
 
-    def body() -> None:
-        if focus:
-            inv = inventory_mod.load(inventory)
-            unknown = [n for n in focus if n not in {h.name for h in inv.hosts}]
-            if unknown:
-                raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
-                            hint="add the host to the inventory first, then run add-node with its name")
-        d = apply_mod.apply_command(inventory, bundle, pub, state or _default_state(),
-                                    _options(as_json, known_hosts), focus=focus)
-        emit(d, as_json, _apply_text)
-
-    guarded(body, as_json=as_json)
+    if focus:
+        inv = inventory_mod.load(inventory)
+        unknown = [n for n in focus if n not in {h.name for h in inv.hosts}]
+        if unknown:
+            raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
+                        hint="add the host to the inventory first, then run add-node with its name")
+    d = apply_mod.apply_command(inventory, bundle, pub, root, _options(as_json, known_hosts), focus=focus)
+    emit(d, as_json, _apply_text)
 
 
 @app.command("add-node")
@@ -251,7 +272,7 @@ def add_node(
     as_json: bool = JSON,
 ) -> None:
     """Join new hosts: only they change, plus the shared files of the others (/etc/hosts); masters stay."""
-    _apply(bundle, inventory, pub, state, known_hosts, as_json, focus=node)
+    _apply(bundle, inventory, pub, state, known_hosts, as_json, focus=node, command="add-node")
 
 
 @app.command()
@@ -297,7 +318,7 @@ def certs_renew(
 ) -> None:
     """Reissue certificates that expire within cluster.renew_within_days (or mismatch), then roll them out."""
     # the PKI step of every converge reissues what is due; the rolling restarts roll it out
-    _apply(bundle, inventory, pub, state, known_hosts, as_json)
+    _apply(bundle, inventory, pub, state, known_hosts, as_json, command="certs renew")
 
 
 @app.command()
@@ -380,21 +401,22 @@ def seed(
 
         inv = inventory_mod.load(inventory)
         root = state or _default_state()
-        access = harbor_install.access(inv, root, pki_mod.Pki(root).crt_path("ca"))
-        if inv.registry.mode == "install" and not access.get("password"):
-            raise Error(f"no generated Harbor admin password in {root}", context="seeding images",
-                        hint="pass the --state directory `installer apply` used (it installed Harbor)")
-        layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
-        try:
-            session = requests.Session()
-            if create_project:
-                checks_mod.ensure_project(inv, session, **access)
-            client = checks_mod.registry_client(inv, session, **access)
-            report = seed_mod.push_missing(layout_dir, client, inv.registry.project, jobs=jobs, naming=naming)
-            emit(report.as_dict(), as_json, lambda d: report.summary())
-        finally:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
+        with runlock.hold(root, "seed"):  # uses the state's Harbor password and CA while no apply changes them
+            access = harbor_install.access(inv, root, pki_mod.Pki(root).crt_path("ca"))
+            if inv.registry.mode == "install" and not access.get("password"):
+                raise Error(f"no generated Harbor admin password in {root}", context="seeding images",
+                            hint="pass the --state directory `installer apply` used (it installed Harbor)")
+            layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
+            try:
+                session = requests.Session()
+                if create_project:
+                    checks_mod.ensure_project(inv, session, **access)
+                client = checks_mod.registry_client(inv, session, **access)
+                report = seed_mod.push_missing(layout_dir, client, inv.registry.project, jobs=jobs, naming=naming)
+                emit(report.as_dict(), as_json, lambda d: report.summary())
+            finally:
+                if tmp:
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     guarded(body, as_json=as_json)
 

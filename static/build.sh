@@ -7,14 +7,16 @@
 # Built with Debian's /usr/bin/python3 (staticx rejects a pyenv build: its DT_RUNPATH) in a build venv
 # holding exactly static/requirements-build.txt (--require-hashes). Needs apt python3-venv, patchelf,
 # binutils and libpython3.X (`make static` installs what is missing).
-# Environment: STATIC_PYTHON (default /usr/bin/python3), STATIC_WORK (venvs and scratch,
-# default /var/tmp/k8s-offline-static), K8S_OFFLINE_COMMIT (commit to embed when there is no git).
+# Environment: STATIC_PYTHON (default /usr/bin/python3), STATIC_WORK (venvs and scratch, default
+# ${K8S_OFFLINE_CACHE:-~/.cache/k8s-offline}/static/work, the bundler's cache; created 0700 and refused when
+# another user owns it or group/others may write it: its venv builds what is signed into the bundle),
+# K8S_OFFLINE_COMMIT (commit to embed when there is no git).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 python=${STATIC_PYTHON:-/usr/bin/python3}
-work=${STATIC_WORK:-/var/tmp/k8s-offline-static}
+work=${STATIC_WORK:-${K8S_OFFLINE_CACHE:-${HOME:?}/.cache/k8s-offline}/static/work}
 name=installer-linux-amd64
 
 die() {
@@ -41,6 +43,22 @@ fi
 out=$1
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 
+# The work directory holds the venv whose PyInstaller builds the executable: it must be ours alone (the same
+# rule as bundler.cache.private_dir). A predictable shared path (/var/tmp/...) would let another user plant it.
+private_dir() {
+  if [ ! -e "$1" ] && [ ! -L "$1" ]; then
+    mkdir -p "$(dirname "$1")" && mkdir -m 0700 "$1" 2>/dev/null || [ -d "$1" ] || die "cannot create $1"
+  fi
+  [ -d "$1" ] && [ ! -L "$1" ] || die "$1 is a symbolic link or not a directory: refusing to build in it"
+  owner=$(stat -c %u "$1")
+  [ "$owner" = "$(id -u)" ] || die "$1 is owned by uid $owner, not by this user (uid $(id -u)): refusing to build \
+in it (remove it, or set STATIC_WORK to a directory of your own)"
+  [ -z "$(find "$1" -maxdepth 0 -perm /022)" ] || die "$1 is group- or world-writable (mode $(stat -c %a "$1")): \
+refusing to build in it (chmod 0700 it, or set STATIC_WORK to a directory of your own)"
+}
+case "$work" in /*) ;; *) work="$PWD/$work" ;; esac
+private_dir "$work"
+
 # Prerequisites, each with the apt package that provides it.
 [ -x "$python" ] || die "$python not found (apt python3)"
 "$python" -c 'import ensurepip, venv' 2>/dev/null || die "$python cannot make venvs (apt python3-venv)"
@@ -53,7 +71,6 @@ libdir=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"
 reqs="$here/requirements-build.txt"
 # A venv per requirements digest: a changed pin gets a fresh venv, an unchanged one is reused.
 venv="$work/venv-$(cat "$reqs" "$python" | sha256sum | cut -c1-12)"
-mkdir -p "$work"
 # Concurrent builds (make static, a bundler build, a test session) must not create the same venv twice.
 exec 9>"$work/venv.lock"
 if command -v flock >/dev/null; then flock 9; fi
