@@ -350,8 +350,9 @@ def control_state(site: Site, session: requests.Session) -> ControlState:
         except Error:
             missing = None
     value = checks_mod.flannel_config(inv, site.pki, session)
+    unhealthy = tuple(r.target for r in checks_mod.etcd_health(inv, site.pki, session) if not r.ok)
     return ControlState(images_missing=missing, images_total=total, flannel_config=value, harbor_up=up,
-                        harbor_detail=detail)
+                        harbor_detail=detail, etcd_unhealthy=unhealthy)
 
 
 # ------------------------------------------------------------------ executing
@@ -372,9 +373,10 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _all_ok(check: Callable, *args) -> Tuple[bool, str]:
-    """Run a check returning results and fold them into (all ok, detail)."""
-    return checks_mod.all_ok(check(*args))
+def _etcd_ok(inv, pki, session, members: Sequence[str]) -> Tuple[bool, str]:
+    """All of `members` (every member when empty) answer /health."""
+    results = [r for r in checks_mod.etcd_health(inv, pki, session) if not members or r.target in members]
+    return checks_mod.all_ok(results)
 
 
 class Executor:
@@ -532,8 +534,8 @@ class Executor:
         if s.target == "harbor-api":
             probe = functools.partial(harbor_install.probe, checks_mod.registry_base(inv), session,
                                       self.site.registry_access.get("verify", True))
-        elif s.target == "etcd-health":
-            probe = functools.partial(_all_ok, checks_mod.etcd_health, inv, pki, session)
+        elif s.target in ("etcd-health", plan_mod.ETCD_OTHERS_HEALTHY):
+            probe = functools.partial(_etcd_ok, inv, pki, session, s.items)
         elif s.target == "apiserver-healthz":
             probe = functools.partial(checks_mod.apiserver_healthz, inv, pki, session, inv.host(s.host).address,
                                       inv.cluster.apiserver_port)
@@ -556,8 +558,16 @@ class Executor:
             self.opts.sleep(1.0)
         hosts = list(s.items) if s.items else [s.host]
         hosts = [h for h in hosts if h != CONTROL]
-        if s.target == "etcd-health":
-            hosts = [m.name for m in inv.etcd_members]
+        if s.target in ("etcd-health", plan_mod.ETCD_OTHERS_HEALTHY):  # exactly the members that are not healthy
+            hosts = [r.target for r in checks_mod.etcd_health(inv, pki, session) if not r.ok and r.target in hosts]
+            hosts = hosts or [m.name for m in inv.etcd_members if m.name in s.items]
+        if s.target == plan_mod.ETCD_OTHERS_HEALTHY:
+            raise Error(f"{', '.join(hosts)}: etcd not healthy, so no other member is restarted (that would lose "
+                        f"quorum): {detail}", context=f"waiting {timeout:.0f} s for {s.reason}",
+                        details=[f"{h} etcd: {ln}" for h in hosts for ln in self._journal_lines(h, "etcd")[-10:]],
+                        hint=f"start or repair etcd on {', '.join(hosts)} (systemctl status etcd; journalctl -u "
+                             f"etcd), then run apply again: members already restarted stay done, the rest follow "
+                             f"one at a time")
         lines = []
         for h in hosts:
             for u in s.units:

@@ -13,7 +13,8 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
              Harbor offline installer, harbor.cfg and install.sh (only when one of them changed or Harbor does
              not answer), gate: /api/systeminfo over TLS; then the Harbor project and seeding the bundle's
              images (control host)
-  etcd       all members at once when none runs (Type=notify waits for quorum), else rolling
+  etcd       all members at once when none runs (Type=notify waits for quorum), else rolling and
+             quorum-safe: stopped or unhealthy members first, a healthy one only once all others are healthy
   flannel-network  the v2 key <prefix>/config (control host, etcd client cert)
   flannel    flanneld on every master and node in parallel (Type=notify: a start returns once the lease and
              /run/flannel/subnet.env exist), so the apiservers reach pod IPs through flannel.1
@@ -47,6 +48,7 @@ PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "flannel-netwo
           "lb", "nodes", "addons")
 REPO_DIR = "/var/lib/k8s-offline/repo"
 ADDONS_DIR = "/etc/kubernetes/addons"
+ETCD_OTHERS_HEALTHY = "etcd-others-healthy"  # gate: the members in items answer /health
 ADDONS_UNIT = "addons"  # pseudo unit in the pending set: manifests written (or about to be), `kubectl apply` due
 KUBECTL_APPLY = f"{BIN_DIR}/kubectl --kubeconfig {PATHS['admin_kubeconfig']} apply -f {ADDONS_DIR}/"
 MAX_TIME_SKEW = 2.0
@@ -154,6 +156,7 @@ class ControlState:
     harbor_up: Optional[bool] = None  # install mode: /api/systeminfo answered over TLS (None: not probed)
     harbor_detail: str = ""
     flannel_config: Optional[str] = None  # the current v2 value; None: missing or etcd not reachable
+    etcd_unhealthy: Optional[Tuple[str, ...]] = None  # members whose /health failed; None: not probed
 
 
 def wanted_packages(host: Host) -> Tuple[str, ...]:
@@ -569,6 +572,30 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], states: Mapping[str, HostState],
+                  control: ControlState, inv: Inventory, gate: Step) -> Tuple[Wave, ...]:
+    """Quorum-safe rolling waves: members that do not run or are unhealthy first (starting them can only
+    restore quorum), then the healthy ones, each after a gate that every *other* member is healthy, so a
+    healthy member is never restarted while another one is down."""
+    unhealthy = set(control.etcd_unhealthy or ())
+
+    def down(h: Host) -> bool:
+        us = (states[h.name].facts.units or {}).get("etcd")
+        return us is None or not us.running
+
+    order = ([h for h in active if down(h)] + [h for h in active if not down(h) and h.name in unhealthy]
+             + [h for h in active if not down(h) and h.name not in unhealthy])
+    waves: List[Wave] = []
+    for h in order:
+        if not down(h) and h.name not in unhealthy:
+            others = tuple(m.name for m in inv.etcd_members if m.name != h.name)
+            waves.append(Wave((Step(CONTROL, "gate", ETCD_OTHERS_HEALTHY, f"every etcd member but {h.name} "
+                                    f"answers /health before {h.name} restarts (quorum kept)", items=others,
+                                    units=("etcd",)),)))
+        waves.append(Wave(tuple(per_host[h.name]), (gate,)))
+    return tuple(waves)
+
+
 def _unit_steps(host: str, units: Sequence[str], st: HostState, restart: Set[str],
                 pending: Set[str], unit_files_changed: bool = False) -> List[Step]:
     """daemon-reload, enable and restart steps for the given units of one host."""
@@ -730,8 +757,7 @@ def build(
     gate = Step(CONTROL, "gate", "etcd-health", "every member answers /health over TLS",
                 items=tuple(m.name for m in inv.etcd_members), units=("etcd",))
     if active and any_running and restarting:
-        waves_e = tuple(Wave(tuple(per_host[h.name]), (gate,)) for h in active)
-        phases.append(Phase("etcd", waves_e, rolling=True))
+        phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, inv, gate), rolling=True))
     elif active:
         waves_e = (Wave(tuple(s for h in active for s in per_host[h.name]), (gate,) if restarting else ()),)
         phases.append(Phase("etcd", waves_e))

@@ -104,7 +104,49 @@ def test_secret_diff_only_says_changed_and_etcd_rolls(inv, desired):
         "changed (secret)", "")
     etcd = next(p for p in plan.phases if p.name == "etcd")
     assert etcd.rolling and acting(plan) == [("h1", "put", KEY), ("h1", "restart", "etcd")]
-    assert etcd.waves[0].gates[0].target == "etcd-health"
+    # a healthy member restarts only once the others are healthy, and the cluster is checked after it
+    assert [(s.target, s.items) for s in etcd.waves[0].steps] == [(P.ETCD_OTHERS_HEALTHY, ("h2", "h3"))]
+    assert etcd.waves[1].hosts == ["h1"] and etcd.waves[1].gates[0].target == "etcd-health"
+
+
+def _etcd_everywhere_changed(inv, desired, stopped=(), unhealthy=()):
+    states = converged(inv, desired)
+    for n in ("h1", "h2", "h3"):
+        f = states[n].facts
+        units = dict(f.units)
+        if n in stopped:
+            units["etcd"] = UnitState("loaded", "failed", "failed", "enabled")
+        states[n] = P.HostState(replace(f, units=units, files=dict(
+            f.files, **{KEY: FileState("0" * 64, 0o600, "root", "root")})))
+    control = replace(control_ok(inv), etcd_unhealthy=tuple(sorted(set(stopped) | set(unhealthy))))
+    plan = P.build(inv, desired, states, control)
+    return next(p for p in plan.phases if p.name == "etcd")
+
+
+def _order(etcd):
+    out = []
+    for w in etcd.waves:
+        for s in w.steps:
+            out.append(("gate " + ",".join(s.items)) if s.kind == "gate" else f"{s.host} {s.kind}")
+    return [x for i, x in enumerate(out) if i == 0 or out[i - 1] != x]
+
+
+@pytest.mark.parametrize("stopped,unhealthy,want", [
+    ((), (), ["gate h2,h3", "h1 put", "h1 restart", "gate h1,h3", "h2 put", "h2 restart",
+              "gate h1,h2", "h3 put", "h3 restart"]),
+    # a stopped member is started first, without waiting for anything: that can only restore quorum
+    (("h3",), (), ["h3 put", "h3 restart", "gate h2,h3", "h1 put", "h1 restart", "gate h1,h3", "h2 put",
+                   "h2 restart"]),
+    # running but unhealthy: restarted before any healthy member, still without a gate of its own
+    ((), ("h2",), ["h2 put", "h2 restart", "gate h2,h3", "h1 put", "h1 restart", "gate h1,h2", "h3 put",
+                   "h3 restart"]),
+])
+def test_etcd_rolling_restart_is_quorum_safe(inv, desired, stopped, unhealthy, want):
+    etcd = _etcd_everywhere_changed(inv, desired, stopped, unhealthy)
+    assert etcd.rolling and _order(etcd) == want
+    for w in etcd.waves:  # every wave that restarts a member is followed by the all-members health gate
+        if any(s.kind == "restart" for s in w.steps):
+            assert [g.target for g in w.gates] == ["etcd-health"]
 
 
 def test_fresh_etcd_starts_all_members_in_one_wave(inv, desired):
@@ -287,3 +329,47 @@ def test_unchanged_but_pending_manifests_are_applied_only(inv, with_addons):
 def test_unchanged_and_nothing_pending_plans_nothing(inv, with_addons):
     plan = P.build(inv, with_addons, converged(inv, with_addons), control_ok(inv), pending={"h2": {P.ADDONS_UNIT}})
     assert plan.empty and acting(plan) == []  # only the first master applies addons
+
+
+# ------------------------------------------------------------------ executor: the etcd gates name the bad member
+
+
+@pytest.mark.parametrize("target", [P.ETCD_OTHERS_HEALTHY, "etcd-health"])
+def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path, target):
+    from types import SimpleNamespace
+
+    import requests
+
+    from installer import apply as A
+    from installer import checks
+    from installer.errors import Error
+    from installer.hosts.connector import Result
+    from installer.state import StateDir
+
+    class Conn:
+        def run(self, cmd, **kw):
+            return Result(0, "etcd: rafthttp: dial tcp: connection refused\n", "")
+
+    polls = []
+
+    def health(inv, pki, session):
+        polls.append(1)
+        return [checks.Result("etcd health", m.name, m.name != "h3", "healthy" if m.name != "h3" else "refused")
+                for m in inv.etcd_members]
+
+    monkeypatch.setattr(checks, "etcd_health", health)
+    site = SimpleNamespace(inv=inv, pki=None, state=StateDir(tmp_path).ensure())
+    opts = A.Options(connector_for=None, session=requests.Session(), gate_timeout=0.0, sleep=lambda s: None)
+    items = ("h2", "h3") if target == P.ETCD_OTHERS_HEALTHY else ("h1", "h2", "h3")
+    gate = P.Step(P.CONTROL, "gate", target, "quorum", items=items, units=("etcd",))
+    with pytest.raises(Error) as e:
+        A.Executor(site, {n: Conn() for n in ("h1", "h2", "h3")}, opts)._gate(gate)
+    assert e.value.message.startswith("h3: "), e.value.message
+    assert all(d.startswith("h3 etcd: ") for d in e.value.details), e.value.details
+    if target == P.ETCD_OTHERS_HEALTHY:
+        assert "no other member is restarted" in e.value.message and "on h3" in e.value.hint
+    # members outside the gate's items do not matter: h1 may be down while h1 itself is the one to restart
+    monkeypatch.setattr(checks, "etcd_health", lambda inv, pki, session: [
+        checks.Result("etcd health", m.name, m.name != "h1", "x") for m in inv.etcd_members])
+    if target == P.ETCD_OTHERS_HEALTHY:
+        assert "healthy" in A.Executor(site, {}, opts)._gate(gate)
