@@ -162,9 +162,11 @@ class Journal:
         data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode()
         with self._lock, open(self.path, "a+b") as f:  # one write per line: lines never interleave
             end = f.seek(0, os.SEEK_END)
-            if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
-                data = b"\n" + data  # a killed run's torn line stays alone on its line
-            f.write(data)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data  # a killed run's torn line stays alone on its line
+            f.write(data)  # append mode: at the end whatever the position
 
     def entries(self) -> List[dict]:
         """Every entry; [] before the first run. A line that is not a JSON object is skipped: a killed run can
