@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Type, TypeVar
 
 import pydantic
 import yaml
@@ -44,8 +44,31 @@ def _lines(node: yaml.Node, loc: Loc, acc: Dict[Loc, int]) -> None:
             _lines(v, loc + (i,), acc)
 
 
+def _duplicates(node: yaml.Node, loc: Loc, seen_nodes: Set[int]) -> Iterator[LocatedProblem]:
+    """Every mapping key given twice, with both lines (YAML itself keeps the last one silently)."""
+    if id(node) in seen_nodes:  # an alias of a node already walked
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: Dict[Tuple[str, str], yaml.Mark] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                was, mark = first.setdefault((k.tag, k.value), k.start_mark), k.start_mark
+                if was is not mark:
+                    where = (f"lines {was.line + 1} and {mark.line + 1}" if was.line != mark.line else
+                             f"line {mark.line + 1}, columns {was.column + 1} and {mark.column + 1}")
+                    yield LocatedProblem(yaml_path(loc + (k.value,)), f"duplicate key ({where})",
+                                         "remove one of them")
+            yield from _duplicates(v, loc + (k.value,), seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _duplicates(v, loc + (i,), seen_nodes)
+
+
 def read_yaml(path: Path, what: str) -> Tuple[Any, Dict[Loc, int]]:
-    """Parse a YAML file; return the data and a map of YAML path -> line number."""
+    """Parse a YAML file; return the data and a map of YAML path -> line number.
+
+    A key given twice in one mapping is an error naming both lines (YAML would keep the last one silently)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -66,6 +89,9 @@ def read_yaml(path: Path, what: str) -> Tuple[Any, Dict[Loc, int]]:
         ) from None
     lines: Dict[Loc, int] = {}
     if node is not None:
+        dups = list(_duplicates(node, (), set()))
+        if dups:
+            raise invalid(what, str(path), dups, "a key may appear only once in a mapping: keep the one you mean")
         _lines(node, (), lines)
     return data, lines
 

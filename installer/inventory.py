@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import stat
 from pathlib import Path
-from typing import Iterator, List, Literal, Optional, Tuple
+from typing import Iterator, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator
 
@@ -204,6 +205,50 @@ class Inventory(Frozen):
         return host.interface or self.cluster.interface
 
 
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+TWO_WAYS = "otherwise a node routes that range two ways"
+
+
+def host_network(c: Cluster) -> Network:
+    """The hosts' own network: the VIP's, cluster.vip/vip_prefix (keepalived's L2 network)."""
+    return ipaddress.ip_network(f"{c.vip}/{c.vip_prefix}", strict=False)
+
+
+def cluster_networks(c: Cluster) -> List[Tuple[Loc, str, Network, Optional[str]]]:
+    """Every range a node routes, as (YAML path, label, network, hint for when it overlaps one listed before
+    it): the hosts' network first, then the cluster's own ranges; none may overlap another."""
+    bip = ipaddress.ip_interface(c.docker_bip).network
+    return [
+        (("cluster", "vip_prefix"), "the hosts' network (vip/vip_prefix)", host_network(c), None),
+        (("cluster", "service_cidr"), "cluster.service_cidr", ipaddress.ip_network(c.service_cidr),
+         f"choose a service range outside the hosts' network: {TWO_WAYS}"),
+        (("cluster", "pod_cidr"), "cluster.pod_cidr", ipaddress.ip_network(c.pod_cidr),
+         f"choose a pod range disjoint from the service range and the hosts' network: {TWO_WAYS}"),
+        (("cluster", "docker_bip"), "docker0's network (cluster.docker_bip)", bip,
+         "give docker0 a range of its own that no pod, service or host uses (docker's default is "
+         f"172.17.0.1/16): {TWO_WAYS}"),
+    ]
+
+
+def network_overlaps(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
+    """Any two of the hosts', service, pod and docker0 networks overlapping, and any host, registry or VIP
+    address inside a cluster range; each reported at the later range's key (pairs are checked once)."""
+    nets = cluster_networks(inv.cluster)
+    for j, (loc, label, net, hint) in enumerate(nets):
+        for _loc, other_label, other, _hint in nets[:j]:
+            if net.overlaps(other):
+                yield loc, f"{label} {net} overlaps {other_label} {other}", hint
+    addresses: List[Tuple[Loc, str, str]] = [(("cluster", "vip"), f"VIP {inv.cluster.vip}", inv.cluster.vip)]
+    addresses += [(("hosts", i, "address"), h.address, h.address) for i, h in enumerate(inv.hosts)]
+    addresses.append((("registry", "address"), inv.registry.address, inv.registry.address))
+    for loc, label, address in addresses:
+        ip = ipaddress.ip_address(address)
+        for _loc, net_label, net, _hint in nets[1:]:
+            if ip in net:
+                yield loc, f"{label} lies inside {net_label} {net}", \
+                    "hosts, the registry and the VIP need addresses outside the service, pod and docker0 ranges"
+
+
 def cross_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
     """Problems that involve more than one field: duplicates, roles, address plans."""
     c = inv.cluster
@@ -232,45 +277,18 @@ def cross_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
     if inv.masters and not inv.lbs:
         yield ("hosts",), "no host has the role 'lb' (haproxy + keepalived for the VIP)", \
             "give the masters the role 'lb' as well, as the seeds do"
-    vip = ipaddress.ip_address(c.vip)
+    yield from network_overlaps(inv)
     svc = ipaddress.ip_network(c.service_cidr)
-    pod = ipaddress.ip_network(c.pod_cidr)
-    for name, net in (("service_cidr", svc), ("pod_cidr", pod)):
-        if vip in net:
-            yield ("cluster", "vip"), f"VIP {vip} lies inside cluster.{name} {net}", \
-                "the VIP must be on the hosts' own network, outside the cluster's ranges"
-        for i, h in enumerate(inv.hosts):
-            if ipaddress.ip_address(h.address) in net:
-                yield ("hosts", i, "address"), f"{h.address} lies inside cluster.{name} {net}", \
-                    "choose service and pod ranges that do not overlap the hosts' network"
-    if svc.overlaps(pod):
-        yield ("cluster", "pod_cidr"), f"{pod} overlaps cluster.service_cidr {svc}", \
-            "choose two disjoint ranges"
-    bip = ipaddress.ip_interface(c.docker_bip).network
-    host_net = ipaddress.ip_network(f"{c.vip}/{c.vip_prefix}", strict=False)
-    for name, net in (("pod_cidr", pod), ("service_cidr", svc), ("the hosts' network (vip/vip_prefix)", host_net)):
-        if bip.overlaps(net):
-            label = f"cluster.{name}" if name.endswith("cidr") else name
-            yield ("cluster", "docker_bip"), f"docker0's network {bip} overlaps {label} {net}", \
-                "give docker0 a range of its own that no pod, service or host uses (docker's default is " \
-                "172.17.0.1/16): otherwise a node routes that range two ways"
-    for i, h in enumerate(inv.hosts):
-        if ipaddress.ip_address(h.address) in bip:
-            yield ("hosts", i, "address"), f"{h.address} lies inside cluster.docker_bip's network {bip}", \
-                "choose a docker_bip range that none of the hosts' addresses is in"
-    if ipaddress.ip_address(inv.registry.address) in bip:
-        yield ("registry", "address"), f"{inv.registry.address} lies inside cluster.docker_bip's network {bip}", \
-            "the nodes would reach docker0 instead of the registry: choose another docker_bip"
     if c.cluster_dns and ipaddress.ip_address(c.cluster_dns) not in svc:
         yield ("cluster", "cluster_dns"), f"{c.cluster_dns} is not inside cluster.service_cidr {svc}", \
             "the DNS service address must come from the service range"
-    lb_net = ipaddress.ip_network(f"{c.vip}/{c.vip_prefix}", strict=False)
+    lb_net = host_network(c)
     for i, h in enumerate(inv.hosts):
         if h.has("lb") and ipaddress.ip_address(h.address) not in lb_net:
             yield ("hosts", i, "address"), f"lb host {h.address} is not in the VIP's network {lb_net}", \
                 "keepalived can only move the VIP between hosts of the same L2 network"
-    if pod.prefixlen >= c.pod_subnet_len:
-        yield ("cluster", "pod_subnet_len"), f"/{c.pod_subnet_len} subnets do not fit in {pod}", \
+    if ipaddress.ip_network(c.pod_cidr).prefixlen >= c.pod_subnet_len:
+        yield ("cluster", "pod_subnet_len"), f"/{c.pod_subnet_len} subnets do not fit in {c.pod_cidr}", \
             "use a pod range larger than one node subnet"
     if inv.registry.address == c.vip:
         yield ("registry", "address"), "the registry address is the VIP", "give the registry its own address"
@@ -283,6 +301,45 @@ def cross_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
             "use another port for haproxy (the seeds use 8443)"
 
 
+def key_path(key: str) -> Path:
+    """The file an ssh.key names: `~` expanded; a relative path is taken from the current directory (as
+    `ssh -i` takes it, and as registry.ca_file and registry.password_file are read)."""
+    return Path(key).expanduser()
+
+
+def _unreadable(path: Path) -> Optional[str]:
+    """Why path is not a readable regular file, or None when it is."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror}"
+    return None
+
+
+def local_file_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
+    """Files on this control host the inventory names and every SSH connection needs: the ssh keys."""
+    settings: List[Tuple[Loc, Optional[Ssh]]] = [(("ssh",), inv.ssh), (("registry", "ssh"), inv.registry.ssh)]
+    settings += [(("hosts", i, "ssh"), h.ssh) for i, h in enumerate(inv.hosts)]
+    for loc, s in settings:
+        problem = _unreadable(key_path(s.key)) if s is not None and s.key is not None else None
+        if problem:
+            yield loc + ("key",), problem, \
+                "name the private key file on this control host (`~` is expanded, a relative path is taken " \
+                "from the current directory), or remove the key to use ssh-agent and ~/.ssh"
+
+
+def _all_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
+    yield from cross_checks(inv)
+    yield from local_file_checks(inv)
+
+
 def load(path: Path) -> Inventory:
-    """Load and validate an inventory file."""
-    return load_document(Path(path), Inventory, "inventory", HINT, cross_checks)
+    """Load and validate an inventory file, including the local files it names (ssh keys)."""
+    return load_document(Path(path), Inventory, "inventory", HINT, _all_checks)

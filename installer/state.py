@@ -8,6 +8,10 @@ Layout of <state>:
   pending.json         units whose files changed but that were not restarted yet (an apply stopped midway)
   etcd-members.json    the etcd members (name: address) the cluster was formed with
   report.json/.txt     the evidence report of the last apply
+
+Every record is written atomically (write_atomic; the journal by whole appended lines). Reading fails closed: a
+missing file means "none yet", but one that cannot be read or is not what was written is an Error naming the
+file, what removing it would cost, and never a silent "none" (IF_REMOVED).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from installer.errors import Error
 
 BUNDLE_DIR = "bundle"
 BUNDLE_INFO = "bundle.json"
@@ -27,6 +33,49 @@ PENDING = "pending.json"
 ETCD_MEMBERS = "etcd-members.json"
 REPORT_JSON = "report.json"
 REPORT_TEXT = "report.txt"
+
+# What removing a state file on purpose costs: said in the error that refuses to guess around a damaged one.
+IF_REMOVED = {
+    BUNDLE_INFO: "the bundle is verified and unpacked again by the next apply (and `installer check` cannot "
+                 "compare the registry's images until then)",
+    PENDING: "pending restarts are forgotten: units whose files an unfinished run changed are not restarted, "
+             "and addon manifests it wrote are not applied, until their files change again (restart them by hand)",
+    ETCD_MEMBERS: "the membership guard is re-armed from the current inventory: its etcd members are recorded "
+                  "as those the cluster was formed with after the next healthy etcd gate",
+    JOURNAL: "the history of earlier runs is lost (resuming needs only pending.json)",
+}
+
+
+def state_file_error(path: Path, problem: str, doing: str) -> Error:
+    """A state file that exists but cannot be used: never guessed around (fail closed)."""
+    return Error(f"{path}: {problem}", context=doing,
+                 hint=f"restore {path.name} from a backup of the state directory, or remove it on purpose: "
+                      f"{IF_REMOVED[path.name]}")
+
+
+def read_state_text(path: Path, doing: str) -> Optional[str]:
+    """The text of a state file, or None when it does not exist; any other failure is an Error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise state_file_error(path, f"cannot read it: {reason}", doing) from None
+
+
+def read_state_json(path: Path, doing: str) -> Optional[Dict[str, Any]]:
+    """A JSON state file's object, or None when the file does not exist."""
+    text = read_state_text(path, doing)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise state_file_error(path, f"not valid JSON: {e}", doing) from None
+    if not isinstance(data, dict):
+        raise state_file_error(path, "not a JSON object", doing)
+    return data
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -58,11 +107,8 @@ class StateDir:
         return self.root / BUNDLE_INFO
 
     def bundle_info(self) -> Optional[dict]:
-        """What the unpacked bundle was verified as, or None."""
-        try:
-            return json.loads(self.bundle_info_path.read_text())
-        except (OSError, ValueError):
-            return None
+        """What the unpacked bundle was verified as, or None before the first unpack."""
+        return read_state_json(self.bundle_info_path, "reading which bundle the state directory holds unpacked")
 
     def set_bundle_info(self, info: dict) -> None:
         write_atomic(self.bundle_info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
@@ -80,12 +126,14 @@ class StateDir:
 
     def etcd_members(self) -> Optional[Dict[str, str]]:
         """{name: address} of the etcd cluster as it was formed (first healthy etcd gate), or None before."""
-        try:
-            data = json.loads((self.root / ETCD_MEMBERS).read_text())
-        except (OSError, ValueError):
+        path, doing = self.root / ETCD_MEMBERS, "reading the etcd members the cluster was formed with"
+        data = read_state_json(path, doing)
+        if data is None:
             return None
-        members = data.get("members") if isinstance(data, dict) else None
-        return {str(k): str(v) for k, v in members.items()} if isinstance(members, dict) else None
+        members = data.get("members")
+        if not isinstance(members, dict) or not all(isinstance(v, str) for v in members.values()):
+            raise state_file_error(path, 'expected {"members": {name: address, ...}}', doing)
+        return dict(members)
 
     def set_etcd_members(self, members: Dict[str, str]) -> None:
         write_atomic(self.root / ETCD_MEMBERS,
@@ -107,22 +155,31 @@ class Journal:
         self.clock = clock
         self.run_id = uuid.uuid4().hex[:12]
 
+    _lock = threading.Lock()  # hosts run in parallel threads: the check of the last byte must not interleave
+
     def record(self, event: str, **fields: object) -> None:
         line = dict(fields, event=event, run=self.run_id, t=round(self.clock(), 3))
-        with open(self.path, "a") as f:  # one write per line: lines of parallel hosts never interleave
-            f.write(json.dumps(line, sort_keys=True, default=str) + "\n")
+        data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode()
+        with self._lock, open(self.path, "a+b") as f:  # one write per line: lines never interleave
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data  # a killed run's torn line stays alone on its line
+            f.write(data)  # append mode: at the end whatever the position
 
     def entries(self) -> List[dict]:
-        try:
-            text = self.path.read_text()
-        except OSError:
-            return []
+        """Every entry; [] before the first run. A line that is not a JSON object is skipped: a killed run can
+        leave a torn one (record starts every entry on a line of its own, so the rest stays readable)."""
+        text = read_state_text(self.path, "reading the journal of earlier runs") or ""
         out = []
         for line in text.splitlines():
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
-                continue  # a torn last line of a killed run
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
         return out
 
     def last_run(self) -> List[dict]:
@@ -143,10 +200,13 @@ class Pending:
         self.path = Path(path)
 
     def load(self) -> Dict[str, Set[str]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        """{host: units} still to restart; {} when nothing is pending (no file)."""
+        doing = "reading the restarts an earlier run left pending"
+        data = read_state_json(self.path, doing)
+        if data is None:
             return {}
+        if not all(isinstance(u, list) and all(isinstance(x, str) for x in u) for u in data.values()):
+            raise state_file_error(self.path, "expected {host: [unit, ...], ...}", doing)
         return {h: set(u) for h, u in data.items() if u}
 
     def _save(self, data: Dict[str, Set[str]]) -> None:

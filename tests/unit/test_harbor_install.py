@@ -26,7 +26,7 @@ from tests.fixtures.upstream import content
 
 INV = {
     "cluster": {"name": "t", "vip": "198.18.0.100"},
-    "ssh": {"user": "root", "key": "/k/id"},
+    "ssh": {"user": "root"},
     "registry": {"mode": "install", "hostname": "harbor.site.test", "address": "198.18.0.20",
                  "ssh": {"user": "admin", "port": 2222}},
     "hosts": [{"name": "h1", "address": "198.18.0.11", "roles": ["master", "etcd", "lb", "node"]}],

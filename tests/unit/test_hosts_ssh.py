@@ -48,12 +48,17 @@ def test_host_key_policy_follows_the_client_version(monkeypatch):
     c.close()
 
 
-def test_for_host_takes_the_inventory_settings():
-    inv = load(ROOT / "inventory.example.yaml")
+def test_for_host_takes_the_inventory_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the key must exist: validation checks it
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa").write_text("key\n")
+    text = (ROOT / "inventory.example.yaml").read_text()
+    (tmp_path / "inv.yaml").write_text(text.replace("# key: ~/.ssh/id_rsa", "key: ~/.ssh/id_rsa"))
+    inv = load(tmp_path / "inv.yaml")
     h = inv.hosts[0]
     c = SshConnector.for_host(inv, h)
     assert (c.name, c.address, c.user, c.port) == (h.name, h.address, "root", 22)
-    assert c.key == str(Path("~/.ssh/id_rsa").expanduser())
+    assert c.key == str(tmp_path / ".ssh" / "id_rsa")
     assert c.sudo is False
     c.close()
 

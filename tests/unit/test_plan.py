@@ -11,6 +11,7 @@ import yaml
 
 from installer import inventory as inventory_mod
 from installer import plan as P
+from installer.errors import Error
 from installer.facts import Facts, FileState, UnitState
 from installer.render import File, flannel_network_config, render_all
 
@@ -290,8 +291,10 @@ def test_state_records_the_etcd_members(tmp_path):
     assert st.etcd_members() is None
     st.set_etcd_members({"h1": "198.18.0.11"})
     assert st.etcd_members() == {"h1": "198.18.0.11"}
-    (tmp_path / "etcd-members.json").write_text("garbage")
-    assert st.etcd_members() is None
+    (tmp_path / "etcd-members.json").write_text("garbage")  # never read as "none recorded": fails closed
+    with pytest.raises(Error) as e:
+        st.etcd_members()
+    assert "etcd-members.json" in e.value.message and "re-armed" in e.value.hint
 
 
 # ------------------------------------------------------------------ addons: written, then applied until it succeeds
