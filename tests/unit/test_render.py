@@ -373,3 +373,24 @@ def test_unchecked_repo_is_a_second_section_without_signature_check(inv):
     assert cfg["k8s-offline-unchecked"]["baseurl"] == cfg["k8s-offline"]["baseurl"] + "/unchecked"
     plain = render.render_host(inv, "k8s-node1", pki_files={}, gpgcheck=True, gpgkey="file:///etc/pki/k8s.gpg")
     assert "unchecked" not in plain["/etc/yum.repos.d/k8s-offline.repo"].content.decode()
+
+
+HEALING_UNITS = [("k8s-master1", u) for u in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                              "flanneld", "haproxy", "keepalived")] + \
+                [("k8s-node1", u) for u in ("kubelet", "kube-proxy", "flanneld")]
+
+
+@pytest.mark.parametrize("host,unit", HEALING_UNITS)
+def test_units_heal_by_themselves(rendered, host, unit):
+    """Every long-running unit restarts whatever ended it and never hits a start limit; nothing Requires= a unit
+    that may fail to start (a failed dependency is not retried by systemd)."""
+    text_ = text(rendered, host, f"/etc/systemd/system/{unit}.service")
+    service = text_.split("[Service]", 1)[1].split("\n[", 1)[0]
+    assert "\nRestart=always\n" in service and "\nStartLimitInterval=0\n" in service, service
+    assert "Requires=" not in text_ and "BindsTo=" not in text_
+
+
+def test_docker_heals_too(rendered):
+    dropin = text(rendered, "k8s-node1", "/etc/systemd/system/docker.service.d/10-k8s.conf")
+    assert "\nRestart=always\n" in dropin and "\nStartLimitInterval=0\n" in dropin
+    assert "Wants=docker.service" in text(rendered, "k8s-node1", "/etc/systemd/system/kubelet.service")
