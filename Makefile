@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv docker-registry etcd-server etcd-client skopeo rpm createrepo-c haproxy \
   keepalived systemd-container debootstrap containernetworking-plugins gnupg apache2-utils zstd openssl \
-  iproute2 curl procps psmisc tar openssh-client util-linux python3 patchelf binutils libpython3.11
+  iproute2 curl procps psmisc tar openssh-client openssh-server util-linux python3 patchelf binutils libpython3.11
 PYTEST_ARGS ?=
 DEMO_DIR ?= /var/tmp/k8s-offline-demo
 
@@ -17,7 +17,11 @@ apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages: $$missing"; \
+	  policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+	    printf '#!/bin/sh\n# make apt: installed packages start no services here (tests run their own)\nexit 101\n' > $$policy; \
+	    chmod 755 $$policy; fi; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  rc=$$?; [ -z "$$policy" ] || rm -f $$policy; exit $$rc; \
 	fi
 
 venv: $(VENV)/.stamp

@@ -70,13 +70,16 @@ class Options:
     checks: bool = True  # run the cluster checks after executing
 
 
-def ssh_connectors(known_hosts: Optional[str] = None,
-                   strict_host_keys: Optional[str] = None) -> Callable[[Inventory, Host], Connector]:
-    """The default connector factory: OpenSSH with the inventory's settings."""
+def ssh_connectors(known_hosts: str, host_keys: str,
+                   out: Out = lambda line: None) -> Callable[[Inventory, Host], Connector]:
+    """The default connector factory: OpenSSH with the inventory's settings and the host key policy."""
+    from installer.hosts.known_hosts import check_mode
     from installer.hosts.ssh import SshConnector
 
+    check_mode(host_keys)
+
     def make(inv: Inventory, host: Host) -> Connector:
-        return SshConnector.for_host(inv, host, known_hosts=known_hosts, strict_host_keys=strict_host_keys)
+        return SshConnector.for_host(inv, host, known_hosts=known_hosts, host_keys=host_keys, out=out)
 
     return make
 

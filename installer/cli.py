@@ -10,6 +10,8 @@ import typer
 from installer import inventory as inventory_mod
 from installer import runlock
 from installer.cliutil import emit, guarded, new_app
+from installer.hosts.known_hosts import DEFAULT_MODE as DEFAULT_HOST_KEYS
+from installer.hosts.known_hosts import MODES as HOST_KEY_MODES
 
 app = new_app("installer", "Verify an offline bundle, seed the registry and bring up the cluster (air-gapped side).")
 
@@ -66,6 +68,7 @@ def render(
 
     def body() -> None:
         root = state or _default_state()
+        inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
         with runlock.hold(root, "render"):  # creates or reissues the PKI: never two at once
             d = render_mod.render_to_dir(inventory, root, out)
         emit(d, as_json, lambda d: "\n".join(
@@ -166,19 +169,37 @@ def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bo
 BUNDLE = typer.Option(..., "--bundle", "-b", help="The bundle file, its first (or any) part, or the parts' directory.")
 PUB = typer.Option(..., "--pub", help="The signer's public key (bundle.pub, or bundle-p256.pub).")
 INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file.")
-KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh known_hosts file to use (default: ssh's own).")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh known_hosts file to use (default: "
+                           "<state>/known_hosts).")
+HOST_KEYS = typer.Option(DEFAULT_HOST_KEYS, "--host-keys", metavar="|".join(HOST_KEY_MODES),
+                         help="ssh host keys: accept-new learns the key of a host not yet in known_hosts on first "
+                         "contact (printing its fingerprint) and refuses changed keys; strict also refuses hosts "
+                         "not in known_hosts.")
 
 
-def _options(as_json: bool, known_hosts: Optional[Path], checks: bool = True):
-    """Executor collaborators for the commands: OpenSSH, a proxy-free session, progress on stderr."""
+def _out(line: str) -> None:
     import sys
 
+    print(line, file=sys.stderr, flush=True)
+
+
+def _connectors(state: Path, known_hosts: Optional[Path], host_keys: str):
+    """OpenSSH connectors checking host keys against --known-hosts or <state>/known_hosts."""
+    from installer import apply as apply_mod
+    from installer.state import StateDir
+
+    path = known_hosts or StateDir(state).known_hosts_path
+    return apply_mod.ssh_connectors(known_hosts=str(path), host_keys=host_keys, out=_out)
+
+
+def _options(state: Path, known_hosts: Optional[Path], host_keys: str, checks: bool = True):
+    """Executor collaborators for the commands: OpenSSH, a proxy-free session, progress on stderr."""
     from installer import apply as apply_mod
 
     return apply_mod.Options(
-        connector_for=apply_mod.ssh_connectors(known_hosts=str(known_hosts) if known_hosts else None),
+        connector_for=_connectors(state, known_hosts, host_keys),
         session=apply_mod.default_session(),
-        out=lambda line: print(line, file=sys.stderr, flush=True),
+        out=_out,
         checks=checks,
     )
 
@@ -190,6 +211,7 @@ def plan(
     pub: Path = PUB,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 when there is nothing to "
                                            "do, 2 when apply would change something, 1 on any error."),
     as_json: bool = JSON,
@@ -200,7 +222,8 @@ def plan(
     changes: List[bool] = []
 
     def body() -> None:
-        p = apply_mod.plan_command(inventory, bundle, pub, state or _default_state(), _options(as_json, known_hosts))
+        root = state or _default_state()
+        p = apply_mod.plan_command(inventory, bundle, pub, root, _options(root, known_hosts, host_keys))
         emit(p.to_dict(), as_json, lambda d: p.text())
         if p.images is not None and not p.images.ok:  # zero egress: exit 1 naming every offending reference
             raise p.images.error()
@@ -229,25 +252,27 @@ def apply(
     pub: Path = PUB,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
     as_json: bool = JSON,
 ) -> None:
     """Verify the bundle, then bring every host to the desired state phase by phase, and check the cluster."""
-    _apply(bundle, inventory, pub, state, known_hosts, as_json, command="apply")
+    _apply(bundle, inventory, pub, state, known_hosts, host_keys, as_json, command="apply")
 
 
 def _apply(bundle: Path, inventory: Path, pub: Path, state: Optional[Path], known_hosts: Optional[Path],
-           as_json: bool, focus: Optional[List[str]] = None, *, command: str) -> None:
+           host_keys: str, as_json: bool, focus: Optional[List[str]] = None, *, command: str) -> None:
     """apply, add-node and certs renew: one converge, optionally focused on some hosts."""
     def body() -> None:
         root = state or _default_state()
+        inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
         with runlock.hold(root, command):  # one run per state directory: refuses at once, naming the holder
-            _converge(bundle, inventory, pub, root, known_hosts, as_json, focus)
+            _converge(bundle, inventory, pub, root, known_hosts, host_keys, as_json, focus)
 
     guarded(body, as_json=as_json)
 
 
-def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts: Optional[Path], as_json: bool,
-              focus: Optional[List[str]]) -> None:
+def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts: Optional[Path], host_keys: str,
+              as_json: bool, focus: Optional[List[str]]) -> None:
     from installer import apply as apply_mod
     from installer.errors import Error
 
@@ -257,7 +282,7 @@ def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts:
         if unknown:
             raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
                         hint="add the host to the inventory first, then run add-node with its name")
-    d = apply_mod.apply_command(inventory, bundle, pub, root, _options(as_json, known_hosts), focus=focus)
+    d = apply_mod.apply_command(inventory, bundle, pub, root, _options(root, known_hosts, host_keys), focus=focus)
     emit(d, as_json, _apply_text)
 
 
@@ -269,10 +294,11 @@ def add_node(
     pub: Path = PUB,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
     as_json: bool = JSON,
 ) -> None:
     """Join new hosts: only they change, plus the shared files of the others (/etc/hosts); masters stay."""
-    _apply(bundle, inventory, pub, state, known_hosts, as_json, focus=node, command="add-node")
+    _apply(bundle, inventory, pub, state, known_hosts, host_keys, as_json, focus=node, command="add-node")
 
 
 @app.command()
@@ -280,6 +306,7 @@ def check(
     inventory: Path = INVENTORY,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
     as_json: bool = JSON,
 ) -> None:
     """etcd, /healthz via the VIP, componentstatuses, leaders, nodes Ready, pod network, pulls (exit 1 if not)."""
@@ -291,13 +318,14 @@ def check(
 
     def body() -> None:
         inv = inventory_mod.load(inventory)
-        p = pki_mod.Pki(state or _default_state())
+        root = state or _default_state()
+        p = pki_mod.Pki(root)
         if not p.crt_path("ca").exists():
             raise Error(f"no site PKI in {p.dir}", context="checking the cluster",
                         hint="pass the --state directory that apply used")
-        conns = apply_mod.ssh_connectors(known_hosts=str(known_hosts) if known_hosts else None)
+        conns = _connectors(root, known_hosts, host_keys)
         rep = checks_mod.run_all(inv, p, apply_mod.default_session(), conns)
-        rep.results += egress_results(inv, state or _default_state(), apply_mod.default_session())
+        rep.results += egress_results(inv, root, apply_mod.default_session())
         emit(rep.as_dict(), as_json, lambda d: rep.text())
         if not rep.ok:
             raise Error(f"{sum(not r.ok for r in rep.results)} cluster check(s) failed", context="checking the cluster",
@@ -314,11 +342,12 @@ def certs_renew(
     pub: Path = PUB,
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
     as_json: bool = JSON,
 ) -> None:
     """Reissue certificates that expire within cluster.renew_within_days (or mismatch), then roll them out."""
     # the PKI step of every converge reissues what is due; the rolling restarts roll it out
-    _apply(bundle, inventory, pub, state, known_hosts, as_json, command="certs renew")
+    _apply(bundle, inventory, pub, state, known_hosts, host_keys, as_json, command="certs renew")
 
 
 @app.command()

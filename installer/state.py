@@ -8,6 +8,7 @@ Layout of <state>:
   pending.json         units whose files changed but that were not restarted yet (an apply stopped midway)
   etcd-members.json    the etcd members (name: address) the cluster was formed with
   report.json/.txt     the evidence report of the last apply
+  known_hosts          ssh host keys of the hosts (learned on first contact unless --host-keys strict)
 
 Every record is written atomically (write_atomic; the journal by whole appended lines). Reading fails closed: a
 missing file means "none yet", but one that cannot be read or is not what was written is an Error naming the
@@ -33,6 +34,7 @@ PENDING = "pending.json"
 ETCD_MEMBERS = "etcd-members.json"
 REPORT_JSON = "report.json"
 REPORT_TEXT = "report.txt"
+KNOWN_HOSTS = "known_hosts"
 
 # What removing a state file on purpose costs: said in the error that refuses to guess around a damaged one.
 IF_REMOVED = {
@@ -112,6 +114,11 @@ class StateDir:
 
     def set_bundle_info(self, info: dict) -> None:
         write_atomic(self.bundle_info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+
+    @property
+    def known_hosts_path(self) -> Path:
+        """The ssh known_hosts file of the commands that connect (unless --known-hosts names another)."""
+        return self.root / KNOWN_HOSTS
 
     def binaries_dir(self, digest: str) -> Path:
         return self.root / "binaries" / digest[:16]

@@ -21,8 +21,11 @@ Why the `ssh` binary rather than paramiko or asyncssh:
   network blip: ServerAlive* notices within ~15 s) is re-established transparently for the next
   command. A command whose connection dropped while it ran is not retried (it may have run):
   it raises an Error; the executor's steps are idempotent, so re-running is safe.
+- Host keys: always `StrictHostKeyChecking=yes` against one known_hosts file; unknown hosts are
+  learned first in accept-new mode (installer.hosts.known_hosts), changed keys are refused.
 The price: a dependency on /usr/bin/ssh on the control host (documented in the prerequisites) and
-a Unix socket per host under a private temporary directory.
+a Unix socket per connector in a per-run directory that the next run sweeps if this one was killed
+(installer.hosts.control_dir).
 """
 
 from __future__ import annotations
@@ -30,15 +33,15 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from installer.errors import Error
+from installer.hosts import control_dir
 from installer.hosts.connector import (
     KILL_GRACE,
     Command,
@@ -50,8 +53,11 @@ from installer.hosts.connector import (
     tail,
     timeout_error,
 )
+from installer.hosts.known_hosts import DEFAULT_MODE, HostKeys, host_key_refused
 
 __all__ = ["SshConnector", "run_on", "connect", "ssh_version"]
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"  # ssh's own, for connectors made without a known_hosts file
 
 # ssh exits 255 for its own errors; these say the session never started (safe to retry after reconnect)
 _MUX_FAILED = re.compile(r"(Control socket connect|mux_client_hello_exchange|master hello exchange|"
@@ -87,19 +93,18 @@ class SshConnector(ShellConnector):
 
     def __init__(self, name: str, address: str, *, user: str = "root", port: int = 22,
                  key: Optional[str] = None, sudo: Optional[bool] = None, connect_timeout: float = 10.0,
-                 known_hosts: Optional[str] = None,
-                 strict_host_keys: Optional[str] = None, options: Sequence[str] = (), persist: int = 300,
-                 ssh: str = "ssh") -> None:
+                 known_hosts: Optional[str] = None, host_keys: str = DEFAULT_MODE,
+                 out: Callable[[str], None] = lambda line: None, options: Sequence[str] = (),
+                 persist: int = 300, ssh: str = "ssh") -> None:
         self.name, self.address, self.user, self.port = name, address, user, port
         self.key = os.path.expanduser(key) if key else None
         self.sudo = (user != "root") if sudo is None else sudo
         self.connect_timeout = connect_timeout
-        self.known_hosts = known_hosts
-        self.strict_host_keys = strict_host_keys
+        self.host_keys = HostKeys(known_hosts or DEFAULT_KNOWN_HOSTS, host_keys, out)
         self.options = tuple(options)
         self.persist = persist
         self.ssh = ssh
-        self._dir: Optional[str] = None
+        self._path: Optional[str] = None
         self._master_pid: Optional[int] = None
         self._lock = threading.Lock()
 
@@ -112,24 +117,25 @@ class SshConnector(ShellConnector):
 
     # -- argv ----------------------------------------------------------------------------------
     @property
+    def known_hosts(self) -> str:
+        return self.host_keys.file
+
+    @property
     def control_path(self) -> str:
-        if self._dir is None:
-            # short private dir: a Unix socket path is limited to ~104 bytes
-            self._dir = tempfile.mkdtemp(prefix="k8s-ssh.", dir="/tmp")
-        return os.path.join(self._dir, "s")
+        if self._path is None:
+            # in this run's directory (short: a Unix socket path is limited to ~104 bytes)
+            self._path = control_dir.socket_path(ssh=self.ssh)
+        return self._path
 
     def base_argv(self) -> list:
-        """ssh options shared by the master and every command."""
-        strict = self.strict_host_keys or ("accept-new" if ssh_version(self.ssh) >= (7, 6) else "no")
+        """ssh options shared by the master and every command (ours first: the first value given wins)."""
         argv = [self.ssh, "-p", str(self.port), "-l", self.user,
                 "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(self.connect_timeout))}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-                "-o", f"StrictHostKeyChecking={strict}", "-o", "LogLevel=ERROR",
+                *self.host_keys.ssh_options(), "-o", "LogLevel=ERROR",
                 "-o", f"ControlPath={self.control_path}"]
         if self.key:
             argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
-        if self.known_hosts:
-            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
         for opt in self.options:
             argv += ["-o", opt]
         return argv
@@ -144,6 +150,7 @@ class SshConnector(ShellConnector):
         with self._lock:
             if _pid_alive(self._master_pid):
                 return
+            known = self.host_keys.prepare(self.name, self.address, self.port, self.connect_timeout)
             sock = self.control_path
             if os.path.exists(sock):
                 os.unlink(sock)  # stale socket of a master that died: ssh would refuse to create a new one
@@ -162,6 +169,8 @@ class SshConnector(ShellConnector):
                                      "(CentOS: openssh-clients)") from None
                 err.seek(0)
                 stderr = err.read().decode(errors="replace")
+            if host_key_refused(rc, stderr):
+                raise self.host_keys.refused(self.name, self.address, self.port, stderr, known)
             if rc != 0:
                 raise self._unreachable(stderr)
             p = subprocess.run(self.base_argv() + ["-O", "check", self.address], stdin=subprocess.DEVNULL,
@@ -174,9 +183,6 @@ class SshConnector(ShellConnector):
         if "Permission denied" in stderr:
             hint = (f"the host refused the key: check that {self.key or 'your key (ssh-agent, ~/.ssh)'} "
                     f"is in ~{self.user}/.ssh/authorized_keys on {self.name} and the inventory's ssh.user")
-        elif "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-            hint = (f"the host key of {self.address} differs from known_hosts: verify the host, "
-                    "then update known_hosts")
         else:
             hint = (f"check the address and ssh port of {self.name} in the inventory, that sshd runs there, "
                     f"and that no firewall blocks port {self.port}")
@@ -229,8 +235,8 @@ class SshConnector(ShellConnector):
             os.kill(pid, signal.SIGTERM)
 
     def close(self) -> None:
-        """Stop the master connection and remove its socket directory."""
-        if self._dir is None:
+        """Stop the master connection and remove its socket."""
+        if self._path is None:
             return
         if _pid_alive(self._master_pid):
             subprocess.run(self.base_argv() + ["-O", "exit", self.address], stdin=subprocess.DEVNULL,
@@ -240,8 +246,11 @@ class SshConnector(ShellConnector):
                 time.sleep(0.02)
             self._forget_master()
         self._master_pid = None
-        shutil.rmtree(self._dir, ignore_errors=True)
-        self._dir = None
+        try:
+            os.unlink(self._path)
+        except OSError:
+            pass
+        self._path = None
 
 
 def connect(inventory, host, **kw) -> SshConnector:

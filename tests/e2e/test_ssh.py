@@ -18,8 +18,13 @@ WEIRD = "/tmp/k8s ssh test/it's a \"file\" $(x) `y`.conf"
 
 def connector(tb, n=1, user="root", **kw) -> SshConnector:
     h = tb.host(n)
-    return SshConnector(h.name, h.address, user=user, key=str(tb.key_path), known_hosts="/dev/null",
-                        strict_host_keys="no", connect_timeout=3, **kw)
+    return SshConnector(h.name, h.address, user=user, key=str(tb.key_path), known_hosts=known_hosts(tb),
+                        connect_timeout=3, **kw)
+
+
+def known_hosts(tb) -> str:
+    """The testbed's own known_hosts (learned on first contact, as the installer does by default)."""
+    return str(tb.key_path.parent / "known_hosts")
 
 
 @pytest.fixture
@@ -131,8 +136,8 @@ def test_timeout_stops_the_command_on_the_host(root1):
 
 
 def test_unreachable_host_error_names_address_and_what_to_check(testbed):
-    dead = SshConnector("h9", f"{testbed.net}.99", key=str(testbed.key_path), known_hosts="/dev/null",
-                        strict_host_keys="no", connect_timeout=2)
+    dead = SshConnector("h9", f"{testbed.net}.99", key=str(testbed.key_path), known_hosts=known_hosts(testbed),
+                        connect_timeout=2)
     closed = connector(testbed, 1, port=2222)
     for c in (dead, closed):
         t = time.monotonic()
@@ -148,8 +153,8 @@ def test_wrong_key_is_reported_as_refused_key(testbed, tmp_path):
     import subprocess
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     h = testbed.host(1)
-    c = SshConnector(h.name, h.address, key=str(tmp_path / "k"), known_hosts="/dev/null",
-                     strict_host_keys="no", connect_timeout=3)
+    c = SshConnector(h.name, h.address, key=str(tmp_path / "k"), known_hosts=known_hosts(testbed),
+                     connect_timeout=3)
     with pytest.raises(Error) as e:
         c.run("true")
     assert "authorized_keys" in e.value.hint
