@@ -567,3 +567,32 @@ def test_the_key_never_reaches_bundle_inputs(site, inv):
         assert pki.ENCRYPTION_KEY not in text and "installer.pki" not in text, src
     holders = [p.name for p in site.state_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert holders == [pki.ENCRYPTION_KEY]
+
+
+# ------------------------------------------------------------------ the stand-ins accept it
+
+@pytest.fixture(scope="module")
+def rt():
+    from tests.fixtures import standins
+    from tests.fixtures.standins import _runtime
+
+    _runtime._FLAG_TABLES = standins.flag_tables()  # what the generated header defines
+    return _runtime
+
+
+@pytest.mark.parametrize("component", sorted(ENV_FILES))
+def test_the_standins_parse_every_rendered_flag(rt, component):
+    for host in hosts_with(ENV_FILES[component][0]):
+        argv = [f"{k}={v}" for k, v in flags_of(host, component).items()]
+        parsed = rt.parse_pflag(rt.load_table(component), argv, warn=lambda m: None)
+        assert parsed.args == [] and len(parsed.changed) == len(argv), (component, host)
+
+
+def test_the_standin_apiserver_reads_the_rendered_config_files(rt, site, inv):
+    """Its YAML subset reads what --experimental-encryption-provider-config and the admission files hold."""
+    files = render.render_host(inv, "k8s-master1", pki_files=site.material_for(inv, inv.host("k8s-master1")))
+    kinds = {"encryption_config": "EncryptionConfig", "admission_config": "AdmissionConfiguration",
+             "eventratelimit_config": "Configuration", "audit_policy": "Policy"}
+    for name, kind in kinds.items():
+        text = files[render.PATHS[name]].content.decode()
+        assert rt.parse_document(text) == yaml.safe_load(text) and yaml.safe_load(text)["kind"] == kind, name
