@@ -11,6 +11,7 @@ service-account key must be RSA anyway; one key type keeps the whole tree unifor
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import os
@@ -27,12 +28,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from installer import kubeconfig
 from installer.errors import Error
 from installer.inventory import Host, Inventory
-from installer.render import PATHS, File, registry_ca_path
+from installer.render import PATHS, File, encryption_config, registry_ca_path
 
 Clock = Callable[[], dt.datetime]
 CA_DAYS = 3650
 KEY_BITS = 2048
 CLOCK_SKEW = dt.timedelta(hours=1)  # hosts' clocks may lag the control host's a little
+ENCRYPTION_KEY = "encryption.key"  # <state>/pki: base64 of the 32-byte aescbc key of the secrets, 0600
+ENCRYPTION_KEY_BYTES = 32
 HINT_CA = "restore ca.key from your backup of the state directory; a new CA would invalidate every certificate"
 
 
@@ -377,6 +380,32 @@ class Pki:
                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
         return "created"
 
+    def _ensure_encryption_key(self) -> None:
+        """Create the secrets' aescbc key once, here on site (never in a bundle); it is never replaced."""
+        path = self.dir / ENCRYPTION_KEY
+        if path.exists():
+            self.encryption_key()  # unreadable: an error, never a new key (the old secrets would be lost)
+            return
+        _write_private(path, base64.b64encode(os.urandom(ENCRYPTION_KEY_BYTES)) + b"\n")
+
+    def encryption_key(self) -> str:
+        """The aescbc key (base64 text) every master's EncryptionConfig carries."""
+        path = self.dir / ENCRYPTION_KEY
+        try:
+            text = path.read_text(encoding="ascii").strip()
+            ok = len(base64.b64decode(text, validate=True)) == ENCRYPTION_KEY_BYTES
+        except FileNotFoundError:
+            raise Error(f"the secrets' encryption key {path} is missing", context="reading the PKI",
+                        hint="run the pki step (installer render/apply) first") from None
+        except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+            ok = False
+        if not ok:
+            raise Error(f"{path} does not hold a base64-encoded {ENCRYPTION_KEY_BYTES}-byte key",
+                        context="reading the secrets' encryption key",
+                        hint="restore it from your backup of the state directory: the secrets stored in etcd "
+                             "can be read only with the key that encrypted them")
+        return text
+
     # -- issuing
     def ensure(self, inv: Inventory) -> IssueReport:
         """Create what is missing, reissue what changed or expires soon, keep the rest."""
@@ -386,6 +415,7 @@ class Pki:
         renew = inv.cluster.renew_within_days
         sa = self._ensure_sa()
         report.entries.append(IssueEntry("sa", "issued" if sa else "kept", "new key pair" if sa else "present"))
+        self._ensure_encryption_key()
         for spec in specs(inv):
             reason = self._why_reissue(spec, ca_cert, now, renew)
             if reason is None:
@@ -440,6 +470,7 @@ class Pki:
             out[P["ca_key"]] = File(self.key_path("ca").read_bytes(), 0o600)  # cluster-signing (CSR approval)
             out[P["sa_key"]] = File((self.dir / "sa.key").read_bytes(), 0o600)
             out[P["sa_pub"]] = File((self.dir / "sa.pub").read_bytes(), 0o644)
+            out[P["encryption_config"]] = encryption_config(self.encryption_key())  # the same on every master
             pair("apiserver", P["apiserver_crt"], P["apiserver_key"])
             pair("apiserver-kubelet-client", P["apiserver_kubelet_client_crt"], P["apiserver_kubelet_client_key"])
             pair("etcd-client-apiserver", P["apiserver_etcd_client_crt"], P["apiserver_etcd_client_key"])

@@ -53,6 +53,11 @@ PATHS = {
     "proxy_kubeconfig": "/etc/kubernetes/kube-proxy.kubeconfig",
     "audit_policy": "/etc/kubernetes/audit-policy.yaml",
     "audit_log": "/var/log/kubernetes/audit.log",
+    "admission_config": "/etc/kubernetes/admission-control.yaml",
+    "eventratelimit_config": "/etc/kubernetes/eventratelimit.yaml",
+    # an EncryptionConfig (YAML) beside the apiserver's keys; named .key because it is one: the secrets' aescbc
+    # key (0600, never shown in a plan, restarts kube-apiserver when it changes)
+    "encryption_config": "/etc/kubernetes/pki/apiserver-encryption.key",
 }
 
 DEFAULT_UPSTREAM_IMAGES = {"pause": "k8s.gcr.io/pause-amd64:3.1"}
@@ -63,7 +68,11 @@ DEFAULT_VERSIONS = {
 ADMISSION_PLUGINS = (  # kubeadm 1.10's set; listed explicitly because 1.10's implicit default is unclear
     "NamespaceLifecycle", "LimitRanger", "ServiceAccount", "DefaultStorageClass", "DefaultTolerationSeconds",
     "NodeRestriction", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook", "ResourceQuota",
+    # CIS 1.2.0 items 1.1.11-13 and 1.1.35 (README: "CIS Kubernetes Benchmark"); every image is in the site
+    # registry, so AlwaysPullImages costs a registry round trip per container start, not an outage
+    "AlwaysPullImages", "DenyEscalatingExec", "SecurityContextDeny", "EventRateLimit",
 )
+ENCRYPTION_KEY_NAME = "k8s-offline-1"  # the aescbc key's name in the EncryptionConfig
 BINARIES = {
     "etcd": ("etcd", "etcdctl"),
     "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "flanneld"),
@@ -98,6 +107,8 @@ MASTER = (
     ("/etc/kubernetes/controller-manager", "controller-manager.j2"),
     ("/etc/kubernetes/scheduler", "scheduler.j2"),
     (PATHS["audit_policy"], "audit-policy.yaml.j2"),
+    (PATHS["admission_config"], "admission-control.yaml.j2"),
+    (PATHS["eventratelimit_config"], "eventratelimit.yaml.j2"),
     (f"{UNIT_DIR}/kube-apiserver.service", "kube-apiserver.service.j2"),
     (f"{UNIT_DIR}/kube-controller-manager.service", "kube-controller-manager.service.j2"),
     (f"{UNIT_DIR}/kube-scheduler.service", "kube-scheduler.service.j2"),
@@ -315,6 +326,14 @@ def harbor_cfg(inv: Inventory, *, admin_password: str, db_password: str) -> File
     crt, key = harbor_cert_paths(inv)
     text = _ENV.get_template("harbor.cfg.j2").render(registry=inv.registry, ssl_cert=crt, ssl_cert_key=key,
                                                     admin_password=admin_password, db_password=db_password)
+    return File(text.encode(), 0o600)
+
+
+def encryption_config(secret_b64: str) -> File:
+    """The EncryptionConfig (kind/apiVersion as 1.10 reads them) with the site's aescbc key; 0600 root.
+
+    secret_b64: base64 of the 32-byte key (pki.Pki.encryption_key). Every master gets the same file."""
+    text = _ENV.get_template("encryption-config.yaml.j2").render(key_name=ENCRYPTION_KEY_NAME, secret=secret_b64)
     return File(text.encode(), 0o600)
 
 

@@ -149,7 +149,7 @@ def test_apiserver_values(rendered):
     a = args(rendered, "k8s-master2", "/etc/kubernetes/apiserver", "KUBE_APISERVER_ARGS")
     for want in ("--authorization-mode=Node,RBAC", "--anonymous-auth=false", "--insecure-port=0",
                  "--bind-address=192.168.10.12", "--advertise-address=192.168.10.12", "--secure-port=6443",
-                 "--apiserver-count=3", "--allow-privileged=true", "--service-cluster-ip-range=10.254.0.0/16",
+                 "--apiserver-count=3", "--allow-privileged=false", "--service-cluster-ip-range=10.254.0.0/16",
                  "--etcd-servers=https://192.168.10.11:2379,https://192.168.10.12:2379,https://192.168.10.13:2379"):
         assert want in a
     plugins = next(x for x in a if x.startswith("--enable-admission-plugins=")).split("=", 1)[1].split(",")
@@ -313,9 +313,11 @@ def test_render_to_dir(tmp_path):
 # ------------------------------------------------------------------ golden tree
 
 def normalise(path: str, f: File) -> bytes:
-    """What a golden file holds: PEM material as a placeholder, kubeconfigs with their data redacted."""
+    """What a golden file holds: PEM material as a placeholder, kubeconfigs and the encryption key redacted."""
     if path.endswith(".kubeconfig"):
         return kubeconfig.redact(f.content)
+    if path == render.PATHS["encryption_config"]:
+        return re.sub(rb"(?m)^(\s*secret: ).+$", rb"\1<redacted>", f.content)
     m = re.match(rb"-----BEGIN ([A-Z ]+)-----", f.content)
     if m:
         return b"<PEM " + m.group(1) + b">\n"
