@@ -61,7 +61,9 @@ class Report:
 
 
 def _tls(pki: Pki, name: str) -> dict:
-    return {"cert": (str(pki.crt_path(name)), str(pki.key_path(name))), "verify": str(pki.crt_path("ca")),
+    """Client certificate `name`; the server is verified with the CA that signs it (etcd's own for etcd)."""
+    ca = pki.etcd_ca_name() if name.startswith("etcd-") else "ca"
+    return {"cert": (str(pki.crt_path(name)), str(pki.key_path(name))), "verify": str(pki.crt_path(ca)),
             "timeout": TIMEOUT}
 
 
@@ -163,6 +165,9 @@ def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=N
     network and the nodes' image pulls (installer/podnet.py)."""
     rep = Report()
     rep.results += etcd_health(inv, pki, session)
+    from installer import etcd_access  # builds on this module's Result
+
+    rep.results += etcd_access.refused(inv, pki, session)
     vip = f"{inv.cluster.vip}:{inv.cluster.lb_port}"
     ok, detail = apiserver_healthz(inv, pki, session, inv.cluster.vip, inv.cluster.lb_port)
     rep.results.append(Result("healthz via VIP", vip, ok, detail))

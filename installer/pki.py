@@ -36,6 +36,7 @@ KEY_BITS = 2048
 CLOCK_SKEW = dt.timedelta(hours=1)  # hosts' clocks may lag the control host's a little
 ENCRYPTION_KEY = "encryption.key"  # <state>/pki: base64 of the 32-byte aescbc key of the secrets, 0600
 ENCRYPTION_KEY_BYTES = 32
+SITE_CA, ETCD_CA = "ca", "etcd-ca"  # file stems of the two CAs in <state>/pki
 HINT_CA = "restore ca.key from your backup of the state directory; a new CA would invalidate every certificate"
 
 
@@ -55,6 +56,7 @@ class CertSpec:
     ips: FrozenSet[str] = frozenset()
     server: bool = False
     client: bool = False
+    ca: str = SITE_CA  # the CA that signs it: SITE_CA, or ETCD_CA for etcd's servers, peers and clients
 
     @property
     def usages(self) -> FrozenSet[str]:
@@ -118,17 +120,21 @@ def kubelet_server_name(h: Host) -> str:
     return f"kubelet-server-{h.name}"
 
 
-def specs(inv: Inventory) -> List[CertSpec]:
-    """Every certificate the inventory needs, in a stable order."""
+def specs(inv: Inventory, etcd_ca: str = ETCD_CA) -> List[CertSpec]:
+    """Every certificate the inventory needs, in a stable order.
+
+    etcd trusts only its own CA (etcd_ca): the site CA, whose key the masters hold for the CSR signer, signs
+    kubelet, kube-proxy and every CSR-API certificate, and none of them may be an etcd client. A PKI made
+    before the etcd CA existed keeps etcd on the site CA (etcd_ca=SITE_CA) until it is migrated."""
     c = inv.cluster
     out: List[CertSpec] = []
     for h in inv.etcd_members:
         out.append(CertSpec(etcd_name(h), h.name, dns=frozenset({h.name, "localhost"}),
-                            ips=frozenset({h.address, "127.0.0.1"}), server=True, client=True))
+                            ips=frozenset({h.address, "127.0.0.1"}), server=True, client=True, ca=etcd_ca))
     out += [
-        CertSpec("etcd-client-apiserver", "kube-apiserver-etcd-client", client=True),
-        CertSpec("etcd-client-flanneld", "flanneld", client=True),
-        CertSpec("etcd-healthcheck", "etcd-healthcheck", client=True),
+        CertSpec("etcd-client-apiserver", "kube-apiserver-etcd-client", client=True, ca=etcd_ca),
+        CertSpec("etcd-client-flanneld", "flanneld", client=True, ca=etcd_ca),
+        CertSpec("etcd-healthcheck", "etcd-healthcheck", client=True, ca=etcd_ca),
         CertSpec(
             "apiserver", "kube-apiserver", server=True,
             dns=frozenset({"kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -256,9 +262,9 @@ def signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 
 
 def mismatch(spec: CertSpec, cert: x509.Certificate, ca_cert: x509.Certificate) -> Optional[str]:
-    """Why cert does not fit spec (names, usages, issuer), or None when it does."""
+    """Why cert does not fit spec (names, usages, issuer: ca_cert is spec.ca's), or None when it does."""
     if not signed_by(cert, ca_cert):
-        return "not signed by the site CA"
+        return "not signed by the " + ("etcd CA" if spec.ca == ETCD_CA else "site CA")
     cn, orgs = _subject(cert)
     if (cn, orgs) != (spec.cn, tuple(sorted(spec.orgs))):
         return f"subject changed: CN={cn} O={','.join(orgs)} -> CN={spec.cn} O={','.join(spec.orgs)}"
@@ -324,7 +330,17 @@ class Pki:
                         context="reading the PKI", hint="run the pki step (installer render/apply) first") from None
 
     def ca_pem(self) -> bytes:
-        return self.crt_path("ca").read_bytes()
+        return self.crt_path(SITE_CA).read_bytes()
+
+    def etcd_ca_name(self) -> str:
+        """The CA etcd trusts: ETCD_CA, or SITE_CA for a PKI made before the etcd CA existed."""
+        return ETCD_CA if self.crt_path(ETCD_CA).exists() else SITE_CA
+
+    def etcd_ca_pem(self) -> bytes:
+        return self.crt_path(self.etcd_ca_name()).read_bytes()
+
+    def specs(self, inv: Inventory) -> List[CertSpec]:
+        return specs(inv, self.etcd_ca_name())
 
     def _load_cert(self, name: str) -> Optional[x509.Certificate]:
         try:
@@ -343,8 +359,24 @@ class Pki:
 
     # -- the CA
     def load_or_create_ca(self, inv: Inventory) -> Tuple[rsa.RSAPrivateKey, x509.Certificate, bool]:
-        """The CA (created only when the directory holds no PKI at all); (key, cert, created)."""
-        crt, key = self.crt_path("ca"), self.key_path("ca")
+        """The site CA (created only when the directory holds no PKI at all, together with the etcd CA);
+        (key, cert, created)."""
+        ca_key, ca_cert, created = self._load_or_create(SITE_CA, inv)
+        if created:
+            ca_key2, ca_cert2 = make_ca(f"{inv.cluster.name} etcd CA", self.clock())
+            _write_private(self.key_path(ETCD_CA), key_pem(ca_key2))
+            _write_public(self.crt_path(ETCD_CA), cert_pem(ca_cert2))
+        return ca_key, ca_cert, created
+
+    def load_ca(self, name: str) -> Tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        """A CA that must exist (the site CA, or the etcd CA once there)."""
+        crt, key = self.crt_path(name), self.key_path(name)
+        if not key.exists():
+            raise Error(f"{self.dir} holds {crt.name} but no {key.name}", context="loading the CAs", hint=HINT_CA)
+        return self._load_or_create(name, None)[:2]
+
+    def _load_or_create(self, name: str, inv: Optional[Inventory]) -> Tuple[rsa.RSAPrivateKey, x509.Certificate, bool]:
+        crt, key = self.crt_path(name), self.key_path(name)
         if crt.exists() and key.exists():
             try:
                 ca_cert = x509.load_pem_x509_certificate(crt.read_bytes())
@@ -356,15 +388,15 @@ class Pki:
                 raise Error(f"{key} does not belong to {crt}", context="loading the site CA", hint=HINT_CA)
             return ca_key, ca_cert, False
         others = [p.name for p in sorted(self.dir.glob("*.crt"))] if self.dir.exists() else []
-        if key.exists() or others:
-            missing = "ca.key" if not key.exists() else "ca.crt"
+        if key.exists() or others or inv is None:
+            missing = key.name if not key.exists() else crt.name
             raise Error(f"{self.dir} holds certificates but no {missing}",
                         context="loading the site CA",
                         details=[f"present: {', '.join(others) or 'ca.key'}"],
                         hint=HINT_CA + "; to start over on purpose, move the whole pki directory away")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        ca_key, ca_cert = make_ca(f"{inv.cluster.name} site CA", self.clock())
+        ca_key, ca_cert = make_ca(f"{inv.cluster.name} site CA", self.clock())  # type: ignore[union-attr]
         _write_private(key, key_pem(ca_key))
         _write_public(crt, cert_pem(ca_cert))
         return ca_key, ca_cert, True
@@ -410,18 +442,22 @@ class Pki:
     def ensure(self, inv: Inventory) -> IssueReport:
         """Create what is missing, reissue what changed or expires soon, keep the rest."""
         ca_key, ca_cert, created = self.load_or_create_ca(inv)
+        cas = {SITE_CA: (ca_key, ca_cert)}
+        if self.etcd_ca_name() == ETCD_CA:
+            cas[ETCD_CA] = self.load_ca(ETCD_CA)
         report = IssueReport(ca_created=created)
         now = self.clock()
         renew = inv.cluster.renew_within_days
         sa = self._ensure_sa()
         report.entries.append(IssueEntry("sa", "issued" if sa else "kept", "new key pair" if sa else "present"))
         self._ensure_encryption_key()
-        for spec in specs(inv):
-            reason = self._why_reissue(spec, ca_cert, now, renew)
+        for spec in self.specs(inv):
+            signer_key, signer = cas[spec.ca]
+            reason = self._why_reissue(spec, signer, now, renew)
             if reason is None:
                 report.entries.append(IssueEntry(spec.name, "kept", "valid, names match"))
                 continue
-            key, cert = issue(spec, ca_key, ca_cert, now, inv.cluster.cert_days)
+            key, cert = issue(spec, signer_key, signer, now, inv.cluster.cert_days)
             _write_private(self.key_path(spec.name), key_pem(key))
             _write_public(self.crt_path(spec.name), cert_pem(cert))
             report.entries.append(IssueEntry(spec.name, "issued", reason))
@@ -461,10 +497,11 @@ class Pki:
 
         vip_url = f"https://{inv.cluster.vip}:{inv.cluster.lb_port}"
         if host.has("etcd"):
-            out[P["etcd_ca"]] = File(ca, 0o644)
+            out[P["etcd_ca"]] = File(self.etcd_ca_pem(), 0o644)  # the only CA etcd trusts (its key stays here)
             pair(etcd_name(host), P["etcd_crt"], P["etcd_key"])
         if host.has("master") or host.has("node"):
             out[P["ca"]] = File(ca, 0o644)
+            out[P["etcd_client_ca"]] = File(self.etcd_ca_pem(), 0o644)  # apiserver and flanneld verify etcd
             pair("etcd-client-flanneld", P["flanneld_etcd_crt"], P["flanneld_etcd_key"])  # flanneld runs on both
         if host.has("master"):
             out[P["ca_key"]] = File(self.key_path("ca").read_bytes(), 0o600)  # cluster-signing (CSR approval)
@@ -525,17 +562,23 @@ def check(state_dir: Path, inv: Inventory, clock: Clock = utcnow) -> List[CertSt
     p = Pki(state_dir, clock)
     now = clock()
     renew = inv.cluster.renew_within_days
-    ca_cert = p._load_cert("ca")
+    ca_cert = p._load_cert(SITE_CA)
     if ca_cert is None:
         raise Error(f"no site CA in {p.dir}", context="checking certificates",
                     hint="run the pki step (installer render/apply) first")
-    out = [_status("ca", ca_cert, now, renew, None)]
-    for spec in specs(inv):
+    cas = {SITE_CA: ca_cert}
+    out = [_status(SITE_CA, ca_cert, now, renew, None)]
+    if p.etcd_ca_name() == ETCD_CA:
+        cas[ETCD_CA] = p._load_cert(ETCD_CA)
+        if cas[ETCD_CA] is None:
+            raise Error(f"{p.crt_path(ETCD_CA)} is unreadable", context="checking certificates", hint=HINT_CA)
+        out.append(_status(ETCD_CA, cas[ETCD_CA], now, renew, None))
+    for spec in p.specs(inv):
         cert = p._load_cert(spec.name)
         if cert is None:
             out.append(CertStatus(spec.name, f"CN={spec.cn}", (), "", None, None, "missing", "no certificate"))
             continue
-        why = mismatch(spec, cert, ca_cert)
+        why = mismatch(spec, cert, cas[spec.ca])
         if why is None and not p._key_matches(spec.name, cert):
             why = "key missing or does not match"
         out.append(_status(spec.name, cert, now, renew, why))

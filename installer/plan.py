@@ -74,7 +74,8 @@ K = "/etc/kubernetes"
 # Which files a unit reads: a change to one of them restarts exactly these units.
 OWNERS: Dict[str, Tuple[str, ...]] = {
     "etcd": ("/etc/etcd/*", f"{UNIT_DIR}/etcd.service", f"{BIN_DIR}/etcd"),
-    "kube-apiserver": (f"{K}/config", f"{K}/apiserver", f"{K}/audit-policy.yaml", f"{K}/pki/ca.crt",
+    "kube-apiserver": (f"{K}/config", f"{K}/apiserver", f"{K}/audit-policy.yaml", f"{K}/admission-control.yaml",
+                       f"{K}/eventratelimit.yaml", f"{K}/pki/ca.crt", f"{K}/pki/etcd-ca.crt",
                        f"{K}/pki/apiserver*", f"{K}/pki/sa.*", f"{UNIT_DIR}/kube-apiserver.service",
                        f"{BIN_DIR}/kube-apiserver"),
     "kube-controller-manager": (f"{K}/config", f"{K}/controller-manager", f"{K}/controller-manager.kubeconfig",
@@ -84,7 +85,7 @@ OWNERS: Dict[str, Tuple[str, ...]] = {
                        f"{UNIT_DIR}/kube-scheduler.service", f"{BIN_DIR}/kube-scheduler"),
     "haproxy": ("/etc/haproxy/*", f"{UNIT_DIR}/haproxy.service"),
     "keepalived": ("/etc/keepalived/*", f"{UNIT_DIR}/keepalived.service"),
-    "flanneld": ("/etc/sysconfig/flanneld", f"{K}/pki/ca.crt", f"{K}/pki/flanneld-etcd-client*",
+    "flanneld": ("/etc/sysconfig/flanneld", f"{K}/pki/etcd-ca.crt", f"{K}/pki/flanneld-etcd-client*",
                  f"{UNIT_DIR}/flanneld.service", f"{BIN_DIR}/flanneld"),
     "docker": ("/etc/docker/daemon.json", f"{UNIT_DIR}/docker.service.d/*"),
     "kubelet": (f"{K}/config", f"{K}/kubelet", f"{K}/kubelet.kubeconfig", f"{K}/pki/ca.crt", f"{K}/pki/kubelet.*",

@@ -44,6 +44,7 @@ PATHS = {
     "flanneld_etcd_crt": "/etc/kubernetes/pki/flanneld-etcd-client.crt",
     "flanneld_etcd_key": "/etc/kubernetes/pki/flanneld-etcd-client.key",
     "etcd_ca": "/etc/etcd/pki/ca.crt",
+    "etcd_client_ca": "/etc/kubernetes/pki/etcd-ca.crt",  # verifies etcd's servers (apiserver, flanneld)
     "etcd_crt": "/etc/etcd/pki/server.crt",
     "etcd_key": "/etc/etcd/pki/server.key",
     "admin_kubeconfig": "/etc/kubernetes/admin.kubeconfig",

@@ -99,10 +99,10 @@ def cluster(tmp_path_factory):
 
 def etcdctl(p: pki.Pki, endpoints: str, *args, api="3"):
     if api == "3":
-        tls = [f"--cacert={p.crt_path('ca')}", f"--cert={p.crt_path('etcd-healthcheck')}",
+        tls = [f"--cacert={p.crt_path('etcd-ca')}", f"--cert={p.crt_path('etcd-healthcheck')}",
                f"--key={p.key_path('etcd-healthcheck')}"]
     else:
-        tls = [f"--ca-file={p.crt_path('ca')}", f"--cert-file={p.crt_path('etcd-healthcheck')}",
+        tls = [f"--ca-file={p.crt_path('etcd-ca')}", f"--cert-file={p.crt_path('etcd-healthcheck')}",
                f"--key-file={p.key_path('etcd-healthcheck')}"]
     return subprocess.run(["etcdctl", f"--endpoints={endpoints}", *tls, *args], capture_output=True, text=True,
                           timeout=15, check=False, env={"PATH": os.environ["PATH"], "ETCDCTL_API": api})
@@ -134,7 +134,7 @@ def test_flannel_network_over_the_v2_api_with_flannels_cert(cluster):
     assert r.returncode == 0, r.stdout + r.stderr + logs(d)
     # read it the way flanneld on n1 would: its rendered client cert, another member than the writer's
     n1 = tree / "n1"
-    ctx = ssl.create_default_context(cafile=str(n1 / render.PATHS["ca"].lstrip("/")))
+    ctx = ssl.create_default_context(cafile=str(n1 / render.PATHS["etcd_client_ca"].lstrip("/")))
     ctx.load_cert_chain(str(n1 / render.PATHS["flanneld_etcd_crt"].lstrip("/")),
                         str(n1 / render.PATHS["flanneld_etcd_key"].lstrip("/")))
     url = f"https://127.0.10.13:2379/v2/keys{key}"
@@ -145,9 +145,46 @@ def test_flannel_network_over_the_v2_api_with_flannels_cert(cluster):
 
 def test_a_client_without_certificate_is_refused(cluster):
     p = cluster[1]
-    ctx = ssl.create_default_context(cafile=str(p.crt_path("ca")))
+    ctx = ssl.create_default_context(cafile=str(p.crt_path("etcd-ca")))
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen("https://127.0.10.11:2379/v2/keys/", context=ctx, timeout=5).read()
+
+
+@pytest.mark.parametrize("name", ["kubelet-n1", "kube-proxy", "admin", "controller-manager"])
+def test_node_and_csr_credentials_are_no_etcd_clients(cluster, name):
+    """The real etcd refuses, in the TLS handshake, every certificate the site CA signed (the CA whose key the
+    masters hold for the CSR signer): kubelet's and kube-proxy's from the nodes, admin's, the components'."""
+    p = cluster[1]
+    ctx = ssl.create_default_context(cafile=str(p.crt_path("etcd-ca")))
+    ctx.load_cert_chain(str(p.crt_path(name)), str(p.key_path(name)))
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        urllib.request.urlopen("https://127.0.10.11:2379/v2/keys/", context=ctx, timeout=5).read()
+
+
+def test_the_check_sees_etcd_refuse_them_and_would_see_it_accept_them(cluster):
+    import requests
+
+    from installer import etcd_access
+
+    inv, p = cluster[0], cluster[1]
+    [r] = etcd_access.refused(inv, p, requests.Session())
+    assert r.ok and "refuses all" in r.detail, r
+    # a PKI whose etcd trusted the site CA (as before the etcd CA): the check fails naming the credentials
+    legacy = pki.Pki(cluster[4] / "legacy-view")
+    legacy.dir.mkdir(parents=True)
+    for f in p.dir.iterdir():
+        if f.name not in ("etcd-ca.crt", "etcd-ca.key"):
+            (legacy.dir / f.name).symlink_to(f)
+    (legacy.dir / "ca.crt").unlink()
+    (legacy.dir / "ca.crt").write_bytes(p.crt_path("ca").read_bytes() + p.crt_path("etcd-ca").read_bytes())
+    for spec in legacy.specs(inv):  # pretend the site-CA certs are etcd clients: swap in an etcd-CA one
+        if spec.name == "kube-proxy":
+            (legacy.dir / "kube-proxy.crt").unlink()
+            (legacy.dir / "kube-proxy.key").unlink()
+            (legacy.dir / "kube-proxy.crt").symlink_to(p.crt_path("etcd-client-flanneld"))
+            (legacy.dir / "kube-proxy.key").symlink_to(p.key_path("etcd-client-flanneld"))
+    [r] = etcd_access.refused(inv, legacy, requests.Session())
+    assert not r.ok and "kube-proxy (HTTP 200)" in r.detail and "predates" in r.detail, r
 
 
 # ------------------------------------------------------------------ stand-in apiservers behind haproxy

@@ -105,11 +105,53 @@ def test_registry_cert_names_hostname_and_address(built):
     assert sans(load(built[0], "registry")) == ({"harbor.example.com"}, {"192.168.10.20"})
 
 
-def test_every_cert_is_signed_by_the_ca(built):
-    ca = load(built[0], "ca")
+def test_every_cert_is_signed_by_its_ca_and_etcd_trusts_only_its_own(built, inv):
+    """etcd's servers, peers and clients come from the etcd CA; nothing the site CA signs (kubelet, kube-proxy,
+    the CSR API's certificates) is an etcd client, and no etcd certificate is signed by the site CA."""
+    ca, etcd_ca = load(built[0], "ca"), load(built[0], "etcd-ca")
+    assert ca.subject != etcd_ca.subject
+    etcd_names = {"etcd-client-apiserver", "etcd-client-flanneld", "etcd-healthcheck"} | {
+        f"etcd-{h.name}" for h in inv.etcd_members}
+    seen = set()
     for crt in (built[0] / "pki").glob("*.crt"):
-        if crt.stem != "ca":
-            assert pki.signed_by(load(built[0], crt.stem), ca), crt.name
+        if crt.stem in ("ca", "etcd-ca"):
+            continue
+        cert = load(built[0], crt.stem)
+        want, other = (etcd_ca, ca) if crt.stem in etcd_names else (ca, etcd_ca)
+        assert pki.signed_by(cert, want) and not pki.signed_by(cert, other), crt.name
+        seen.add(crt.stem)
+    assert etcd_names <= seen and {"kubelet-k8s-node1", "kube-proxy", "admin"} <= seen
+
+
+def test_hosts_get_the_etcd_ca_but_never_its_key(built, inv):
+    p = pki.Pki(built[0])
+    etcd_ca = (built[0] / "pki" / "etcd-ca.crt").read_bytes()
+    etcd_key = (built[0] / "pki" / "etcd-ca.key").read_bytes()
+    for h in inv.hosts:
+        files = p.material_for(inv, h)
+        assert all(f.content != etcd_key for f in files.values()), h.name
+        if h.has("etcd"):
+            assert files["/etc/etcd/pki/ca.crt"].content == etcd_ca
+        if h.has("master") or h.has("node"):
+            assert files["/etc/kubernetes/pki/etcd-ca.crt"].content == etcd_ca
+
+
+def test_a_pki_from_before_the_etcd_ca_keeps_etcd_on_the_site_ca(tmp_path, inv):
+    """Legacy state directories are not migrated silently (a rolling restart onto a new CA would split the
+    members): etcd stays on the site CA, and `installer check` reports it (installer/etcd_access.py)."""
+    p = pki.Pki(tmp_path, clock=at(T0))
+    p.ensure(inv)
+    for name in ("etcd-ca.crt", "etcd-ca.key"):
+        (tmp_path / "pki" / name).unlink()
+    for spec in pki.specs(inv):
+        if spec.ca == pki.ETCD_CA:  # as the old installer issued them
+            ca_key, ca_cert = p.load_ca("ca")
+            key, cert = pki.issue(spec, ca_key, ca_cert, T0, 3650)
+            (tmp_path / "pki" / f"{spec.name}.key").write_bytes(pki.key_pem(key))
+            (tmp_path / "pki" / f"{spec.name}.crt").write_bytes(pki.cert_pem(cert))
+    report = pki.Pki(tmp_path, clock=at(T0 + dt.timedelta(days=1))).ensure(inv)
+    assert report.issued == [] and not (tmp_path / "pki" / "etcd-ca.crt").exists()
+    assert p.etcd_ca_name() == "ca"
 
 
 def test_keys_are_0600_certs_0644_dir_0700(built):

@@ -396,3 +396,15 @@ def test_docker_heals_too(rendered):
     dropin = text(rendered, "k8s-node1", "/etc/systemd/system/docker.service.d/10-k8s.conf")
     assert "\nRestart=always\n" in dropin and "\nStartLimitInterval=0\n" in dropin
     assert "Wants=docker.service" in text(rendered, "k8s-node1", "/etc/systemd/system/kubelet.service")
+
+
+@pytest.mark.parametrize("table,host,path,var", COMPONENTS)
+def test_a_change_to_any_file_a_component_reads_restarts_it(rendered, table, host, path, var):
+    """Every rendered file a flag names is owned by the component's unit in plan.OWNERS (a change restarts it)."""
+    from installer import plan as P
+
+    unit = table[:-4]
+    named = [a.split("=", 1)[1] for a in args(rendered, host, path, var) if "=" in a]
+    paths = [v for v in named if v.startswith("/") and v in rendered[host]]
+    assert paths, "the component reads some rendered file"
+    assert [p for p in paths if unit not in P.owners(p, [unit])] == []
