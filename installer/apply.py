@@ -21,7 +21,7 @@ import requests
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import egress, harbor_install
+from installer import egress, harbor_install, secrets_rewrite
 from installer import facts as facts_mod
 from installer import pki as pki_mod
 from installer import plan as plan_mod
@@ -465,6 +465,10 @@ class Executor:
             return self._seed()
         if s.kind == "harbor-project":
             return checks_mod.ensure_project(site.inv, self.opts.session, **site.registry_access)
+        if s.kind == secrets_rewrite.STEP_KIND:
+            n, summary = secrets_rewrite.rewrite(site.inv, site.pki, self.opts.session)
+            pend.done(CONTROL, secrets_rewrite.SECRETS_UNIT)
+            return summary
         if s.kind == "flannel-key":
             checks_mod.put_flannel_config(site.inv, site.pki, self.opts.session, s.command or "")
             return "written"
@@ -474,6 +478,8 @@ class Executor:
             units = tuple(s.units) + ((plan_mod.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
             if units:
                 pend.add(s.host, units)
+            if s.target == render_mod.PATHS["encryption_config"]:  # the secrets are re-written after the masters
+                pend.add(CONTROL, (secrets_rewrite.SECRETS_UNIT,))
             c.put(s.target, s.file.content, s.file.mode, s.file.owner)
         elif s.kind == "binary":
             if s.units:

@@ -838,6 +838,16 @@ def build(
         if puts or ADDONS_UNIT in pending.get(m.name, set()):
             why = "manifests changed" if puts else "manifests written by an earlier run, not applied yet"
             steps.append(Step(m.name, "kubectl-apply", ADDONS_DIR, why, command=KUBECTL_APPLY))
+    # secrets stored before the encryption config: re-written once every master runs with it
+    from installer import secrets_rewrite as sr
+
+    enc = PATHS["encryption_config"]
+    writes_enc = [h.name for h in masters if in_focus(h) and any(
+        s.kind == "put" and s.target == enc for p in phases for w in p.waves for s in w.steps if s.host == h.name)]
+    if writes_enc or sr.SECRETS_UNIT in pending.get(CONTROL, set()):
+        why = (f"the encryption config is new or changed on {', '.join(writes_enc)}" if writes_enc
+               else "an earlier run wrote the encryption config and did not re-write the secrets yet")
+        steps.append(Step(CONTROL, sr.STEP_KIND, "secrets", why))
     phases.append(Phase("addons", (Wave(tuple(steps)),) if steps else ()))
     return Plan(tuple(checks), tuple(phases), tuple(deferred))
 
