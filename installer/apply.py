@@ -673,6 +673,7 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
                         hint="fix what is listed, then run apply again")
         if plan.images is not None and not plan.images.ok:
             raise plan.images.error("checking every image reference before applying; nothing was changed")
+        record_hosts(site)  # before the first change: remove-node can reach every host a run touched
         if plan.empty:
             opts.out("nothing to do: every host matches the desired state")
             outcome = Outcome(plan)
@@ -700,6 +701,13 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
     if results is not None:
         record_etcd_members(site)  # a cluster formed before the record existed: its healthy members
     return report
+
+
+def record_hosts(site: Site) -> None:
+    """Add the inventory's hosts to the record remove-node reads (only remove-node takes one out again)."""
+    hosts = site.state.hosts()
+    hosts.update({h.name: h.model_dump(mode="json", exclude_none=True) for h in site.inv.hosts})
+    site.state.set_hosts(hosts)
 
 
 def record_etcd_members(site: Site) -> None:

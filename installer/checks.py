@@ -60,7 +60,7 @@ class Report:
 # ------------------------------------------------------------------ HTTPS with client certificates
 
 
-def _tls(pki: Pki, name: str) -> dict:
+def client_tls(pki: Pki, name: str) -> dict:
     """Client certificate `name`; the server is verified with the CA that signs it (etcd's own for etcd)."""
     ca = pki.etcd_ca_name() if name.startswith("etcd-") else "ca"
     return {"cert": (str(pki.crt_path(name)), str(pki.key_path(name))), "verify": str(pki.crt_path(ca)),
@@ -69,7 +69,7 @@ def _tls(pki: Pki, name: str) -> dict:
 
 def _get(session: requests.Session, url: str, pki: Pki, cert: str) -> Tuple[Optional[requests.Response], str]:
     try:
-        return session.get(url, **_tls(pki, cert)), ""
+        return session.get(url, **client_tls(pki, cert)), ""
     except requests.RequestException as e:
         return None, _why(e)
 
@@ -223,7 +223,7 @@ def put_flannel_config(inv: Inventory, pki: Pki, session: requests.Session, valu
     errors = []
     for m in inv.etcd_members:
         try:
-            r = session.put(_v2_url(inv, m.address), data={"value": value}, **_tls(pki, "etcd-healthcheck"))
+            r = session.put(_v2_url(inv, m.address), data={"value": value}, **client_tls(pki, "etcd-healthcheck"))
         except requests.RequestException as e:
             errors.append(f"{m.name}: {_why(e)}")
             continue

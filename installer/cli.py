@@ -301,6 +301,40 @@ def add_node(
     _apply(bundle, inventory, pub, state, known_hosts, host_keys, as_json, focus=node, command="add-node")
 
 
+@app.command("remove-node")
+def remove_node(
+    node: List[str] = typer.Argument(..., help="Name(s) of the host(s) to remove, already gone from the inventory."),
+    inventory: Path = INVENTORY,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
+    keep_data: bool = typer.Option(False, "--keep-data", help="Keep docker's data root (/var/lib/docker)."),
+    as_json: bool = JSON,
+) -> None:
+    """Drain nodes, delete their Node objects, stop their units, remove what the installer put there, forget them."""
+    from installer import apply as apply_mod
+    from installer import pki as pki_mod
+    from installer import remove_node as rn
+    from installer.state import StateDir
+
+    def body() -> None:
+        inv = inventory_mod.load(inventory)
+        root = state or _default_state()
+        with runlock.hold(root, "remove-node"):
+            st = StateDir(root)
+            p = pki_mod.Pki(root)
+            removals = rn.plan(inv, st, p, node, keep_data)
+            for rm in removals:
+                for line in rm.plan_lines():
+                    _out(line)
+            kh = known_hosts or st.known_hosts_path
+            d = rn.remove(inv, st, p, removals, _connectors(root, known_hosts, host_keys),
+                          apply_mod.default_session(), _out, kh)
+        emit(d, as_json, lambda d: "removed: " + ", ".join(d["removed"]))
+
+    guarded(body, as_json=as_json)
+
+
 @app.command()
 def check(
     inventory: Path = INVENTORY,

@@ -7,6 +7,7 @@ Layout of <state>:
   journal.jsonl        one JSON line per executed step (append-only; what was applied, when, by which run)
   pending.json         units whose files changed but that were not restarted yet (an apply stopped midway)
   etcd-members.json    the etcd members (name: address) the cluster was formed with
+  hosts.json           every host an apply managed (its inventory entry), until remove-node forgets it
   report.json/.txt     the evidence report of the last apply
   known_hosts          ssh host keys of the hosts (learned on first contact unless --host-keys strict)
 
@@ -35,6 +36,7 @@ ETCD_MEMBERS = "etcd-members.json"
 REPORT_JSON = "report.json"
 REPORT_TEXT = "report.txt"
 KNOWN_HOSTS = "known_hosts"
+HOSTS = "hosts.json"
 
 # What removing a state file on purpose costs: said in the error that refuses to guess around a damaged one.
 IF_REMOVED = {
@@ -45,6 +47,8 @@ IF_REMOVED = {
     ETCD_MEMBERS: "the membership guard is re-armed from the current inventory: its etcd members are recorded "
                   "as those the cluster was formed with after the next healthy etcd gate",
     JOURNAL: "the history of earlier runs is lost (resuming needs only pending.json)",
+    HOSTS: "remove-node cannot reach hosts already taken out of the inventory (the next apply records the "
+           "inventory's hosts again)",
 }
 
 
@@ -145,6 +149,20 @@ class StateDir:
     def set_etcd_members(self, members: Dict[str, str]) -> None:
         write_atomic(self.root / ETCD_MEMBERS,
                      (json.dumps({"members": members}, indent=2, sort_keys=True) + "\n").encode())
+
+    def hosts(self) -> Dict[str, Dict[str, Any]]:
+        """{name: inventory entry} of every host an apply managed and remove-node did not forget yet."""
+        path, doing = self.root / HOSTS, "reading the hosts earlier applies managed"
+        data = read_state_json(path, doing)
+        if data is None:
+            return {}
+        hosts = data.get("hosts")
+        if not isinstance(hosts, dict) or not all(isinstance(v, dict) and "address" in v for v in hosts.values()):
+            raise state_file_error(path, 'expected {"hosts": {name: {"address": ..., "roles": [...]}, ...}}', doing)
+        return dict(hosts)
+
+    def set_hosts(self, hosts: Dict[str, Dict[str, Any]]) -> None:
+        write_atomic(self.root / HOSTS, (json.dumps({"hosts": hosts}, indent=2, sort_keys=True) + "\n").encode())
 
     def write_report(self, data: dict, text: str) -> Tuple[Path, Path]:
         """The evidence report of a run, as JSON and as text."""

@@ -481,3 +481,45 @@ def test_changing_etcd_membership_is_refused_before_anything_happens(site):
         assert run.rc == 1 and "h4, h5 would join" in run.stderr and "Traceback" not in run.stderr, _fail(run)
         assert "etcdctl member add" in run.stderr
     assert [e for e in site.journal()[start:] if e.get("event") == "step"] == []
+
+
+def test_remove_node_drains_and_takes_h6_off_the_cluster(site):
+    """h6 (joined by add-node) runs a pod; taken out of the inventory, remove-node drains it, deletes its Node,
+    stops and disables its units, removes the installer's files and docker's data, forgets it; the cluster
+    check of the remaining hosts is green and the other nodes drop the route to its pod subnet."""
+    tb = site.tb
+    inv = site.inventory()
+    image = f"{inv.registry.endpoint}/{inv.registry.project}/pause-amd64:3.1"
+    (tb.merged(1) / "root/pod-h6.yaml").write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-h6\n  namespace: default\n"
+        f"spec:\n  nodeName: h6\n  containers:\n  - name: main\n    image: {image}\n")
+    _kubectl(site, "apply -f /root/pod-h6.yaml")
+    cluster.wait_for(lambda: _pod(site, "web-h6").get("status", {}).get("phase") == "Running", 120, 1.0,
+                     what="web-h6 Running")
+    subnet = tb.ssh(6, ". /run/flannel/subnet.env && echo $FLANNEL_SUBNET").stdout.strip()
+    net6 = str(ipaddress.ip_interface(subnet).network)
+    assert net6 in tb.ssh(4, "ip -4 route show").stdout
+    refused = cluster.installer("remove-node", "h5", "-i", str(site.inv4), "--state", str(site.state))
+    assert refused.rc == 2 and "still in the inventory" in refused.stderr, _fail(refused)
+    run = cluster.installer("remove-node", "h6", "-i", str(site.inv4), "--state", str(site.state),
+                            "--known-hosts", str(site.known_hosts))
+    assert run.rc == 0, _fail(run)
+    assert "cordon and drain Node h6" in run.stderr and "Node deleted" in run.stderr
+    assert _pod(site, "web-h6") == {}
+    nodes = json.loads(_kubectl(site, "get nodes -o json").stdout)["items"]
+    assert sorted(n["metadata"]["name"] for n in nodes) == ["h4", "h5"]
+    out = tb.ssh(6, "systemctl is-enabled kubelet kube-proxy flanneld docker 2>&1; pgrep -c 'kubelet|dockerd|flanneld'; "
+                    "ls /usr/local/bin /etc/kubernetes 2>&1; ls -A /var/lib/docker | wc -l; ip link show flannel.1 2>&1",
+                 check=False).stdout
+    assert "enabled" not in out.replace("not-found", "").split("\n0\n")[0], out
+    assert "kubelet" not in tb.ssh(6, "ls /usr/local/bin", check=False).stdout
+    assert tb.ssh(6, "test -e /etc/kubernetes/kubelet", check=False).returncode != 0
+    assert tb.ssh(6, "ls -A /var/lib/docker | wc -l").stdout.strip() == "0"
+    assert "h6" not in json.loads((site.state / "hosts.json").read_text())["hosts"]
+    cluster.wait_for(lambda: net6 not in tb.ssh(4, "ip -4 route show").stdout, 30, 1.0,
+                     what="h4 to drop the route to h6's pod subnet (lease deleted)")
+    again = cluster.installer("remove-node", "h6", "-i", str(site.inv4), "--state", str(site.state))
+    assert again.rc == 2 and "not a host this state directory knows" in again.stderr, _fail(again)
+    check = cluster.wait_for(lambda: (lambda r: r if r.rc == 0 else None)(site.check()), 60, 3.0,
+                             what="the check of the remaining hosts")
+    assert check.rc == 0
