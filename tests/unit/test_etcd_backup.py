@@ -313,3 +313,46 @@ def test_snapshot_command_needs_the_pki_and_a_healthy_member(monkeypatch, inv, t
                               clock=lambda: T)
     assert snap.member == "k8s-master3" and made[0].closed
     assert snap.to_dict()["path"] == str(snap.path) and "sidecar" in snap.text()
+
+
+def test_apply_takes_it_after_planning_and_before_the_first_change(monkeypatch, inv, tmp_path):
+    """The call site in apply_command: snapshot, then the executor; the evidence report names it."""
+    from types import SimpleNamespace
+
+    from installer.state import StateDir
+
+    order = []
+    bundle = SimpleNamespace(name="k8s", version="1", digest="d" * 64, fingerprint="f", reused=True, dir=tmp_path,
+                             components={})
+    site = SimpleNamespace(inv=inv, pki=Pki(tmp_path), state=StateDir(tmp_path).ensure(), bundle=bundle,
+                           pki_report=None)
+    plan = a_plan(step("k8s-master1"))
+    record = {"taken": True, "path": "/s/backups/etcd-20240506T070809Z-42.db", "revision": 42, "sha256": "ab" * 32,
+              "member": "k8s-master1", "changes": ["k8s-master1"]}
+
+    def before(inv_, pki, root, plan_, session, connector, out):
+        order.append(("snapshot", plan_ is plan, root == tmp_path))
+        return record
+
+    class Executor:
+        def __init__(self, *a):
+            pass
+
+        def run(self, p):
+            order.append(("execute",))
+            return apply_mod.Outcome(p)
+
+    monkeypatch.setattr(apply_mod, "load_site", lambda *a, **k: site)
+    monkeypatch.setattr(apply_mod, "make_plan", lambda *a, **k: plan)
+    monkeypatch.setattr(apply_mod.etcd_backup, "before_changes", before)
+    monkeypatch.setattr(apply_mod, "Executor", Executor)
+    opts = apply_mod.Options(connector_for=lambda i, h: None, session=None, checks=False)
+    report = apply_mod.apply_command(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts)
+    assert order == [("snapshot", True, True), ("execute",)]
+    assert report["etcd_backup"] == record
+    assert json.loads((tmp_path / "report.json").read_text())["etcd_backup"] == record
+    assert "etcd snapshot before changing k8s-master1" in (tmp_path / "report.txt").read_text()
+    order.clear()  # nothing to do: no snapshot, no executor
+    monkeypatch.setattr(apply_mod, "make_plan", lambda *a, **k: plan_mod.Plan((), ()))
+    report = apply_mod.apply_command(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts)
+    assert order == [] and report["etcd_backup"] is None
