@@ -21,7 +21,7 @@ import requests
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import egress, harbor_install, secrets_rewrite
+from installer import egress, etcd_backup, harbor_install, secrets_rewrite
 from installer import facts as facts_mod
 from installer import pki as pki_mod
 from installer import plan as plan_mod
@@ -674,10 +674,13 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         if plan.images is not None and not plan.images.ok:
             raise plan.images.error("checking every image reference before applying; nothing was changed")
         record_hosts(site)  # before the first change: remove-node can reach every host a run touched
+        backup = None
         if plan.empty:
             opts.out("nothing to do: every host matches the desired state")
             outcome = Outcome(plan)
-        else:
+        else:  # a snapshot first when the plan changes etcd or a master and etcd runs
+            backup = etcd_backup.before_changes(site.inv, site.pki, site.state.root, plan, opts.session,
+                                                hosts.__getitem__, opts.out)
             outcome = Executor(site, hosts, opts).run(plan)
     finally:
         hosts.close()
@@ -692,7 +695,7 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for, opts.max_parallel)
     if results is not None:  # seeded by now: every reference must be there with the bundle's digest
         results.results += images_results(site, opts.session)
-    report = evidence(site, plan, outcome, results, opts.clock() - t0)
+    report = dict(evidence(site, plan, outcome, results, opts.clock() - t0), etcd_backup=backup)
     site.state.write_report(report, evidence_text(report))
     if results is not None and not results.ok:
         raise Error("the cluster checks failed after apply", context="verifying the cluster",
@@ -777,6 +780,7 @@ def evidence_text(r: dict) -> str:
                      f"{t['images_present']} already present, {t['blobs_pushed']} blobs pushed")
     if r["nothing_to_do"]:
         lines.append("nothing to do: every host matched the desired state")
+    lines += etcd_backup.evidence_lines(r.get("etcd_backup"))  # taken before the changes below
     for host, items in sorted(r["changed"].items()):
         lines.append(f"{host}: {len(items)} change(s)")
         lines += [f"  {i}" for i in items]

@@ -369,6 +369,35 @@ def check(
     guarded(body, as_json=as_json)
 
 
+etcd_app = typer.Typer(help="The cluster's etcd.", no_args_is_help=True)
+app.add_typer(etcd_app, name="etcd")
+
+
+@etcd_app.command("snapshot")
+def etcd_snapshot(
+    inventory: Path = INVENTORY,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
+    as_json: bool = JSON,
+) -> None:
+    """Snapshot etcd from the first healthy member into <state>/backups (verified; the last
+    cluster.etcd_backups_keep are kept)."""
+    from installer import apply as apply_mod
+    from installer import etcd_backup
+
+    def body() -> None:
+        root = state or _default_state()
+        inv = inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
+        etcd_backup.require_pki(root)  # so is a state directory without the PKI
+        with runlock.hold(root, "etcd snapshot"):  # retention removes files: never alongside another run
+            snap = etcd_backup.snapshot_command(inv, root, apply_mod.default_session(),
+                                                _connectors(root, known_hosts, host_keys))
+        emit(snap.to_dict(), as_json, lambda d: snap.text())
+
+    guarded(body, as_json=as_json)
+
+
 @certs_app.command("renew")
 def certs_renew(
     bundle: Path = BUNDLE,

@@ -116,6 +116,7 @@ class Cluster(Frozen):
     firewalld: Literal["disable", "keep"] = "disable"
     cert_days: int = Field(3650, ge=1)
     renew_within_days: int = Field(30, ge=1)
+    etcd_backups_keep: int = Field(5, ge=1)  # etcd snapshots kept in <state>/backups (installer.etcd_backup)
 
     _v = field_validator("vip")(classmethod(lambda cls, v: _ip(v)))
     _s = field_validator("service_cidr", "pod_cidr")(classmethod(lambda cls, v: _cidr(v)))
