@@ -308,7 +308,7 @@ def remove_node(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
-    keep_data: bool = typer.Option(False, "--keep-data", help="Keep docker's data root (/var/lib/docker)."),
+    keep_data: bool = typer.Option(False, "--keep-data", help="Keep docker's data root (cluster.docker_data_root)."),
     as_json: bool = JSON,
 ) -> None:
     """Drain nodes, delete their Node objects, stop their units, remove what the installer put there, forget them."""

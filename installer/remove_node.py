@@ -9,7 +9,7 @@ not remove-node's); the last master cannot leave the inventory (it does not vali
   2. on the host: stop and disable its units (kubelet, kube-proxy, flanneld, docker, ...)
   3. delete the Node object, and flannel's lease of the host in etcd (the other hosts drop its routes)
   4. on the host: remove every file and binary the installer put there, kubelet's and CNI's state, the pod
-     network's interfaces, and docker's data root unless --keep-data (packages stay installed)
+     network's interfaces, and docker's data root (cluster.docker_data_root) unless --keep-data (packages stay installed)
   5. forget it: the host record, its pending restarts, its known_hosts entry
 
 /etc/hosts of the remaining hosts still names it until the next `installer apply` (said at the end).
@@ -36,7 +36,6 @@ from installer.state import StateDir
 
 KEEP = frozenset({"/etc/hosts"})  # the OS's own file, only edited by the installer
 STATE_DIRS = ("/var/lib/kubelet", "/var/lib/cni", "/run/flannel", "/etc/cni/net.d")
-DOCKER_DATA = "/var/lib/docker"
 LINKS = ("cni0", "flannel.1")
 DRAIN_TIMEOUT = 90.0
 TIMEOUT = 15.0
@@ -98,7 +97,7 @@ def _removal(inv: Inventory, pki: Pki, host: Host, keep_data: bool) -> Removal:
     files |= set(render_mod.binaries_for(host))
     files -= KEEP
     units = [u for u in reversed(plan_mod.wanted_units(host))]
-    wipe = list(STATE_DIRS) + ([] if keep_data else [DOCKER_DATA])
+    wipe = list(STATE_DIRS) + ([] if keep_data else [inv.cluster.docker_data_root])
     return Removal(host, units, sorted(files), wipe)
 
 

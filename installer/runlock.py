@@ -82,7 +82,7 @@ def _refusal(path: Path, command: str, sleep: Callable[[float], None]) -> StateL
         f"the state directory {path.parent} is in use by {_describe(holder)}",
         holder=holder, context=f"starting installer {command}",
         hint=f"wait for that run to finish (or stop it) and run {command} again; only one apply, add-node, "
-             f"certs renew, render or seed may use a state directory at a time (plan and check may run "
+             f"remove-node, certs renew, etcd snapshot, render or seed may use a state directory at a time (plan and check may run "
              f"alongside). The lock ends with its process: {path} without a live holder is no lock")
 
 

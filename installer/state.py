@@ -7,6 +7,7 @@ Layout of <state>:
   journal.jsonl        one JSON line per executed step (append-only; what was applied, when, by which run)
   pending.json         units whose files changed but that were not restarted yet (an apply stopped midway)
   etcd-members.json    the etcd members (name: address) the cluster was formed with
+  backups/             etcd snapshots (etcd-<UTC time>-<revision>.db, 0600) and their sidecars (installer.etcd_backup)
   hosts.json           every host an apply managed (its inventory entry), until remove-node forgets it
   report.json/.txt     the evidence report of the last apply
   known_hosts          ssh host keys of the hosts (learned on first contact unless --host-keys strict)

@@ -47,7 +47,7 @@ def test_a_node_gone_from_the_inventory_is_planned_with_everything_the_installer
                  "/etc/kubernetes/pki/kubelet.key", "/etc/docker/daemon.json"):
         assert path in rm.files, path
     assert "/etc/hosts" not in rm.files
-    assert "/var/lib/docker" in rm.wipe
+    assert "/data/docker" not in rm.wipe and rm.wipe[-1] == "/var/lib/docker"
     assert "/var/lib/docker" not in rn.plan(inv_without(tmp, "h5"), st, pki, ["h5"], keep_data=True)[0].wipe
     assert any("drain" in ln for ln in rm.plan_lines())
 
