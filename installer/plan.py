@@ -455,9 +455,12 @@ def preflight(inv: Inventory, desired: Mapping[str, HostDesired], states: Mappin
         if f.time_offset is None:
             out.append(Check(name, "clock", False, "could not compare the host's clock with this one"))
         else:
-            out.append(Check(name, "clock", abs(f.time_offset) < MAX_TIME_SKEW,
-                             f"offset {f.time_offset:+.2f} s (limit {MAX_TIME_SKEW:.0f} s: TLS and etcd need "
-                             "synchronized clocks; fix NTP/chrony)"))
+            # the estimate is off by at most half the round trip (the delays there and back may differ, e.g. a
+            # loaded control host): only an offset beyond the limit by more than that is a skew for sure
+            margin = (f.rtt or 0.0) / 2
+            out.append(Check(name, "clock", abs(f.time_offset) - margin < MAX_TIME_SKEW,
+                             f"offset {f.time_offset:+.2f} s ± {margin:.2f} s (limit {MAX_TIME_SKEW:.0f} s: TLS and "
+                             "etcd need synchronized clocks; fix NTP/chrony)"))
         for path, need in MIN_DISK_KB.items():
             free = f.disk_free_kb.get(path)
             if free is not None:

@@ -376,3 +376,14 @@ def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path
         checks.Result("etcd health", m.name, m.name != "h1", "x") for m in inv.etcd_members])
     if target == P.ETCD_OTHERS_HEALTHY:
         assert "healthy" in A.Executor(site, {}, opts)._gate(gate)
+
+
+@pytest.mark.parametrize("offset,rtt,ok", [(3.5, 0.1, False), (2.8, 5.6, True), (-3.0, 1.0, False),
+                                           (2.4, 1.0, True), (1.9, None, True)])
+def test_clock_skew_counts_the_measurements_uncertainty(inv, desired, offset, rtt, ok):
+    """A loaded control host delays the facts call one way more than the other: the offset estimate is then off by
+    up to half the round trip, so only what exceeds the limit by more than that is a skew."""
+    states = converged(inv, desired)
+    states["h4"] = P.HostState(replace(states["h4"].facts, time_offset=offset, rtt=rtt))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    assert ("clock" in {c.name for c in plan.problems}) is (not ok)
