@@ -1,0 +1,82 @@
+"""What the installer's commands are given: collaborators and knobs (Options), the ssh connector factory, the
+proxy-free session, and the per-run pool of host connections.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+import requests
+
+from installer import harbor_install
+from installer.errors import Error
+from installer.hosts.connector import Connector
+from installer.inventory import Host, Inventory
+
+Out = Callable[[str], None]
+
+
+@dataclass
+class Options:
+    """Injected collaborators and knobs (tests pass their own)."""
+
+    connector_for: Callable[[Inventory, Host], Connector]
+    session: requests.Session
+    out: Out = lambda line: None
+    max_parallel: int = 10
+    gate_timeout: float = 120.0
+    harbor_timeout: float = 600.0  # Harbor's containers take minutes after install.sh on a real host
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    checks: bool = True  # run the cluster checks after executing
+
+
+def ssh_connectors(known_hosts: str, host_keys: str,
+                   out: Out = lambda line: None) -> Callable[[Inventory, Host], Connector]:
+    """The default connector factory: OpenSSH with the inventory's settings and the host key policy."""
+    from installer.hosts.known_hosts import check_mode
+    from installer.hosts.ssh import SshConnector
+
+    check_mode(host_keys)
+
+    def make(inv: Inventory, host: Host) -> Connector:
+        return SshConnector.for_host(inv, host, known_hosts=known_hosts, host_keys=host_keys, out=out)
+
+    return make
+
+
+def default_session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # the air-gapped site has no proxy for cluster addresses
+    return s
+
+
+class Hosts:
+    """Open connectors by host name, created on first use, closed together."""
+
+    def __init__(self, inv: Inventory, opts: Options) -> None:
+        self.inv, self.opts = inv, opts
+        self._conns: Dict[str, Connector] = {}
+
+    def __getitem__(self, name: str) -> Connector:
+        if name not in self._conns:
+            reg = harbor_install.registry_host(self.inv)
+            host = reg if reg is not None and name == reg.name else self.inv.host(name)
+            self._conns[name] = self.opts.connector_for(self.inv, host)
+        return self._conns[name]
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            try:
+                c.close()
+            except Exception:  # closing must never hide the real outcome
+                pass
+        self._conns.clear()
+
+
+def first_line(e: BaseException) -> str:
+    if isinstance(e, Error):
+        return e.message + (f" ({'; '.join(e.details[-2:])})" if e.details else "")
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,256 @@
+"""The site as apply sees it before touching a host: the verified bundle (unpacked, executables extracted),
+the inventory, the PKI and every host's desired state; and the records apply keeps of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from installer import addons as addons_mod
+from installer import egress, harbor_install
+from installer import pki as pki_mod
+from installer import plan as plan_mod
+from installer import render as render_mod
+from installer.bundle import layout
+from installer.errors import Error
+from installer.inventory import Host, Inventory
+from installer.options import Out
+from installer.plan import HostDesired, Source
+from installer.state import StateDir
+
+EXTRA_UNITS = ("firewalld", "systemd-sysctl")
+
+# binary name -> (tarball glob in binaries/, member path suffix inside it)
+BINARY_SOURCES = {
+    **{n: ("kubernetes-server-linux-amd64.tar.gz", f"kubernetes/server/bin/{n}")
+       for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")},
+    "etcd": ("etcd-v*-linux-amd64.tar.gz", "/etcd"),
+    "etcdctl": ("etcd-v*-linux-amd64.tar.gz", "/etcdctl"),
+    "flanneld": ("flannel-v*-linux-amd64.tar.gz", "flanneld"),
+    "mk-docker-opts.sh": ("flannel-v*-linux-amd64.tar.gz", "mk-docker-opts.sh"),
+}
+CNI_ARCHIVE = "cni-plugins-amd64-v*.tgz"
+COMPONENT_VERSIONS = {"binary/kubernetes-server": "kubernetes", "binary/etcd": "etcd", "binary/flannel": "flannel",
+                      "binary/cni-plugins": "cni", "rpm/docker-ce": "docker", "rpm/haproxy": "haproxy",
+                      "rpm/keepalived": "keepalived"}
+
+
+# ------------------------------------------------------------------ the bundle
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The verified, unpacked bundle in the state directory."""
+
+    dir: Path
+    digest: str  # sha256 of the signed manifest bytes
+    fingerprint: str
+    name: str
+    version: str
+    components: Mapping[str, str]
+    reused: bool
+    files: Mapping[str, str] = field(default_factory=dict, repr=False)  # path -> sha256, from the signed manifest
+
+
+def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> Bundle:
+    """Verify signature and every hash, then unpack into the state dir, or reuse the same unpacked bundle."""
+    from installer import bundle as fmt
+
+    key = fmt.load_public_key(pub)
+    manifest, manifest_bytes, _ = fmt.read_manifest(bundle_path, key)  # signature first: cheap and decisive
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
+    info = state.bundle_info()
+    target = state.root / f"bundle-{digest[:16]}"
+    if info and info.get("manifest_sha256") == digest and target.is_dir():
+        out(f"bundle: verifying {bundle_path} (same bundle as unpacked: reusing {target})")
+        report = fmt.verify_bundle(bundle_path, key)
+        reused = True
+    else:
+        out(f"bundle: verifying and unpacking {bundle_path}")
+        if target.exists():
+            shutil.rmtree(target)  # a half-trusted leftover: never reused without its bundle.json
+        report = fmt.unpack_bundle(bundle_path, key, target)
+        for old in state.root.glob("bundle-*"):
+            if old != target and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        state.set_bundle_info({"manifest_sha256": digest, "fingerprint": report.fingerprint, "dir": str(target),
+                               "name": report.name, "version": report.version, "bundle": str(bundle_path)})
+        reused = False
+    if report.not_checked:
+        out(f"bundle: verified with the {report.key_type} key {report.fingerprint}; "
+            f"{', '.join(report.not_checked)} not checked (no Ed25519 key given)")
+    return Bundle(target, digest, report.fingerprint, report.name, report.version, dict(manifest.components), reused,
+                  {f.path: f.sha256 for f in manifest.files})
+
+
+def _find_archive(bundle: Bundle, pattern: str) -> Path:
+    found = layout.find_binary(bundle.dir, pattern)
+    if found is None:
+        raise Error(f"the bundle has no {layout.stored_binary_name(pattern)} in {layout.BINARIES_DIR}/",
+                    context="collecting binaries",
+                    hint="build the bundle with the default spec (kubernetes-server, etcd, flannel, cni-plugins)")
+    return found
+
+
+def extract_binaries(bundle: Bundle, state: StateDir, names: Sequence[str]) -> Dict[str, Tuple[Path, Source]]:
+    """{name: (local file, Source)} for every executable asked, extracted once per bundle into the state dir."""
+    dest = state.binaries_dir(bundle.digest)
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted: Dict[str, Tuple[str, str]] = {}
+    for n in names:
+        if n in BINARY_SOURCES:
+            wanted[n] = BINARY_SOURCES[n]
+        else:
+            wanted[n] = (CNI_ARCHIVE, n)  # a CNI plugin: ./bridge, ./flannel, ...
+    out: Dict[str, Tuple[Path, Source]] = {}
+    by_archive: Dict[str, List[str]] = {}
+    for n, (pattern, _member) in wanted.items():
+        if not (dest / n).exists():
+            by_archive.setdefault(pattern, []).append(n)
+    for pattern, ns in by_archive.items():
+        archive = _find_archive(bundle, pattern)
+        with tarfile.open(archive, "r:*") as tar:
+            members = {m.name.lstrip("./"): m for m in tar.getmembers() if m.isfile()}
+            for n in ns:
+                suffix = wanted[n][1]
+                m = next((mem for name, mem in members.items()
+                          if name == suffix.lstrip("/") or name.endswith("/" + suffix.lstrip("/"))), None)
+                if m is None:
+                    raise Error(f"{archive.name} has no {suffix}", context="collecting binaries",
+                                hint="the bundle's release tarball does not have the upstream layout")
+                src = tar.extractfile(m)
+                tmp = dest / f".{n}.tmp"
+                with open(tmp, "wb") as f:
+                    shutil.copyfileobj(src, f)
+                tmp.chmod(0o755)
+                tmp.rename(dest / n)
+    for n, (pattern, member) in wanted.items():
+        p = dest / n
+        digest = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        out[n] = (p, Source(digest.hexdigest(), f"{pattern}!{member}", 0o755))
+    return out
+
+
+def repo_files(bundle: Bundle) -> Dict[str, Tuple[Path, Source]]:
+    """{remote path under REPO_DIR: (local file, Source)} of the bundle's yum repository, sha256 from the manifest."""
+    out = {}
+    prefix = layout.RPMS_DIR + "/"
+    for path, sha in sorted(bundle.files.items()):
+        if path.startswith(prefix):
+            out[f"{plan_mod.REPO_DIR}/{path[len(prefix):]}"] = (bundle.dir / path, Source(sha, path, 0o644))
+    return out
+
+
+RPM_GPG_DIR = "/etc/pki/rpm-gpg"
+
+
+def rpm_keys(bundle: Bundle) -> Dict[str, render_mod.File]:
+    """{/etc/pki/rpm-gpg/<key>: File} for every repo signing key the bundle ships (verified with the bundle)."""
+    prefix = layout.RPM_KEYS_DIR + "/"
+    return {f"{RPM_GPG_DIR}/{path[len(prefix):]}": render_mod.File((bundle.dir / path).read_bytes(), 0o644)
+            for path in sorted(bundle.files) if path.startswith(prefix)}
+
+
+def image_roles(bundle: Bundle, inv: Inventory) -> Tuple[Dict[str, str], str]:
+    """({role: reference in the site registry}, naming rule) from the bundle's spec and image layout."""
+    return egress.image_roles(bundle.dir, inv)  # one implementation: `installer check` renders the same images
+
+
+def versions_of(bundle: Bundle) -> Dict[str, str]:
+    return {v: bundle.components[k] for k, v in COMPONENT_VERSIONS.items() if k in bundle.components}
+
+
+# ------------------------------------------------------------------ desired state
+
+
+@dataclass
+class Site:
+    """Everything derived from bundle + inventory + PKI that planning and executing need."""
+
+    inv: Inventory
+    state: StateDir
+    bundle: Bundle
+    pki: pki_mod.Pki
+    desired: Dict[str, HostDesired]
+    local: Dict[str, Path]  # origin of a binary/repo Source -> local file
+    images: Dict[str, str]
+    naming: str
+    pki_report: Optional[pki_mod.IssueReport] = None
+    registry_host: Optional[Host] = None  # install mode: the Harbor host (its desired state is in `desired`)
+    registry_access: Dict[str, object] = field(default_factory=dict)  # install mode: password and CA for clients
+
+
+def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.Pki) -> Site:
+    """Render every host's files, add binaries, repo, packages and units; addons go to the first master."""
+    images, naming = image_roles(bundle, inv)
+    versions = versions_of(bundle)
+    material = {h.name: pki.material_for(inv, h) for h in inv.hosts}
+    keys = rpm_keys(bundle)
+    rendered = render_mod.render_all(inv, pki_files=material, images=images, versions=versions,
+                                     gpgcheck=bool(keys), gpgkey=[f"file://{p}" for p in sorted(keys)],
+                                     unchecked_repo=layout.has_unchecked_repo(bundle.files))
+    names = sorted({p.rsplit("/", 1)[-1] for h in inv.hosts for p in render_mod.binaries_for(h)})
+    bins = extract_binaries(bundle, state, names)
+    repo = repo_files(bundle)
+    local = {src.origin: path for path, src in bins.values()}
+    local.update({src.origin: path for path, src in repo.values()})
+    addon_files = addons_mod.files(bundle.dir / layout.MANIFESTS_DIR, inv, images)
+    desired = {}
+    reg_host = harbor_install.registry_host(inv)
+    if reg_host is not None:
+        d, reg_local = harbor_install.desired(inv, bundle.dir, bundle.files, pki, state.root, keys,
+                                              {p: s for p, (_l, s) in repo.items()}, versions)
+        desired[reg_host.name] = d
+        local.update(reg_local)
+    for h in inv.hosts:
+        files = dict(rendered[h.name])
+        if inv.masters and h.name == inv.masters[0].name:
+            files.update(addon_files)
+        pkgs = plan_mod.wanted_packages(h)
+        if pkgs:
+            files.update(keys)  # yum checks every package against the bundle's pinned keys (gpgcheck=1)
+        desired[h.name] = HostDesired(
+            files=files,
+            binaries={p: bins[p.rsplit("/", 1)[-1]][1] for p in render_mod.binaries_for(h)},
+            repo={p: s for p, (_l, s) in repo.items()} if pkgs else {},
+            packages=pkgs,
+            units=plan_mod.wanted_units(h),
+        )
+    return Site(inv, state, bundle, pki, desired, local, images, naming, registry_host=reg_host,
+                registry_access=harbor_install.access(inv, state.root, pki.crt_path("ca")))
+
+
+def load_site(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, out: Out,
+              renew: bool = False) -> Site:
+    """Inventory, verified bundle, PKI and desired state (nothing on hosts yet)."""
+    from installer import inventory as inventory_mod
+
+    inv = inventory_mod.load(Path(inventory))
+    state = StateDir(state_dir).ensure()
+    bundle = prepare_bundle(Path(bundle_path), Path(pub), state, out)
+    p = pki_mod.Pki(state.root)
+    report = p.ensure(inv)
+    site = desired_state(inv, bundle, state, p)
+    site.pki_report = report
+    return site
+
+
+def record_hosts(site: Site) -> None:
+    """Add the inventory's hosts to the record remove-node reads (only remove-node takes one out again)."""
+    hosts = site.state.hosts()
+    hosts.update({h.name: h.model_dump(mode="json", exclude_none=True) for h in site.inv.hosts})
+    site.state.set_hosts(hosts)
+
+
+def record_etcd_members(site: Site) -> None:
+    """Record the inventory's etcd members as those the cluster was formed with, unless already recorded."""
+    if site.inv.etcd_members and site.state.etcd_members() is None:
+        site.state.set_etcd_members({m.name: m.address for m in site.inv.etcd_members})
