@@ -264,6 +264,21 @@ def test_a_stopped_flanneld_fails_the_check_naming_its_node(site):
     assert run.rc == 0
 
 
+def test_secrets_are_encrypted_at_rest_in_etcd(site):
+    """The dashboard's Secret (applied by apply) is stored aescbc-encrypted with the site key; the API serves it."""
+    r = _kubectl(site, "get secret kubernetes-dashboard-certs -n kube-system -o json")
+    assert json.loads(r.stdout)["metadata"]["name"] == "kubernetes-dashboard-certs"
+    tls = "--cacert /etc/etcd/pki/ca.crt --cert /etc/etcd/pki/server.crt --key /etc/etcd/pki/server.key"
+    raw = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 {tls} get "
+                         "/registry/secrets/kube-system/kubernetes-dashboard-certs --print-value-only | head -c 33",
+                      timeout=30).stdout
+    assert raw.startswith("k8s:enc:aescbc:v1:k8s-offline-1:"), raw
+    plain = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 {tls} get "
+                           "/registry/configmaps/kube-system/kube-dns --print-value-only | head -c 1", timeout=30,
+                        check=False).stdout
+    assert plain in ("{", ""), plain  # other kinds stay plain JSON (only secrets are listed in the config)
+
+
 def test_addons_are_in_the_apiserver_and_stay_pending_until_applied(site):
     """The addon objects exist after apply; an apply whose kubectl apply cannot reach the apiserver (after the
     manifest was written) fails naming the master, keeps the addons pending, and the next apply applies them."""
