@@ -398,6 +398,36 @@ def etcd_snapshot(
     guarded(body, as_json=as_json)
 
 
+@etcd_app.command("restore")
+def etcd_restore(
+    snapshot: Path = typer.Argument(..., help="A snapshot file (from <state>/backups)."),
+    inventory: Path = INVENTORY,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
+    as_json: bool = JSON,
+) -> None:
+    """Disaster recovery: stop the apiservers and etcd, restore the snapshot on every member (old data moved
+    aside), start etcd, flanneld and the apiservers again."""
+    from installer import apply as apply_mod
+    from installer import etcd_backup
+    from installer import etcd_restore as er
+
+    def body() -> None:
+        root = state or _default_state()
+        inv = inventory_mod.load(inventory)
+        p = etcd_backup.require_pki(root)
+        members = er.plan(inv, snapshot)
+        with runlock.hold(root, "etcd restore"):
+            for line in er.plan_lines(inv, snapshot, members):
+                _out(line)
+            d = er.restore(inv, p, snapshot, members, apply_mod.default_session(),
+                           _connectors(root, known_hosts, host_keys), _out)
+        emit(d, as_json, lambda d: f"etcd restored from {d['snapshot']}; run `installer check`")
+
+    guarded(body, as_json=as_json)
+
+
 @certs_app.command("renew")
 def certs_renew(
     bundle: Path = BUNDLE,

@@ -538,3 +538,32 @@ def test_remove_node_drains_and_takes_h6_off_the_cluster(site):
     check = cluster.wait_for(lambda: (lambda r: r if r.rc == 0 else None)(site.check()), 60, 3.0,
                              what="the check of the remaining hosts")
     assert check.rc == 0
+
+
+def test_etcd_restore_brings_back_what_the_snapshot_had(site):
+    """Objects written, a snapshot taken, objects changed, two members' data destroyed (quorum lost): restore
+    brings the cluster back as the snapshot had it, with the data from before moved aside, and the check is green."""
+    tb = site.tb
+    (tb.merged(1) / "root/cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: restore-probe\n  namespace: default\ndata:\n  a: '1'\n")
+    (tb.merged(1) / "root/cm2.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-snapshot\n  namespace: default\ndata:\n  b: '2'\n")
+    _kubectl(site, "apply -f /root/cm.yaml")
+    snap = cluster.installer("etcd", "snapshot", "-i", str(site.inv4), "--state", str(site.state), "--known-hosts",
+                             str(site.known_hosts), "--json")
+    assert snap.rc == 0, _fail(snap)
+    path = json.loads(snap.stdout)["path"]
+    _kubectl(site, "delete -f /root/cm.yaml")
+    _kubectl(site, "apply -f /root/cm2.yaml")
+    for n in (2, 3):
+        tb.ssh(n, "systemctl stop etcd && rm -rf /var/lib/etcd")
+    run = cluster.installer("etcd", "restore", path, "-i", str(site.inv4), "--state", str(site.state),
+                            "--known-hosts", str(site.known_hosts))
+    assert run.rc == 0, _fail(run)
+    assert "stop kube-apiserver on h1, h2, h3" in run.stderr and "etcd healthy" in run.stderr
+    assert _kubectl(site, "get configmap restore-probe -n default -o name", check=False).returncode == 0
+    assert _kubectl(site, "get configmap after-snapshot -n default -o name", check=False).returncode != 0
+    assert tb.ssh(1, "ls -d /var/lib/etcd.before-restore-*", check=False).returncode == 0
+    check = cluster.wait_for(lambda: (lambda r: r if r.rc == 0 else None)(site.check()), 120, 3.0,
+                             what="the check after the restore")
+    assert check.rc == 0

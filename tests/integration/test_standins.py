@@ -212,7 +212,7 @@ def test_controller_manager_leader_failover(env, cluster):
     kubeconfig = _kubeconfig_for(env, cluster, "controller-manager", "system:kube-controller-manager")
     lock = "/api/v1/namespaces/kube-system/endpoints/kube-controller-manager"
 
-    def start(name):
+    def start(name, port):
         return procs.start(
             [
                 env["bin"]["kube-controller-manager"],
@@ -222,7 +222,7 @@ def test_controller_manager_leader_failover(env, cluster):
                 "--leader-elect-renew-deadline=3s",
                 "--leader-elect-retry-period=1s",
                 "--address=127.0.0.1",
-                "--port=%d" % free_port(),
+                "--port=%d" % port,
                 "--use-service-account-credentials",
                 "--root-ca-file=" + env["pki"].ca,
             ],
@@ -235,7 +235,8 @@ def test_controller_manager_leader_failover(env, cluster):
             return None
         return json.loads(resp.json()["metadata"]["annotations"]["control-plane.alpha.kubernetes.io/leader"])
 
-    first, second = start("cm-1"), start("cm-2")
+    # the first on 10252: componentstatus probes 127.0.0.1:10252 as 1.10's apiserver does
+    first, second = start("cm-1", 10252), start("cm-2", free_port())
     leader = wait_until(record, 10, what="a controller-manager leader")
     assert leader["leaseDurationSeconds"] == 4
     leaders = wait_until(
@@ -363,7 +364,7 @@ def test_kube_proxy_and_scheduler_talk_to_the_apiserver(env, cluster):
             env["bin"]["kube-scheduler"],
             "--kubeconfig=" + sched_kc,
             "--address=127.0.0.1",
-            "--port=%d" % free_port(),
+            "--port=10251",  # componentstatus probes 127.0.0.1:10251 as 1.10's apiserver does
             "--leader-elect-lease-duration=4s",
             "--leader-elect-renew-deadline=3s",
             "--leader-elect-retry-period=1s",
@@ -379,6 +380,8 @@ def test_kube_proxy_and_scheduler_talk_to_the_apiserver(env, cluster):
         what="scheduler healthy in componentstatuses",
     )
     assert procs.stop(sched) == 0
+    cond = _get(cluster, env, "/api/v1/componentstatuses/scheduler").json()["conditions"][0]
+    assert cond["status"] == "False" and "127.0.0.1:10251: connect: connection refused" in cond["error"], cond
     assert procs.stop(proxy) == 0
 
 
