@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import requests
 
-from bundler import assemble, fetch, static, wheels
+from bundler import assemble, epoch, fetch, static, wheels
 from bundler import lock as lock_mod
 from bundler import spec as spec_mod
 from bundler.cache import Cache
@@ -95,7 +95,8 @@ def run_lock(spec_path: Path, mirrors: Optional[Path], cache: Cache, jobs: int,
     spec = spec_mod.load(spec_path, mirrors)
     progress = progress if progress is not None else TqdmProgress(stream=sys.stderr)
     lk = fetch.lock(spec, spec_path, session or _session(), cache, jobs=jobs, progress=progress)
-    return lock_mod.write(lk, lock_mod.path_for(spec_path))
+    path = lock_mod.path_for(spec_path)
+    return lock_mod.write(lock_mod.keep_time(lk, path), path)
 
 
 def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Path, cache: Cache, *,
@@ -103,8 +104,11 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
               pythons: Sequence[str] = wheels.DEFAULT_PYTHONS, created: Optional[str] = None,
               session: Optional[requests.Session] = None, progress=None, level: int = fmt.DEFAULT_LEVEL,
               include_static: bool = True, static_cache: Optional[Path] = None,
-              p256_key_path: Optional[Path] = None) -> BuildSummary:
+              p256_key_path: Optional[Path] = None, check_upstream: bool = False) -> BuildSummary:
     """Build the signed bundle; the lock beside the spec is used, and written if new or extended.
+
+    locked: build only what the lock pins, from the cache when it is there: no request at all then (image
+    tags are not asked about; drift of a tag is `bundler lock`'s business), unless check_upstream.
 
     Signed with the Ed25519 key and, when there is one (p256_key_path, or bundle-p256.key beside key_path),
     with the P-256 key too, so that openssl 1.0.2 (CentOS 7) can verify it.
@@ -112,6 +116,7 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
     spec_path = Path(spec_path)
     keys = load_signing_keys(key_path, p256_key_path)  # fail before any download when a key is wrong
     fmt.check_level(level)
+    epoch.source_date_epoch()  # a malformed SOURCE_DATE_EPOCH fails before any download
     if include_static and static.unavailable():
         raise Error(f"cannot build the static installer here: {static.unavailable()}",
                     context="preparing the bundle's installer executable",
@@ -134,13 +139,15 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
         lk = fetch.lock(spec, spec_path, session, cache, jobs=jobs, progress=progress)
         lock_mod.write(lk, lock_path)
         written = True
-    result = fetch.fetch(spec, lk, cache, session, jobs=jobs, locked=locked, progress=progress, spec_path=spec_path)
+    result = fetch.fetch(spec, lk, cache, session, jobs=jobs, locked=locked, progress=progress, spec_path=spec_path,
+                         check_upstream=check_upstream or not locked)
     if result.lock_changed:
         lock_mod.write(result.lock, lock_path)
         written = True
     lock_bytes = lock_mod.dump(result.lock).encode()
     lk = selected(spec, result.lock)
-    created = created or now_created(None)
+    # never the clock: SOURCE_DATE_EPOCH or the lock's time, so the same inputs give the same bundle bytes
+    created = now_created(created) if created else epoch.bundle_time(result.lock.created)
     stage = assemble.Staging()
     try:
         installer_files = wheels.collect(cache.root, stage.root, pythons).files

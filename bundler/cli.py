@@ -90,7 +90,10 @@ def build(
     mirrors: Optional[Path] = MIRRORS,
     cache: Optional[Path] = CACHE,
     jobs: int = JOBS,
-    locked: bool = typer.Option(False, "--locked", help="Refuse to resolve anything not already in the lock."),
+    locked: bool = typer.Option(False, "--locked", help="Refuse to resolve anything not already in the lock; "
+                                "with everything in the cache, make no network request at all."),
+    check_upstream: bool = typer.Option(False, "--check-upstream", help="With --locked: still ask the "
+                                        "registries whether each image tag names the locked digest."),
     split_size: Optional[str] = typer.Option(None, "--split-size", help="Split into parts of at most SIZE "
                                              "(e.g. 3900M fits FAT32)."),
     pythons: str = typer.Option(",".join(("3.9", "3.10", "3.11", "3.12")), "--pythons",
@@ -107,7 +110,8 @@ def build(
     def body() -> None:
         s = build_mod.run_build(spec, mirrors, key, out, _cache(cache), jobs=jobs, locked=locked,
                                 split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()],
-                                include_static=include_static, level=level, p256_key_path=p256_key)
+                                include_static=include_static, level=level, p256_key_path=p256_key,
+                                check_upstream=check_upstream)
         emit(s.as_dict(), as_json, _build_text)
 
     guarded(body, as_json=as_json)

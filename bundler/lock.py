@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import field_validator, model_validator
 
+from installer.bundle.manifest import parse_created
 from installer.documents import Frozen, Loc, load_document, validate_data
 from installer.errors import Error
 
@@ -142,6 +143,8 @@ class Lock(Frozen):
 
     lock_version: Literal[1] = LOCK_VERSION
     spec_sha256: str
+    # when it was resolved (RFC 3339 UTC; SOURCE_DATE_EPOCH if set): the time bundles built from it record
+    created: Optional[str] = None
     name: str
     version: str
     options: Dict[str, str]
@@ -151,6 +154,13 @@ class Lock(Frozen):
     images: Tuple[LockedImage, ...] = ()
 
     _s = field_validator("spec_sha256")(classmethod(lambda cls, v: _hex(v)))
+
+    @field_validator("created")
+    @classmethod
+    def _created(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            parse_created(v)  # ValueError: reported with the YAML path
+        return v
 
     def repo(self, name: str) -> Optional[LockedRepo]:
         return next((r for r in self.repos if r.name == name), None)
@@ -240,6 +250,21 @@ def dump(lock: Lock) -> str:
     data = lock.sorted().model_dump(mode="json")
     return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000,
                                    allow_unicode=True)
+
+
+def keep_time(new: Lock, path: Union[str, Path]) -> Lock:
+    """`new`, or the lock already at `path` when it pins exactly the same (only the time would differ):
+    re-locking without a change leaves the file, and so the bundles built from it, as they were."""
+    path = Path(path)
+    if not path.exists():
+        return new
+    try:
+        old = load(path)
+    except Error:
+        return new  # unreadable: `new` replaces it
+    if old.created and old.sorted() == new.model_copy(update={"created": old.created}).sorted():
+        return old
+    return new
 
 
 def write(lock: Lock, path: Union[str, Path]) -> Path:

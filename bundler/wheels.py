@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from installer.digest import sha256_file
 from installer.errors import Error
@@ -28,6 +28,7 @@ DEFAULT_PYTHONS = ("3.9", "3.10", "3.11", "3.12")
 PLATFORM = "manylinux2014_x86_64"
 # pip names the manylinux tags differently across wheels; accept any x86_64 manylinux wheel
 EXTRA_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64")
+WHEEL_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can record
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ def _wheel_name_version(filename: str) -> Tuple[str, str]:
     return _norm(parts[0]), parts[1]
 
 
-def _pip(args: Sequence[str], what: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+def _pip(args: Sequence[str], what: str, env: Optional[Dict[str, str]] = None) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         raise Error(f"pip failed while {what}", context=" ".join(["pip", *args])[:300], details=[tail],
@@ -76,9 +78,11 @@ def build_project_wheel(out: Path) -> Path:
     """Build the k8s-offline wheel from this source tree."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        # a fixed SOURCE_DATE_EPOCH makes the wheel reproducible: same sources, same hash
-        os.environ.setdefault("SOURCE_DATE_EPOCH", "315532800")
-        _pip(["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp, str(ROOT)], "building the installer wheel")
+        # a fixed SOURCE_DATE_EPOCH (whatever the caller's) makes the wheel reproducible: same sources, same
+        # hash; --no-index and no version check: a build from a full cache makes no network request
+        _pip(["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", tmp, str(ROOT)],
+             "building the installer wheel",
+             env={"SOURCE_DATE_EPOCH": WHEEL_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
         built = list(Path(tmp).glob("*.whl"))
         if len(built) != 1:
             raise Error("building the installer wheel produced no single wheel", context=str(ROOT))

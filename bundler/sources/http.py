@@ -338,14 +338,19 @@ class _Download:
         return int(length) if length and length.isdigit() else None
 
     def _stream(self, resp: requests.Response, total: Optional[int]) -> None:
+        # read1: whatever the socket has (at most CHUNK), written before the next read, so a reset loses no
+        # byte received (read(CHUNK) would drop the part of a chunk it had when the connection broke)
         try:
-            for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                if self.stop.is_set():
-                    raise Interrupted(self.it.url)
+            while True:
+                chunk = resp.raw.read1(CHUNK, decode_content=False)
+                if not chunk:
+                    break
                 self.f.write(chunk)
                 self.hash.update(chunk)
                 self.downloaded += len(chunk)
                 self.progress.update(self.it.label, len(chunk))
+                if self.stop.is_set():
+                    raise Interrupted(self.it.url)
         except _TRANSIENT as e:
             raise _Transient(_reason(e)) from None
         if total is not None and self.f.tell() != total:

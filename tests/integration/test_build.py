@@ -8,12 +8,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 import zstandard
 
@@ -21,6 +24,8 @@ from bundler import build
 from bundler import lock as lock_mod
 from bundler.cache import Cache
 from installer import bundle as fmt
+from installer.bundle.manifest import parse_created
+from installer.errors import Error
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -166,17 +171,19 @@ def test_offline_bootstrap_with_openssl_and_pip(built, tmp_path):
     sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in manifest["files"] if f["path"].startswith("installer/"))
     r = subprocess.run(["sha256sum", "-c", "--strict", "-"], input=sums, cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    # 3. a venv with nothing but the bundled wheels
+    # 3. a venv with nothing but the bundled wheels (and no PYTHONPATH: pip would take a source tree on it,
+    # with its egg-info, for k8s-offline already installed)
+    offline_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
                         str(work / "installer" / "wheels"), "--require-hashes", "-r",
                         str(work / "installer" / f"requirements-cp{PY.replace('.', '')}.txt")],
-                       capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+                       capture_output=True, text=True, env={**offline_env, "PIP_CONFIG_FILE": os.devnull})
     assert r.returncode == 0, r.stderr[-2000:]
     for pub in (built["pub"], built["p256_pub"]):
         r = subprocess.run([str(venv / "bin" / "installer"), "verify", str(bundle), "--pub", str(pub)],
-                           capture_output=True, text=True, cwd=tmp_path)
+                           capture_output=True, text=True, cwd=tmp_path, env=offline_env)
         assert r.returncode == 0, r.stderr
 
 
@@ -248,3 +255,126 @@ def test_repos_with_gpgcheck_off_go_into_a_second_repository(built, tmp_path):
         assert listed == names
     assert any(p.name.startswith("RPM-GPG-KEY-k8s-offline-base") for p in (site / "rpms" / "keys").iterdir())
     assert not any("extras" in p.name for p in (site / "rpms" / "keys").iterdir())
+
+
+# ---------------------------------------------------------------- offline and bit for bit from the lock
+
+
+class CountingSession(requests.Session):
+    """A session that records every request made through it (and still makes it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.calls: list = []
+
+    def request(self, method, url, *args, **kwargs):
+        self.calls.append((method, url))
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def dead_port():
+    """A loopback port bound but never listening: every connection to it is refused."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    yield s.getsockname()[1]
+    s.close()
+
+
+def locked_copy(built, where: Path, dead_port: int) -> tuple[Path, Path]:
+    """The spec and its lock in `where`, and a mirrors file sending every upstream to a closed port."""
+    where.mkdir(parents=True, exist_ok=True)
+    spec = where / "bundle-spec.yaml"
+    shutil.copyfile(built["spec"], spec)
+    shutil.copyfile(built["summary"].lock_path, where / "bundle-lock.yaml")
+    mirrors = where / "offline-mirrors.yaml"
+    mirrors.write_text(re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{dead_port}", built["mirrors"].read_text()))
+    assert str(dead_port) in mirrors.read_text()
+    return spec, mirrors
+
+
+def test_locked_build_from_a_full_cache_makes_no_request(built, tmp_path, dead_port):
+    """Every upstream down (a closed port): --locked builds from the lock and the cache alone."""
+    spec, offline = locked_copy(built, tmp_path / "in", dead_port)
+    session = CountingSession()
+    s = build.run_build(spec, offline, built["key"], tmp_path / "dist", built["cache"], locked=True,
+                        pythons=[PY], session=session, progress=None, level=3)
+    assert session.calls == [] and s.downloaded_bytes == 0 and not s.lock_written
+    assert fmt.verify_bundle(s.bundle, fmt.load_public_key(built["pub"])).files == built["summary"].files
+    # asking the registries is an option (and what a build without --locked still does: tag drift is refused)
+    with pytest.raises(Error) as e:
+        build.run_build(spec, offline, built["key"], tmp_path / "d2", built["cache"], locked=True,
+                        check_upstream=True, pythons=[PY], session=CountingSession(), progress=None,
+                        include_static=False)
+    assert f"127.0.0.1:{dead_port}" in e.value.render()
+    with pytest.raises(Error) as e:
+        build.run_build(spec, offline, built["key"], tmp_path / "d3", built["cache"], pythons=[PY],
+                        session=CountingSession(), progress=None, include_static=False)
+    assert f"127.0.0.1:{dead_port}" in e.value.render()
+
+
+def test_locked_build_asks_the_live_upstreams_nothing(built, upstreams, tmp_path):
+    """The same with the stand-ins up: not one request reaches the HTTP mirror; --check-upstream (the CLI
+    option) asks the registries, and the mirror still sees nothing."""
+    upstreams.reset_stats()
+    session = CountingSession()
+    s = build.run_build(built["spec"], built["mirrors"], built["key"], tmp_path / "dist", built["cache"],
+                        locked=True, pythons=[PY], session=session, progress=None, include_static=False,
+                        level=3)
+    assert session.calls == [] and upstreams.stats() == {} and s.downloaded_bytes == 0
+    r = subprocess.run([str(BIN / "bundler"), "build", "--spec", str(built["spec"]), "--key", str(built["key"]),
+                        "--out", str(tmp_path / "o"), "--mirrors", str(built["mirrors"]), "--locked",
+                        "--check-upstream", "--no-static", "--level", "3", "--cache", str(built["cache"].root),
+                        "--pythons", PY, "--json"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["downloaded_bytes"] == 0 and upstreams.stats() == {}
+
+
+def _outputs(directory: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_rebuilds_from_the_same_lock_are_bit_for_bit_identical(built, tmp_path, monkeypatch):
+    """Same lock, spec, keys and installer sources: the same bytes of every output file (bundle and its
+    signatures, bootstrap tar) at another time; created is the lock's time, or SOURCE_DATE_EPOCH."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    lk = lock_mod.load(built["summary"].lock_path)
+    assert lk.created and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lk.created)
+    outs = []
+    for n in range(2):
+        if n:
+            time.sleep(1.1)  # another wall-clock second: nothing may record it
+        s = build.run_build(built["spec"], built["mirrors"], built["key"], tmp_path / f"dist{n}", built["cache"],
+                            locked=True, pythons=[PY], progress=None, level=3)
+        outs.append(_outputs(tmp_path / f"dist{n}"))
+    assert outs[0] == outs[1] and set(outs[0]) == {s.bundle.name, s.bootstrap.name}
+    manifest, _, _ = fmt.read_manifest(s.bundle, fmt.load_public_key(built["p256_pub"]))
+    assert manifest.created == lk.created and s.signatures == ["manifest.sig", "manifest.sig.p256"]
+    sbom = _member(s.bundle, "sbom.spdx.json")
+    assert json.loads(sbom)["creationInfo"]["created"] == lk.created
+    assert _headers(s.bundle) == {(int(parse_created(lk.created).timestamp()), 0, 0, "", "")}
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1526860800")
+    s = build.run_build(built["spec"], built["mirrors"], built["key"], tmp_path / "sde", built["cache"],
+                        locked=True, pythons=[PY], progress=None, include_static=False, level=3)
+    manifest, _, _ = fmt.read_manifest(s.bundle, fmt.load_public_key(built["pub"]))
+    assert manifest.created == "2018-05-21T00:00:00Z" and _headers(s.bundle) == {(1526860800, 0, 0, "", "")}
+    assert json.loads(_member(s.bundle, "sbom.spdx.json"))["creationInfo"]["created"] == "2018-05-21T00:00:00Z"
+
+
+def _member(bundle: Path, name: str) -> bytes:
+    with open(bundle, "rb") as f:
+        with tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(f), mode="r|") as tar:
+            for m in tar:
+                if m.name == name:
+                    return tar.extractfile(m).read()
+    raise AssertionError(f"{name} not in {bundle}")
+
+
+def _headers(bundle: Path) -> set:
+    """(mtime, uid, gid, uname, gname) of every member."""
+    with open(bundle, "rb") as f:
+        with tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(f), mode="r|") as tar:
+            return {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in tar}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -279,6 +282,69 @@ def test_server_ignoring_range_restarts_cleanly(cache, session) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+SIOCOUTQ = 0x5411  # Linux: bytes of a TCP socket's send queue the peer has not acknowledged yet
+
+
+class _ResettingHandler(BaseHTTPRequestHandler):
+    """Serves `body` with Range; the first GET sends `reset_after` body bytes, waits until the client's kernel
+    has acknowledged all of them, then aborts with a TCP RST (SO_LINGER 0): a real connection reset."""
+
+    body = b""
+    reset_after = 0
+    protocol_version = "HTTP/1.1"
+    log: List[tuple] = []  # (Range header or None, body bytes sent) per GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        rng = self.headers.get("Range")
+        start = int(rng.split("=", 1)[1].rstrip("-")) if rng else 0
+        first = not self.log
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        self.end_headers()
+        part = self.body[start:start + self.reset_after] if first else self.body[start:]
+        self.wfile.write(part)
+        self.wfile.flush()
+        self.log.append((rng, len(part)))
+        if not first:
+            return
+        sock = self.connection
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4))[0] == 0:
+                break
+            time.sleep(0.005)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        sock.close()  # RST: the client's recv fails with ECONNRESET
+
+
+@pytest.mark.parametrize("reset_after", [1_000_000, 5_000_000])
+def test_connection_reset_resumes_from_the_last_byte_received(cache, session, reset_after: int) -> None:
+    """A reset inside the first MiB, and in the middle of a later one: nothing received is thrown away."""
+    data = payload(30 * 1_000_000 + 11, seed=9)
+    handler = type("H", (_ResettingHandler,), {"body": data, "reset_after": reset_after, "log": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/kubernetes-server-linux-amd64.tar.gz"
+        sleeps = Sleeps()
+        stats = http.download([http.item(url, Mirrors(), sha(data), len(data))], cache, session, sleep=sleeps)
+    finally:
+        server.shutdown()
+        server.server_close()
+    r = stats.results[0]
+    assert handler.log == [(None, reset_after), (f"bytes={reset_after}-", len(data) - reset_after)]
+    assert (r.sha256, r.size, r.attempts, sleeps) == (sha(data), len(data), 2, [0.5])
+    assert r.path.read_bytes() == data and stats.downloaded_bytes == len(data)
 
 
 def test_two_downloaders_of_the_same_file_fetch_it_once(mirror, cache, session) -> None:
