@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -597,3 +598,21 @@ def test_a_failed_sandbox_pull_is_reported_in_the_pod_status(stack):
     assert status["message"] == ('Failed create pod sandbox: rpc error: code = Unknown desc = failed pulling image '
                                  '"reg.local:5000/broken:3.1": Error response from daemon: ' + X509)  # fmt: skip
     assert not fake.containers
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is needed")
+def test_kubelet_refuses_to_run_with_swap_on(tmp_path):
+    """With --fail-swap-on (the rendered default) and a swap device listed in /proc/swaps, kubelet 1.10 refuses to
+    start with its real message. The machine has no swap: a private mount namespace shows it a /proc/swaps with
+    one (unshare -m; the bind mount ends with that process)."""
+    kubelet = standins.write_all(tmp_path / "bin", names=("kubelet",))["kubelet"]
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n/dev/sda2\tpartition\t2097148\t0\t-2\n")
+    script = f"mount --bind {swaps} /proc/swaps && exec {kubelet} --fail-swap-on=true --healthz-port=0 " \
+             "--pod-infra-container-image=reg.local:5000/pause:3.1"
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 255, proc.stderr
+    assert re.search(r"^F\d{4} [\d:.]+ +\d+ server.go:233\] failed to run Kubelet: Running with swap on is not "
+                     r"supported, please disable swap! or set --fail-swap-on flag to false\. /proc/swaps contained: "
+                     r"\[/dev/sda2\tpartition\t2097148\t0\t-2\]$", proc.stderr, re.M), proc.stderr
