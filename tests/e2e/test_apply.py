@@ -268,15 +268,15 @@ def test_secrets_are_encrypted_at_rest_in_etcd(site):
     """The dashboard's Secret (applied by apply) is stored aescbc-encrypted with the site key; the API serves it."""
     r = _kubectl(site, "get secret kubernetes-dashboard-certs -n kube-system -o json")
     assert json.loads(r.stdout)["metadata"]["name"] == "kubernetes-dashboard-certs"
-    tls = "--cacert /etc/etcd/pki/ca.crt --cert /etc/etcd/pki/server.crt --key /etc/etcd/pki/server.key"
-    raw = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 {tls} get "
-                         "/registry/secrets/kube-system/kubernetes-dashboard-certs --print-value-only | head -c 33",
-                      timeout=30).stdout
-    assert raw.startswith("k8s:enc:aescbc:v1:k8s-offline-1:"), raw
-    plain = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 {tls} get "
-                           "/registry/configmaps/kube-system/kube-dns --print-value-only | head -c 1", timeout=30,
-                        check=False).stdout
-    assert plain in ("{", ""), plain  # other kinds stay plain JSON (only secrets are listed in the config)
+    tls = (f"--endpoints https://{site.tb.host(1).address}:2379 --cacert /etc/etcd/pki/ca.crt "
+           "--cert /etc/etcd/pki/server.crt --key /etc/etcd/pki/server.key")
+    get = f"ETCDCTL_API=3 /usr/local/bin/etcdctl {tls} get --print-value-only"
+    r = site.tb.ssh(1, f"{get} /registry/secrets/kube-system/kubernetes-dashboard-certs > /tmp/v && head -c 33 /tmp/v",
+                    timeout=30, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("k8s:enc:aescbc:v1:k8s-offline-1:"), (r.stdout, r.stderr)
+    r = site.tb.ssh(1, f"{get} /registry/serviceaccounts/kube-system/kube-dns > /tmp/v && head -c 1 /tmp/v",
+                    timeout=30, check=False)
+    assert r.returncode == 0 and r.stdout == "{", (r.stdout, r.stderr)  # other kinds stay plain JSON
 
 
 def test_addons_are_in_the_apiserver_and_stay_pending_until_applied(site):
