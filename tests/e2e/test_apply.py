@@ -271,7 +271,7 @@ def test_secrets_are_encrypted_at_rest_in_etcd(site):
     tls = (f"--endpoints https://{site.tb.host(1).address}:2379 --cacert /etc/etcd/pki/ca.crt "
            "--cert /etc/etcd/pki/server.crt --key /etc/etcd/pki/server.key")
     get = f"ETCDCTL_API=3 /usr/local/bin/etcdctl {tls} get --print-value-only"
-    r = site.tb.ssh(1, f"{get} /registry/secrets/kube-system/kubernetes-dashboard-certs > /tmp/v && head -c 33 /tmp/v",
+    r = site.tb.ssh(1, f"{get} /registry/secrets/kube-system/kubernetes-dashboard-certs > /tmp/v && head -c 32 /tmp/v",
                     timeout=30, check=False)
     assert r.returncode == 0 and r.stdout.startswith("k8s:enc:aescbc:v1:k8s-offline-1:"), (r.stdout, r.stderr)
     r = site.tb.ssh(1, f"{get} /registry/serviceaccounts/kube-system/kube-dns > /tmp/v && head -c 1 /tmp/v",
