@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
-from bundler import sbom
+from bundler import sbom, suppliers
 from bundler.cache import Cache
 from bundler.lock import Lock
 from bundler.spec import Spec, parse_ref
@@ -107,12 +107,12 @@ def _repo_entries(rpms, cache: Cache, stage: Staging, bundle_dir: str) -> List[E
 
 def image_entries(lock: Lock, cache: Cache) -> List[Entry]:
     """ONE OCI image layout: index.json, oci-layout and every blob once, streamed from the cache."""
-    from bundler.sources import images
+    from bundler.sources import oci_layout
 
     if not lock.images:
         return []
     out = []
-    for rel, source, size, sha in images.layout_entries(lock.images, cache):
+    for rel, source, size, sha in oci_layout.layout_entries(lock.images, cache):
         path = f"{layout.IMAGES_DIR}/{rel}"
         if isinstance(source, (bytes, bytearray)):
             out.append(("bytes", path, bytes(source)))
@@ -135,6 +135,8 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
                bundled: Optional[Dict[str, str]] = None) -> List[sbom.Item]:
     """One SBOM item per binary, RPM, image and installer wheel (bundled: sha256 by path in the bundle)."""
     items = []
+    spec_suppliers = {b.name: b.supplier for b in spec.binaries if b.supplier}
+    image_suppliers = {i.ref: i.supplier for i in spec.images if i.supplier}
     for b in lock.binaries:
         extra = {"pin_source": b.pin_source}
         filename = upstream_filename(b.url)
@@ -143,7 +145,8 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
             extra.update({"bundled_as": layout.binary_path(stored),
                           "bundled_sha256": (bundled or {}).get(layout.binary_path(stored), "unknown")})
         items.append(sbom.Item("binary", b.name, b.version, b.sha256, b.url,
-                               sbom.binary_purl(b.name, b.version, b.url), extra=extra))
+                               sbom.binary_purl(b.name, b.version, b.url),
+                               supplier=suppliers.for_url(b.url, spec_suppliers.get(b.name)), extra=extra))
     repos = {r.name: r for r in spec.rpms.repos}
     for r in lock.rpms:
         repo = repos.get(r.repo)
@@ -151,7 +154,7 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
         items.append(sbom.Item(
             "rpm", r.name, f"{r.epoch}:{r.version}-{r.release}" if r.epoch else f"{r.version}-{r.release}",
             r.sha256, r.url, sbom.rpm_purl(r.name, str(r.epoch), r.version, r.release, r.arch, vendor),
-            supplier={"centos": "CentOS", "docker": "Docker Inc."}.get(vendor, vendor),
+            supplier=suppliers.for_rpm(vendor, repo.supplier if repo else None),
             extra={"nevra": r.nevra, "repo": r.repo,
                    "gpgcheck": str(repo.gpgcheck).lower() if repo else "unknown",
                    "signature": r.signature or "unrecorded"}))
@@ -159,6 +162,7 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
         ref = parse_ref(img.ref)
         items.append(sbom.Item("image", str(ref), ref.tag or img.digest, img.digest.split(":", 1)[1], str(ref),
                                sbom.image_purl(ref.registry, ref.repository, ref.tag, img.digest),
+                               supplier=suppliers.for_image(ref.registry, ref.repository, image_suppliers.get(img.ref)),
                                extra={"digest": img.digest, "platforms": ",".join(img.platforms)}))
     for rel, path in installer_files:
         if rel.endswith(".whl"):
@@ -166,7 +170,7 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
             sha = (known_sha256 or {}).get(path) or sha256_and_size(path)[0]
             items.append(sbom.Item("installer", name, version, sha, f"https://pypi.org/project/{name}/{version}/",
                                    f"pkg:pypi/{name.lower().replace('_', '-')}@{version}",
-                                   extra={"file": path.name}))
+                                   supplier=suppliers.for_wheel(path, name), extra={"file": path.name}))
     return items
 
 

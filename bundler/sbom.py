@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 from urllib.parse import quote
 
+from bundler.suppliers import normalize
 from installer import __version__
+from installer.errors import Error
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Item:
     sha256: str
     download: str  # where it came from (upstream, not the mirror)
     purl: str
-    supplier: Optional[str] = None
+    supplier: Optional[str] = None  # SPDX form, "Organization: ..." (bundler.suppliers); required by document()
     comment: Optional[str] = None
     extra: Dict[str, str] = field(default_factory=dict)
 
@@ -55,6 +57,10 @@ def document(bundle_name: str, bundle_version: str, created: str, items: Iterabl
                                       [(i.kind, i.name, i.sha256) for i in items]]).encode()).hexdigest()
     packages: List[dict] = []
     rels = []
+    missing = [f"{i.kind} {i.name}" for i in items if not i.supplier]
+    if missing:  # NTIA minimum elements: every component names its supplier
+        raise Error(f"{len(missing)} SBOM component(s) have no supplier", context="writing the SBOM",
+                    details=missing[:20], hint="name a `supplier` for them in the spec")
     for n, it in enumerate(items):
         sid = _spdx_id(it.kind, it.name, n)
         pkg = {
@@ -63,7 +69,7 @@ def document(bundle_name: str, bundle_version: str, created: str, items: Iterabl
             "versionInfo": it.version,
             "downloadLocation": it.download or "NOASSERTION",
             "filesAnalyzed": False,
-            "supplier": f"Organization: {it.supplier}" if it.supplier else "NOASSERTION",
+            "supplier": normalize(it.supplier),
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from installer.documents import Frozen, Loc, load_document, read_yaml, validate_data
 from installer.errors import ValidationError
@@ -33,6 +34,15 @@ def _sha256(v: Optional[str]) -> Optional[str]:
 def _name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError(f"not a valid name: {v!r} (lower-case letters, digits, '.', '_', '-')")
+    return v
+
+
+def _text(v: Any, info: ValidationInfo) -> Any:
+    """A string field that YAML read as a number (version: 99.1): say to quote it, with the exact text."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        field = info.field_name or "version"
+        raise PydanticCustomError("number_not_string", "YAML read {value} as a number, not as text",
+                                  {"value": repr(v), "hint": f'quote it: {field}: "{v}"'})
     return v
 
 
@@ -97,11 +107,13 @@ class Binary(Frozen):
     url: str
     sha256: Optional[str] = None  # pin; the lockfile pins it if absent here
     digest_url: Optional[str] = None  # upstream's published digest (.sha256 or SHA256SUMS)
+    supplier: Optional[str] = None  # for the SBOM ("Organization: ..." or "Person: ..."); a default per upstream
     when: Optional[When] = None
 
     _n = field_validator("name")(classmethod(lambda cls, v: _name(v)))
     _u = field_validator("url", "digest_url")(classmethod(lambda cls, v: v if v is None else _url(v)))
     _s = field_validator("sha256")(classmethod(lambda cls, v: _sha256(v)))
+    _v = field_validator("version", mode="before")(classmethod(lambda cls, v, info: _text(v, info)))
 
     @property
     def filename(self) -> str:
@@ -116,6 +128,7 @@ class Repo(Frozen):
     gpgcheck: bool = True
     gpgkey: Optional[str] = None  # armored key URL
     fingerprints: Tuple[str, ...] = ()
+    supplier: Optional[str] = None  # of its RPMs, for the SBOM; a default per repo host
 
     _n = field_validator("name")(classmethod(lambda cls, v: _name(v)))
     _u = field_validator("baseurl", "gpgkey")(classmethod(lambda cls, v: v if v is None else _url(v)))
@@ -136,6 +149,8 @@ class Package(Frozen):
     version: Optional[str] = None  # e.g. 18.09.1 or 18.09.1-3.el7
     when: Optional[When] = None
 
+    _v = field_validator("version", mode="before")(classmethod(lambda cls, v, info: _text(v, info)))
+
     @field_validator("name")
     @classmethod
     def _pkg(cls, v: str) -> str:
@@ -149,6 +164,8 @@ class Rpms(Frozen):
 
     arch: Literal["x86_64"] = "x86_64"
     releasever: str = "7"
+
+    _v = field_validator("releasever", mode="before")(classmethod(lambda cls, v, info: _text(v, info)))
     repos: Tuple[Repo, ...]
     base: Tuple[str, ...] = ()  # what a minimal target already has: never bundled
     packages: Tuple[Package, ...]
@@ -161,6 +178,7 @@ class Image(Frozen):
     platforms: Tuple[str, ...] = ("linux/amd64",)
     source: Literal["registry", "docker"] = "registry"
     role: Optional[str] = None  # what the installer renders it as: pause, dns, dashboard, ...
+    supplier: Optional[str] = None  # for the SBOM; a default per registry/namespace
     when: Optional[When] = None
 
     @field_validator("ref")
@@ -200,7 +218,32 @@ class RegistryMirror(Frozen):
     to: str
     insecure: bool = False  # plain HTTP (loopback stand-ins)
     username: Optional[str] = None
-    password_env: Optional[str] = None
+    password_env: Optional[str] = None  # the password is in this environment variable...
+    password_file: Optional[str] = None  # ...or in this file (read when it is needed, never logged)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "RegistryMirror":
+        if self.password_env and self.password_file:
+            raise PydanticCustomError("two_passwords", "password_env and password_file are both set",
+                                      {"hint": "keep one of them"})
+        if (self.password_env or self.password_file) and not self.username:
+            raise PydanticCustomError("password_without_user", "a password is named but no username",
+                                      {"hint": "add username: to this mirror rule"})
+        return self
+
+    @property
+    def password_source(self) -> Optional[str]:
+        """Where the password comes from, for messages (never the password itself)."""
+        if self.password_env:
+            return f"environment variable {self.password_env}"
+        if self.password_file:
+            return f"file {self.password_file}"
+        return None
+
+    def password_path(self) -> Optional[Path]:
+        """password_file as a path: `~` expanded, relative to the current directory (as the installer reads its
+        registry.password_file)."""
+        return Path(self.password_file).expanduser() if self.password_file else None
 
 
 class Mirrors(Frozen):
@@ -259,6 +302,7 @@ class Spec(Frozen):
     mirrors: Mirrors = Mirrors()
 
     _n = field_validator("name")(classmethod(lambda cls, v: _name(v)))
+    _v = field_validator("version", mode="before")(classmethod(lambda cls, v, info: _text(v, info)))
 
     def _on(self, when: Optional[When]) -> bool:
         if when is None:
@@ -312,8 +356,36 @@ def cross_checks(spec: Spec) -> Iterator[Tuple[Loc, str, Optional[str]]]:
         if key in refs:
             yield ("images", i, "ref"), f"image {img.ref} is listed twice (also images[{refs[key]}])", "list it once"
         refs.setdefault(key, i)
+    yield from mirror_checks(spec.mirrors)
     if not spec.selected_images():
         yield ("images",), "no image is selected by the options", "check options and the images' `when`"
+
+
+def mirror_checks(mirrors: Mirrors, top: Tuple[str, ...] = ("mirrors",)) -> Iterator[Tuple[Loc, str, Optional[str]]]:
+    """A registry mirror's password_file must be a readable file (it is read again when it is used)."""
+    for i, rule in enumerate(mirrors.registries):
+        problem = password_file_problem(rule)
+        if problem:
+            yield top + ("registries", i, "password_file"), problem, \
+                "point password_file at a readable file holding the password (~ and relative paths are taken " \
+                "from the current directory)"
+
+
+def password_file_problem(rule: RegistryMirror) -> Optional[str]:
+    """Why a rule's password_file cannot be read, or None (also None without a password_file)."""
+    path = rule.password_path()
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return f"password file {path} does not exist"
+    except IsADirectoryError:
+        return f"password file {path} is a directory"
+    except OSError as e:
+        return f"password file {path} is not readable: {e.strerror}"
+    return None
 
 
 def load_mirrors(path: Path) -> Mirrors:
@@ -327,7 +399,7 @@ def load_mirrors(path: Path) -> Mirrors:
         mirrors: Mirrors
 
     return validate_data(data, _File, str(path), "mirrors file", "keys: mirrors.urls, mirrors.registries",
-                         lines=lines).mirrors
+                         checks=lambda f: mirror_checks(f.mirrors), lines=lines).mirrors
 
 
 def load(path: Path, mirrors: Optional[Path] = None) -> Spec:

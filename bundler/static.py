@@ -188,10 +188,10 @@ def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optiona
 
 def sbom_item(executable: PathLike, version: str, sha256: Optional[str] = None):
     """The SBOM entry of the static executable (kind 'installer'); pass sha256 when already known."""
-    from bundler import sbom
+    from bundler import sbom, suppliers
 
     # built here, not downloaded: no download location
     return sbom.Item("installer", "k8s-offline-installer-static", version, sha256 or sha256_file(Path(executable)),
-                     "", f"pkg:generic/k8s-offline-installer-static@{version}",
+                     "", f"pkg:generic/k8s-offline-installer-static@{version}", supplier=suppliers.PROJECT,
                      comment="the installer CLI frozen with PyInstaller and linked statically with staticx",
                      extra={"file": BUNDLE_PATH})

@@ -5,16 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import shutil
 import tarfile
 import tempfile
 import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +20,7 @@ from typing import Any, Callable
 import requests
 import urllib3
 
-from bundler.sources import ProgressLike, as_progress
+from bundler.sources import ProgressLike, as_progress, credentials
 from bundler.spec import Image, ImageRef, Mirrors, RegistryMirror, parse_ref
 from installer.errors import Error
 
@@ -37,18 +35,6 @@ MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
 INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
 ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
-
-# index.json annotations of the bundle's layout: `ref.name` is the full normalized reference
-# (docker.io/coredns/coredns:1.1.3) so `skopeo ... oci:DIR:<ref.name>` is unambiguous even when two
-# images share a tag; ORIGINAL_REF is the reference exactly as the spec wrote it.
-REF_NAME = "org.opencontainers.image.ref.name"
-ORIGINAL_REF = "io.k8s-offline.ref"
-# skopeo (containers/image) only looks up index.json descriptors of the OCI manifest/index types, so a
-# Docker schema 2 manifest is listed under its OCI twin and its true type kept in MEDIA_TYPE: the blob
-# itself is the upstream's, byte for byte (its digest unchanged), and pushing uses the true type.
-MEDIA_TYPE = "io.k8s-offline.media-type"
-OCI_TYPE_OF = {MT_DOCKER_MANIFEST: MT_OCI_MANIFEST, MT_DOCKER_LIST: MT_OCI_INDEX}
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 CHUNK = 1 << 20
 MANIFEST_LIMIT = 4 << 20
@@ -158,14 +144,7 @@ class Registry:
     def _credentials(self) -> tuple[str, str] | None:
         if self.rule is None or not self.rule.username:
             return None
-        if not self.rule.password_env:
-            return self.rule.username, ""
-        password = os.environ.get(self.rule.password_env)
-        if password is None:
-            raise Error(f"environment variable {self.rule.password_env} is not set",
-                        context=f"logging in to {self.host} as {self.rule.username}",
-                        hint=f"export {self.rule.password_env}=<password> (named by the mirror rule's password_env)")
-        return self.rule.username, password
+        return self.rule.username, credentials.password(self.rule, self.host)
 
     def _send(self, method: str, url: str, headers: dict, stream: bool, what: str) -> requests.Response:
         """One request with retries on resets, timeouts, 5xx and 429."""
@@ -175,6 +154,8 @@ class Registry:
                 self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
             try:
                 resp = self.session.request(method, url, headers=headers, stream=stream, timeout=TIMEOUT)
+            except requests.exceptions.SSLError as e:  # a TLS problem is not a flaky network: no retries
+                raise credentials.tls_error(e, url, self.rule, what) from None
             except _TRANSIENT as e:
                 last = str(e) or type(e).__name__
                 continue
@@ -211,7 +192,7 @@ class Registry:
         if scheme == "basic":
             if creds is None:
                 raise Error(f"{self.host} asks for a username and password", context=what,
-                            hint="set username and password_env on the registry mirror rule")
+                            hint=credentials.refused_hint(self.rule))
             return {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()}
         if scheme != "bearer" or "realm" not in params:
             raise Error(f"{self.host} asks for unsupported authentication {scheme!r}", context=what)
@@ -232,8 +213,8 @@ class Registry:
             raise Error(f"cannot get a token from {params['realm']}: {e}", context=what) from None
         if resp.status_code in (401, 403):
             raise Error(f"the token service {params['realm']} refused "
-                        + (f"the credentials of {creds[0]}" if creds else "an anonymous token"),
-                        context=what, hint="check username/password_env on the mirror rule")
+                        + (f"the credentials of {creds[0]}" if creds else "an anonymous token")
+                        + f" (HTTP {resp.status_code})", context=what, hint=credentials.refused_hint(self.rule))
         try:
             body = resp.json()
             return body.get("token") or body["access_token"]
@@ -321,7 +302,7 @@ def get_manifest(client: Registry, ep: Endpoint, reference: str, what: str) -> t
                              "the image under the rewritten name")
         if resp.status_code in (401, 403):
             raise Error(f"access to {ep.name} denied (HTTP {resp.status_code})", context=what,
-                        details=ep.describe(), hint="a private repository needs username/password_env on its mirror rule")
+                        details=ep.describe(), hint=credentials.refused_hint(ep.rule))
         if resp.status_code != 200:
             raise Error(f"HTTP {resp.status_code} for the manifest of {ep.upstream}:{reference}", context=what,
                         details=ep.describe())
@@ -399,13 +380,6 @@ def resolve(image: Image, mirrors: Mirrors, session) -> ImageArtifact:
                         context=what, details=ep.describe(), hint="list only the image's platform")
     return ImageArtifact(ref=image.ref, digest=top[0], media_type=top[2], size=top[1], platforms=platforms,
                          blobs=tuple(_unique(blobs)))
-
-
-def _as_tuple(blob) -> Blob:
-    """(digest, size, media_type) from a tuple or from an object with those fields (the lock's LockedBlob)."""
-    if isinstance(blob, (tuple, list)):
-        return tuple(blob)
-    return blob.digest, blob.size, blob.media_type
 
 
 def _unique(blobs: Iterable[Blob]) -> list[Blob]:
@@ -490,64 +464,6 @@ def _fetch_blob(client: Registry, ep: Endpoint, ref: str, digest: str, size: int
                             hint="the registry or something between us and it altered the blob; nothing was kept") \
                     from None
     raise AssertionError("unreachable")
-
-
-# ---------------------------------------------------------------- the OCI image layout
-
-
-def _ref_name(ref: str) -> str:
-    return str(parse_ref(ref))
-
-
-def index_json(artifacts: Sequence[ImageArtifact]) -> bytes:
-    """The layout's index.json: one descriptor per image, annotated with its references (artifacts or LockedImages)."""
-    entries = {}
-    for a in artifacts:
-        name = _ref_name(a.ref)
-        annotations = {REF_NAME: name, ORIGINAL_REF: a.ref}
-        oci_type = OCI_TYPE_OF.get(a.media_type, a.media_type)
-        if oci_type != a.media_type:
-            annotations[MEDIA_TYPE] = a.media_type
-        entries[name] = {"mediaType": oci_type, "digest": a.digest, "size": a.size, "annotations": annotations}
-    index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [entries[k] for k in sorted(entries)]}
-    return json.dumps(index, indent=2, sort_keys=True).encode() + b"\n"
-
-
-def layout_entries(artifacts: Sequence[ImageArtifact], cache) -> list[tuple[str, Path | bytes, int, str]]:
-    """(path in the layout, cache file or bytes, size, sha256 hex) of every file of the layout, each blob once."""
-    index = index_json(artifacts)
-    out: list = [("oci-layout", OCI_LAYOUT, len(OCI_LAYOUT), hashlib.sha256(OCI_LAYOUT).hexdigest()),
-                 ("index.json", index, len(index), hashlib.sha256(index).hexdigest())]
-    blobs: dict = {}
-    for a in artifacts:
-        for digest, size, _mt in map(_as_tuple, a.blobs):
-            blobs.setdefault(_hex(digest), (size, a.ref))
-    missing = [f"{h} ({ref})" for h, (size, ref) in sorted(blobs.items()) if not cache.has(h, size)]
-    if missing:
-        raise Error(f"{len(missing)} image blob{'s are' if len(missing) > 1 else ' is'} not in the cache",
-                    context="writing the OCI image layout", details=missing[:20],
-                    hint="run the fetch step (bundler build fetches what is missing)")
-    for h in sorted(blobs):
-        out.append((f"blobs/sha256/{h}", cache.path(h), blobs[h][0], h))
-    return out
-
-
-def write_layout(artifacts: Sequence[ImageArtifact], cache, out_dir: Path) -> list[Path]:
-    """Write one OCI image layout holding every image (blobs hard-linked from the cache when possible)."""
-    out_dir = Path(out_dir)
-    (out_dir / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, src, _size, _sha in layout_entries(artifacts, cache):
-        dest = out_dir / path
-        if isinstance(src, bytes):
-            dest.write_bytes(src)
-        elif not dest.exists():
-            try:
-                os.link(src, dest)
-            except OSError:
-                shutil.copyfile(src, dest)
-        written.append(dest)
-    return written
 
 
 # ---------------------------------------------------------------- images from a local docker daemon

@@ -21,17 +21,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Ty
 
 import requests
 
+from installer.bundle import oci_index
 from installer.errors import Error
 from installer.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, sha256_digest
 
-# index.json annotations, as the bundler writes them (bundler/sources/images.py; not imported: the
-# installer runs without the bundler). The reference as the spec wrote it comes first, then full ones.
-ORIGINAL_REF_ANNOTATION = "io.k8s-offline.ref"
-REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"  # the full normalized reference
-ORIGINAL_REF_ANNOTATIONS = (ORIGINAL_REF_ANNOTATION, "io.containerd.image.name", REF_NAME_ANNOTATION)
-# skopeo reads only OCI-typed index.json entries, so a Docker manifest is listed under its OCI twin type
-# with its true type here; the bytes are the upstream's and are pushed with the true type.
-MEDIA_TYPE_ANNOTATION = "io.k8s-offline.media-type"
+# index.json annotations (installer/bundle/oci_index.py): the reference as the spec wrote it comes first,
+# then full ones.
+ORIGINAL_REF_ANNOTATIONS = (oci_index.ORIGINAL_REF, "io.containerd.image.name", oci_index.REF_NAME)
 NAMINGS = ("last-component", "keep-path")
 DOCKER_HUB = "docker.io"
 
@@ -139,13 +135,24 @@ class Layout:
     def images(self, project: str, naming: str) -> List[Image]:
         """Every image listed in index.json, with its manifests and blobs, targeted at project/naming."""
         result = []
-        for entry in self.index.get("manifests", []):
+        entries = self.index.get("manifests", [])
+        true_digests = {e.get("digest") for e in entries if oci_index.compat_for(e) is None}
+        for entry in entries:
+            stands_for = oci_index.compat_for(entry)
+            if stands_for is not None:  # skopeo 1.9's second entry of a Docker image: no image of its own
+                if stands_for not in true_digests:
+                    raise Error(
+                        f"index.json entry {entry.get('digest')} stands for {stands_for}, which index.json "
+                        "does not list",
+                        context="reading the bundle's images",
+                        hint="unpack and verify the bundle again; rebuild it if it persists",
+                    )
+                continue
             original = original_ref(entry)
             ref = Reference.parse(original)
             manifests: List[Tuple[str, str]] = []
             blobs: Dict[str, int] = {}
-            listed = (entry.get("annotations") or {}).get(MEDIA_TYPE_ANNOTATION) or entry.get("mediaType", "")
-            self._walk(entry["digest"], listed, manifests, blobs)
+            self._walk(entry["digest"], oci_index.listed_media_type(entry), manifests, blobs)
             result.append(
                 Image(
                     original,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,9 +14,10 @@ import requests
 
 from bundler import spec as specmod
 from bundler.cache import Cache
-from bundler.sources import images
+from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror
 from installer.errors import Error
+from tests.fixtures.harbor import registry as harbor_registry
 
 pytestmark = pytest.mark.integration
 SPEC = Path(__file__).resolve().parents[2] / "bundle-spec.yaml"
@@ -155,30 +155,32 @@ def test_corrupted_blob_is_refused(upstreams, session, tmp_path):
         proxy.close()
 
 
-@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+@pytest.mark.skipif(not harbor_registry.available(), reason="needs skopeo and docker-registry")
 def test_layout_passes_skopeo_for_every_image(fetched, resolved, spec, session, tmp_path):
+    """skopeo 1.9 inspects every image by name and copies it to a real registry with its upstream digest:
+    Docker schema 2 manifests, OCI manifests, and (the multi-platform coredns) a Docker manifest list."""
     cache, _ = fetched
     arts = list(resolved.values())
     both = images.resolve(Image(ref=COREDNS, platforms=("linux/amd64", "linux/arm64")), spec.mirrors, session)
     images.fetch(both, spec.mirrors, cache, session)
     # the multi-platform index replaces the single-platform coredns entry
     arts = [a for a in arts if a.ref != COREDNS] + [both]
+    assert {a.media_type for a in arts} == {images.MT_DOCKER_MANIFEST, images.MT_OCI_MANIFEST, images.MT_DOCKER_LIST}
     out = tmp_path / "layout"
-    written = images.write_layout(arts, cache, out)
+    written = oci_layout.write_layout(arts, cache, out)
     blobs = [p for p in written if p.parent.name == "sha256"]
-    assert len(blobs) == len({b[0] for a in arts for b in a.blobs}) == len(list((out / "blobs/sha256").iterdir()))
-    index = json.loads((out / "index.json").read_text())
-    assert len(index["manifests"]) == len(arts)
-    for a in arts:
-        name = images._ref_name(a.ref)
-        raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{out}:{name}"], capture_output=True, check=True)
-        assert "sha256:" + hashlib.sha256(raw.stdout).hexdigest() == a.digest  # upstream bytes, unconverted
-        dest = tmp_path / "copy"
-        r = subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", f"oci:{out}:{name}", f"dir:{dest}"],
-                           check=False, capture_output=True, text=True)
-        assert r.returncode == 0, (a.ref, r.stderr)
-        shutil.rmtree(dest)
-    # an OCI-typed image inspects fully (skopeo reads Docker-typed configs only from registries)
-    r = subprocess.run(["skopeo", "inspect", f"oci:{out}:k8s.gcr.io/metrics-server-amd64:v0.2.1"],
-                       capture_output=True, text=True, check=True)
-    assert json.loads(r.stdout)["Architecture"] == "amd64"
+    wrappers = sum(a.media_type == images.MT_DOCKER_MANIFEST for a in arts)  # skopeo 1.9's one-entry indexes
+    assert len(blobs) == len({b[0] for a in arts for b in a.blobs}) + wrappers
+    assert len(blobs) == len(list((out / "blobs/sha256").iterdir()))
+    with harbor_registry.start_registry(tmp_path / "registry", tls=False) as reg:
+        for n, a in enumerate(arts):
+            name = f"oci:{out}:{oci_layout.ref_name(a.ref)}"
+            r = subprocess.run(["skopeo", "inspect", name], capture_output=True, text=True, check=False)
+            assert r.returncode == 0, (a.ref, r.stderr)
+            assert json.loads(r.stdout)["Architecture"] == "amd64"
+            # the platform's manifest as upstream served it: pushed byte for byte under the tag
+            platform_digest = a.blobs[1][0] if a.media_type == images.MT_DOCKER_LIST else a.digest
+            r = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", name,
+                                f"docker://{reg.endpoint}/t{n}/image:1"], capture_output=True, text=True, check=False)
+            assert r.returncode == 0, (a.ref, r.stderr)
+            assert "sha256:" + hashlib.sha256(reg.skopeo_raw(f"t{n}/image:1")).hexdigest() == platform_digest, a.ref

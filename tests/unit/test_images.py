@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from bundler.cache import Cache
-from bundler.sources import images
+from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror, parse_ref
+from installer.bundle.oci_index import COMPAT_FOR, ORIGINAL_REF, REF_NAME
 from installer.errors import Error
 
 # ---------------------------------------------------------------- pure parts
@@ -152,9 +153,11 @@ class FakeRegistry:
         for data in layers:
             self.blobs[digest(data)] = data
         mt = images.MT_OCI_MANIFEST if oci else images.MT_DOCKER_MANIFEST
+        cfg_mt, layer_mt = (images.MT_OCI_CONFIG, images.MT_OCI_LAYER) if oci else \
+            (images.MT_DOCKER_CONFIG, images.MT_DOCKER_LAYER)
         body = json.dumps({"schemaVersion": 2, "mediaType": mt,
-                           "config": {"mediaType": images.MT_DOCKER_CONFIG, "size": len(cfg), "digest": digest(cfg)},
-                           "layers": [{"mediaType": images.MT_DOCKER_LAYER, "size": len(d), "digest": digest(d)}
+                           "config": {"mediaType": cfg_mt, "size": len(cfg), "digest": digest(cfg)},
+                           "layers": [{"mediaType": layer_mt, "size": len(d), "digest": digest(d)}
                                       for d in layers]}, indent=3).encode()
         self.manifests[(repo, digest(body))] = (body, mt)
         if tag:
@@ -408,23 +411,36 @@ def fetched(registry, tmp_path):
 
 def test_layout_entries_hold_each_blob_once(registry, tmp_path):
     arts, cache = fetched(registry, tmp_path)
-    entries = images.layout_entries(arts, cache)
+    entries = oci_layout.layout_entries(arts, cache)
     paths = [e[0] for e in entries]
     assert paths[:2] == ["oci-layout", "index.json"] and len(paths) == len(set(paths))
     assert paths.count(f"blobs/sha256/{digest(BASE_LAYER)[7:]}") == 1
-    assert len(paths) == 2 + len({b[0] for a in arts for b in a.blobs})
+    # every blob once, plus the one-entry index skopeo 1.9 reads the Docker manifest through
+    assert len(paths) == 2 + len({b[0] for a in arts for b in a.blobs}) + 1
     for _path, src, size, sha in entries:
         data = src if isinstance(src, bytes) else src.read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == sha
     index = json.loads(entries[1][1])
-    names = {d["annotations"][images.REF_NAME]: d for d in index["manifests"]}
-    assert set(names) == {"k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10", "k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"}
-    assert names["k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"]["mediaType"] == images.MT_OCI_MANIFEST
-    assert images.MEDIA_TYPE not in names["k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"]["annotations"]
-    kube_dns = names["k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"]  # docker schema 2: listed as its OCI twin
-    assert kube_dns["mediaType"] == images.MT_OCI_MANIFEST
-    assert kube_dns["annotations"][images.MEDIA_TYPE] == images.MT_DOCKER_MANIFEST
-    assert all(d["annotations"][images.ORIGINAL_REF] in {a.ref for a in arts} for d in index["manifests"])
+    assert {d["annotations"][REF_NAME] for d in index["manifests"]} == {
+        "k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10", "k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"}
+    true = {d["annotations"][REF_NAME]: d for d in index["manifests"] if COMPAT_FOR not in d["annotations"]}
+    compat = [d for d in index["manifests"] if COMPAT_FOR in d["annotations"]]
+    kube_dns, sidecar = arts
+    # every image under its true type and upstream digest, OCI or Docker
+    assert true["k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"]["mediaType"] == images.MT_OCI_MANIFEST
+    assert true["k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"]["mediaType"] == images.MT_DOCKER_MANIFEST
+    assert {d["digest"] for d in true.values()} == {a.digest for a in arts}
+    # the Docker one once more, for skopeo 1.9: a one-entry OCI index naming the upstream manifest
+    (wrapper,) = compat
+    assert wrapper["mediaType"] == images.MT_OCI_INDEX and wrapper["annotations"][COMPAT_FOR] == kube_dns.digest
+    assert wrapper["annotations"][REF_NAME] == "k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"
+    assert index["manifests"].index(true["k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"]) < \
+        index["manifests"].index(wrapper)  # the true entry first: newer tools take the first match
+    body = dict((p, src) for p, src, _, _ in entries)[f"blobs/sha256/{wrapper['digest'][7:]}"]
+    (child,) = json.loads(body)["manifests"]
+    assert child == {"mediaType": images.MT_DOCKER_MANIFEST, "digest": kube_dns.digest, "size": kube_dns.size,
+                     "platform": {"architecture": "amd64", "os": "linux"}}
+    assert all(d["annotations"][ORIGINAL_REF] in {a.ref for a in arts} for d in index["manifests"])
 
 
 def test_layout_accepts_locked_images(registry, tmp_path):
@@ -432,26 +448,28 @@ def test_layout_accepts_locked_images(registry, tmp_path):
 
     arts, cache = fetched(registry, tmp_path)
     locked = [LockedImage.model_validate(a.to_dict()) for a in arts]
-    assert images.layout_entries(locked, cache) == images.layout_entries(arts, cache)
+    assert oci_layout.layout_entries(locked, cache) == oci_layout.layout_entries(arts, cache)
 
 
 def test_layout_refuses_missing_blobs(registry, tmp_path):
     arts, _ = fetched(registry, tmp_path)
     with pytest.raises(Error, match="not in the cache"):
-        images.layout_entries(arts, Cache(tmp_path / "empty"))
+        oci_layout.layout_entries(arts, Cache(tmp_path / "empty"))
 
 
 @pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
 def test_written_layout_passes_skopeo(registry, tmp_path):
     arts, cache = fetched(registry, tmp_path)
     out = tmp_path / "layout"
-    images.write_layout(arts, cache, out)
+    oci_layout.write_layout(arts, cache, out)
     for a in arts:
-        r = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{out}:{images._ref_name(a.ref)}"],
-                           capture_output=True, check=True)
-        assert digest(r.stdout) == a.digest  # the upstream manifest, byte for byte
-        subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", f"oci:{out}:{images._ref_name(a.ref)}",
-                        f"dir:{tmp_path / 'copy'}"], check=True, capture_output=True)
+        name = f"oci:{out}:{oci_layout.ref_name(a.ref)}"
+        r = subprocess.run(["skopeo", "inspect", name], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr  # the Docker image too (skopeo 1.9 refused it: "artifact")
+        assert json.loads(r.stdout)["Layers"] == [b[0] for b in a.blobs[2:]]
+        subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", name, f"dir:{tmp_path / 'copy'}"],
+                       check=True, capture_output=True)
+        assert digest((tmp_path / "copy" / "manifest.json").read_bytes()) == a.digest  # byte for byte
         shutil.rmtree(tmp_path / "copy")
 
 
@@ -515,7 +533,7 @@ def test_docker_save_conversion_gives_a_valid_layout(tmp_path):
     conv = images.convert_docker_save(tmp_path / "save.tar", "example.com/app:1.0", cache)
     art = images.ImageArtifact("example.com/app:1.0", conv.digest, images.MT_OCI_MANIFEST, len(conv.manifest),
                                ("linux/amd64",), conv.blobs, source="docker")
-    images.write_layout([art], cache, tmp_path / "layout")
+    oci_layout.write_layout([art], cache, tmp_path / "layout")
     r = subprocess.run(["skopeo", "inspect", f"oci:{tmp_path / 'layout'}:example.com/app:1.0"],
                        capture_output=True, text=True, check=True)
     assert json.loads(r.stdout)["Architecture"] == "amd64"

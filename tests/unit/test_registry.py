@@ -83,8 +83,9 @@ def test_unknown_naming_rule():
     assert "keep-path" in err.value.hint
 
 
-def test_seeded_refs_and_layout_walk(tmp_path):
-    digests = L.build_layout(tmp_path)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_seeded_refs_and_layout_walk(tmp_path, legacy):
+    digests = L.build_layout(tmp_path, legacy=legacy)
     refs = seeded_refs(tmp_path, "harbor.example.com", "kubernetes")
     assert refs == {
         L.PAUSE: "harbor.example.com/kubernetes/pause-amd64:3.1",
@@ -96,6 +97,19 @@ def test_seeded_refs_and_layout_walk(tmp_path):
     assert coredns.manifests[-1] == (digests[L.COREDNS], L.OCI_INDEX)  # the index last, after its children
     assert [m for _, m in coredns.manifests[:-1]] == [L.OCI_MANIFEST] * 2
     assert len(coredns.blobs) == 5  # shared base + 2 own layers + 2 configs
+    assert {i: images[i].digest for i in images} == digests  # the upstream digests, one image each
+
+
+def test_a_compat_entry_without_its_image_is_an_error(tmp_path):
+    """An entry for skopeo 1.9 adds no image; without the true entry it stands for, the image would be lost."""
+    digests = L.build_layout(tmp_path)
+    path = tmp_path / "index.json"
+    index = json.loads(path.read_text())
+    index["manifests"] = [e for e in index["manifests"] if e["digest"] != digests[L.PAUSE]]
+    path.write_text(json.dumps(index))
+    with pytest.raises(Error) as err:
+        Layout(tmp_path).images("kubernetes", "last-component")
+    assert f"stands for {digests[L.PAUSE]}" in err.value.message and err.value.hint
 
 
 def test_name_collision_is_an_error(tmp_path):
@@ -194,16 +208,23 @@ def test_file_slice_streams_a_window(tmp_path):
     assert data == (bytes(range(256)) * 4)[100:400]
 
 
-def test_bundler_annotations_true_media_type_and_spec_reference(tmp_path):
-    """Docker manifests listed under their OCI twin type are pushed with their true type."""
-    w = L.LayoutWriter(tmp_path)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_bundler_annotations_true_media_type_and_spec_reference(tmp_path, legacy):
+    """A Docker manifest is pushed with its true type: listed under it (and once more for skopeo 1.9, an entry
+    that adds no image), or, in layouts from before, under its OCI twin type with the true type annotated."""
+    w = L.LayoutWriter(tmp_path, legacy=legacy)
     desc = w.image([w.layer({"f": b"x"}, L.DOCKER_LAYER)], oci=False)
     w.tag(desc, "docker.io/coredns/coredns:1.1.3", original="coredns/coredns:1.1.3")
     w.finish()
-    entry = json.loads((tmp_path / "index.json").read_text())["manifests"][0]
-    assert entry["mediaType"] == L.OCI_MANIFEST  # as skopeo wants it
+    entries = json.loads((tmp_path / "index.json").read_text())["manifests"]
+    if legacy:
+        assert [e["mediaType"] for e in entries] == [L.OCI_MANIFEST]
+    else:
+        assert [e["mediaType"] for e in entries] == [L.DOCKER_MANIFEST, L.OCI_INDEX]
+        assert entries[1]["annotations"][L.COMPAT_FOR] == desc["digest"]
     (img,) = Layout(tmp_path).images("kubernetes", "last-component")
     assert img.media_type == L.DOCKER_MANIFEST and img.original_ref == "coredns/coredns:1.1.3"
+    assert img.digest == desc["digest"] and img.manifests == [(desc["digest"], L.DOCKER_MANIFEST)]
     assert seeded_refs(tmp_path, "h:8443", "kubernetes") == {
         "coredns/coredns:1.1.3": "h:8443/kubernetes/coredns:1.1.3"
     }
