@@ -195,9 +195,13 @@ def split_dual(tmp_path_factory):
     return result.path, keys
 
 
+def index_signatures(index: Path) -> tuple[Path, Path]:
+    return tuple(index.parent / n for n in layout.parts_index_signature_filenames(layout.bundle_of_index(index.name)))
+
+
 def test_openssl_verifies_both_signatures_of_the_parts_index(split_dual) -> None:
     index, keys = split_dual
-    sig, sig_p256 = (index.parent / n for n in layout.parts_index_signature_filenames(layout.bundle_of_index(index.name)))
+    sig, sig_p256 = index_signatures(index)
     done = openssl_verify(index, sig, keys.pub)
     assert done.returncode == 0 and "Signature Verified Successfully" in done.stdout, done.stderr
     done = openssl_dgst_verify(index, sig_p256, keys.p256_pub)
@@ -206,7 +210,7 @@ def test_openssl_verifies_both_signatures_of_the_parts_index(split_dual) -> None
 
 def test_openssl_rejects_a_modified_parts_index(split_dual, tmp_path) -> None:
     index, keys = split_dual
-    sig, sig_p256 = (index.parent / n for n in layout.parts_index_signature_filenames(layout.bundle_of_index(index.name)))
+    sig, sig_p256 = index_signatures(index)
     modified = tmp_path / index.name
     modified.write_bytes(index.read_bytes().replace(b'"size": 16384', b'"size": 16385', 1))
     assert modified.read_bytes() != index.read_bytes()
