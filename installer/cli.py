@@ -60,20 +60,40 @@ STATE = typer.Option(None, "--state", help="State directory on this control host
 def render(
     inventory: Path = typer.Option(..., "--inventory", "-i", help="Inventory file."),
     out: Path = typer.Option(..., "--out", help="Directory to write DIR/<host>/<absolute path> into."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="The bundle (file, any part, or the parts' "
+                                          "directory): render exactly what apply writes. Without it the files "
+                                          "that depend on the bundle are previews."),
+    pub: Optional[Path] = typer.Option(None, "--pub", help="The signer's public key, with --bundle."),
     state: Optional[Path] = STATE,
     as_json: bool = JSON,
 ) -> None:
     """Create or reuse the site PKI and write every file each host gets (nothing is sent to hosts)."""
     from installer import render as render_mod
+    from installer.errors import Error
 
     def body() -> None:
+        if (bundle is None) != (pub is None):
+            raise Error("--bundle and --pub go together", context="rendering",
+                        hint="pass both to render what apply writes, or neither for a preview without the bundle")
         root = state or _default_state()
         inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
         with runlock.hold(root, "render"):  # creates or reissues the PKI: never two at once
-            d = render_mod.render_to_dir(inventory, root, out)
+            d = render_mod.render_to_dir(inventory, root, out, bundle=bundle, pub=pub, out=_out)
+        if d["previews"] and not as_json:
+            why = ("hold the Harbor passwords apply generates on its first run (not yet in the state directory)"
+                   if bundle is not None else "depend on the bundle and were rendered without it (pass --bundle "
+                   "and --pub to render what apply writes)")
+            _out(f"render: preview: {sum(map(len, d['previews'].values()))} file(s) {why}:")
+            for host, paths in d["previews"].items():
+                _out(f"  {host}: {', '.join(paths)}")
+            if bundle is None:
+                _out(f"render: not rendered without the bundle: {render_mod.WITHOUT_BUNDLE}")
         emit(d, as_json, lambda d: "\n".join(
-            [f"wrote {d['files']} files under {d['out_dir']}"]
-            + [f"  {h:<20} {n} files" for h, n in d["hosts"].items()]
+            [f"wrote {d['files']} files under {d['out_dir']}" + (f" from {d['bundle']}" if d["bundle"] else "")]
+            + [f"  {h:<20} {n} files" + (f" (+ {len(d['not_written'][h]['binaries'])} executables and "
+                                          f"{d['not_written'][h]['repo_files']} repository files, not copied)"
+                                          if h in d["not_written"] else "")
+               for h, n in d["hosts"].items()]
             + [f"  pki: {line}" for line in d["pki"]]))
 
     guarded(body, as_json=as_json)
