@@ -60,20 +60,40 @@ STATE = typer.Option(None, "--state", help="State directory on this control host
 def render(
     inventory: Path = typer.Option(..., "--inventory", "-i", help="Inventory file."),
     out: Path = typer.Option(..., "--out", help="Directory to write DIR/<host>/<absolute path> into."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="The bundle (file, any part, or the parts' "
+                                          "directory): render exactly what apply writes. Without it the files "
+                                          "that depend on the bundle are previews."),
+    pub: Optional[Path] = typer.Option(None, "--pub", help="The signer's public key, with --bundle."),
     state: Optional[Path] = STATE,
     as_json: bool = JSON,
 ) -> None:
     """Create or reuse the site PKI and write every file each host gets (nothing is sent to hosts)."""
     from installer import render as render_mod
+    from installer.errors import Error
 
     def body() -> None:
+        if (bundle is None) != (pub is None):
+            raise Error("--bundle and --pub go together", context="rendering",
+                        hint="pass both to render what apply writes, or neither for a preview without the bundle")
         root = state or _default_state()
         inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
         with runlock.hold(root, "render"):  # creates or reissues the PKI: never two at once
-            d = render_mod.render_to_dir(inventory, root, out)
+            d = render_mod.render_to_dir(inventory, root, out, bundle=bundle, pub=pub, out=_out)
+        if d["previews"] and not as_json:
+            why = ("hold the Harbor passwords apply generates on its first run (not yet in the state directory)"
+                   if bundle is not None else "depend on the bundle and were rendered without it (pass --bundle "
+                   "and --pub to render what apply writes)")
+            _out(f"render: preview: {sum(map(len, d['previews'].values()))} file(s) {why}:")
+            for host, paths in d["previews"].items():
+                _out(f"  {host}: {', '.join(paths)}")
+            if bundle is None:
+                _out(f"render: not rendered without the bundle: {render_mod.WITHOUT_BUNDLE}")
         emit(d, as_json, lambda d: "\n".join(
-            [f"wrote {d['files']} files under {d['out_dir']}"]
-            + [f"  {h:<20} {n} files" for h, n in d["hosts"].items()]
+            [f"wrote {d['files']} files under {d['out_dir']}" + (f" from {d['bundle']}" if d["bundle"] else "")]
+            + [f"  {h:<20} {n} files" + (f" (+ {len(d['not_written'][h]['binaries'])} executables and "
+                                          f"{d['not_written'][h]['repo_files']} repository files, not copied)"
+                                          if h in d["not_written"] else "")
+               for h, n in d["hosts"].items()]
             + [f"  pki: {line}" for line in d["pki"]]))
 
     guarded(body, as_json=as_json)
@@ -118,7 +138,17 @@ def _bundle_text(d: dict) -> str:
     if d["signatures_not_checked"]:
         text += (f"; {', '.join(d['signatures_not_checked'])} (Ed25519) not checked: no Ed25519 key given "
                  "(bundle.pub)")
-    return text + (f"; unpacked into {d['dest']}" if d.get("dest") else "")
+    if d.get("parts_index"):
+        text += f"; parts index {d['parts_index']}"
+    text += f"; unpacked into {d['dest']}" if d.get("dest") else ""
+    return "\n".join([text] + [f"WARNING: {w}" for w in d.get("warnings", [])])
+
+
+def _part_text(d: dict) -> str:
+    return "\n".join([f"{d['part']}: OK: part {d['number']} of {d['count']} of {d['bundle_file']}, {d['size']} "
+                      f"bytes, sha256 as the parts index {d['parts_index']} says"
+                      + (f" (key {d['fingerprint']})" if d["fingerprint"] else "")]
+                     + [f"WARNING: {w}" for w in d["warnings"]])
 
 
 PUB_HELP = ("The signer's public key: bundle.pub (Ed25519; checks the P-256 signature too when the bundle has "
@@ -127,12 +157,35 @@ PUB_HELP = ("The signer's public key: bundle.pub (Ed25519; checks the P-256 sign
 
 @app.command()
 def verify(
-    bundle: Path = typer.Argument(..., help="The bundle file, its first (or any) part, or the directory of parts."),
+    bundle: Path = typer.Argument(..., help="The bundle file, the directory of its parts or their index (the "
+                                  "whole bundle); or one part (.partNNN: that part alone, against the signed index)."),
     pub: Path = typer.Option(..., "--pub", help=PUB_HELP),
     as_json: bool = JSON,
 ) -> None:
-    """Check the signature, then every member's size and sha256, and that nothing else is in the bundle."""
+    """Check the signature, then every member's size and sha256, and that nothing else is in the bundle; a split
+    bundle's parts are each checked against the signed parts index first. Given one part: check that part."""
+    from installer.bundle import layout
+
+    if layout.parse_part_filename(bundle.name) is not None and not bundle.is_dir():
+        _verify_part(bundle, pub, as_json)
+        return
     _verify_or_unpack(bundle, pub, None, as_json)
+
+
+def _verify_part(part: Path, pub: Path, as_json: bool) -> None:
+    """One part against its bundle's signed index, as it comes off the medium, before the others are there."""
+    from installer import bundle as fmt
+    from installer.bundle import partcheck
+
+    def body() -> None:
+        r = partcheck.check_part(part, fmt.load_public_key(pub))
+        warning = r.index.warning
+        d = {"part": str(part), "ok": True, "bundle_file": r.bundle, "number": r.number, "count": r.count,
+             "size": r.size, "sha256": r.sha256, "parts_index": r.index.status, "fingerprint": r.index.fingerprint,
+             "warnings": [warning] if warning else []}
+        emit(d, as_json, _part_text)
+
+    guarded(body, as_json=as_json)
 
 
 @app.command()
@@ -158,7 +211,8 @@ def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bo
                  else fmt.verify_bundle(bundle, key, progress=progress))
         d = {"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
              "bytes": r.bytes, "fingerprint": r.fingerprint, "key_type": r.key_type,
-             "signatures_checked": list(r.checked), "signatures_not_checked": list(r.not_checked)}
+             "signatures_checked": list(r.checked), "signatures_not_checked": list(r.not_checked),
+             "parts_index": r.parts_index or None, "warnings": list(r.warnings)}
         if dest:
             d["dest"] = str(dest)
         emit(d, as_json, _bundle_text)

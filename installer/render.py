@@ -377,23 +377,71 @@ def write_tree(rendered: Mapping[str, Mapping[str, File]], out_dir: Path) -> int
     return n
 
 
-def render_to_dir(inventory_path: Path, state_dir: Path, out_dir: Path, *, repo_url: str = DEFAULT_REPO_URL,
+def render_to_dir(inventory_path: Path, state_dir: Path, out_dir: Path, *, bundle: Optional[Path] = None,
+                  pub: Optional[Path] = None, out=None, repo_url: str = DEFAULT_REPO_URL,
                   images: Optional[Mapping[str, str]] = None, versions: Optional[Mapping[str, str]] = None,
                   clock=None) -> dict:
-    """`installer render`: load the inventory, ensure the PKI, render every host, write the tree."""
+    """`installer render`: load the inventory, ensure the PKI, render every host, write the tree.
+
+    With a bundle (and its public key), the files are exactly those apply writes (the desired state's files:
+    repo file with gpgcheck=1 and the bundle's keys, image names, addons, the registry host); the bundle is
+    verified and unpacked in a scratch copy of the state directory, of which only the PKI is written, as
+    without one. Without a bundle, `previews` names the files that depend on it (rendered with defaults)."""
     from installer import inventory as inventory_mod
     from installer import pki as pki_mod
 
     inv = inventory_mod.load(Path(inventory_path))
     p = pki_mod.Pki(Path(state_dir), clock=clock or pki_mod.utcnow)
     report = p.ensure(inv)
-    material = {h.name: p.material_for(inv, h) for h in inv.hosts}
-    rendered = render_all(inv, pki_files=material, images=images, versions=versions, repo_url=repo_url)
+    if bundle is None:
+        material = {h.name: p.material_for(inv, h) for h in inv.hosts}
+        rendered = render_all(inv, pki_files=material, images=images, versions=versions, repo_url=repo_url)
+        previews = _bundle_dependent(inv, material, rendered, repo_url)
+        not_copied: Dict[str, dict] = {}
+    else:
+        rendered, not_copied, previews = _desired_files(inventory_path, bundle, pub, state_dir, out)
     n = write_tree(rendered, Path(out_dir))
     return {
         "out_dir": str(out_dir),
+        "bundle": str(bundle) if bundle is not None else None,
         "files": n,
         "hosts": {h: len(f) for h, f in rendered.items()},
+        "previews": previews,
+        "not_written": not_copied,
         "pki": report.lines(),
         "issued": report.issued,
     }
+
+
+WITHOUT_BUNDLE = ("the rpm signing keys (/etc/pki/rpm-gpg/), the addon manifests of the first master, the registry "
+                  "host (install mode), the executables and the yum repository")
+
+
+def _bundle_dependent(inv: Inventory, material, rendered, repo_url: str) -> Dict[str, List[str]]:
+    """{host: paths} of the files whose content depends on the bundle: those that change when every input
+    taken from the bundle (image references, versions, rpm keys, second repository) changes."""
+    other = {role: ref + "-other" for role, ref in default_images(inv).items()}
+    alt = render_all(inv, pki_files=material, images=other, versions={k: v + ".9" for k, v in DEFAULT_VERSIONS.items()},
+                     repo_url=repo_url, gpgcheck=True, gpgkey=["file:///etc/pki/rpm-gpg/other"], unchecked_repo=True)
+    out = {h: sorted(p for p, f in files.items() if alt[h].get(p) != f) for h, files in rendered.items()}
+    return {h: paths for h, paths in out.items() if paths}
+
+
+def _desired_files(inventory_path: Path, bundle: Path, pub: Optional[Path], state_dir: Path, out):
+    """(files by host as apply writes them, what apply also puts there but render does not copy, previews)."""
+    from installer import dryrun, harbor_install
+    from installer import site as site_mod
+
+    with dryrun.scratch(Path(state_dir)) as scratch:  # the unpacked bundle and executables stay in the scratch
+        site = site_mod.load_site(inventory_path, bundle, pub, scratch.root, out or (lambda line: None))
+        rendered = {h: dict(d.files) for h, d in sorted(site.desired.items())}
+        not_copied = {h: {"binaries": {p: s.sha256 for p, s in sorted(d.binaries.items())},
+                          "repo_files": len(d.repo), "packages": list(d.packages)}
+                      for h, d in sorted(site.desired.items())}
+        made = [n for n in (harbor_install.ADMIN_SECRET, harbor_install.DB_SECRET)
+                if (scratch.root / harbor_install.SECRETS_DIR / n).exists()
+                and not harbor_install.secret_path(scratch.real, n).exists()]
+    previews = {}
+    if made and site.registry_host is not None:  # passwords apply generates anew: the preview's are not those
+        previews[site.registry_host.name] = [harbor_install.CONFIG]
+    return rendered, not_copied, previews

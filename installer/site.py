@@ -84,6 +84,8 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
     if report.not_checked:
         out(f"bundle: verified with the {report.key_type} key {report.fingerprint}; "
             f"{', '.join(report.not_checked)} not checked (no Ed25519 key given)")
+    for warning in report.warnings:
+        out(f"bundle: WARNING: {warning}")
     return Bundle(target, digest, report.fingerprint, report.name, report.version, dict(manifest.components), reused,
                   {f.path: f.sha256 for f in manifest.files})
 

@@ -94,7 +94,8 @@ def write_bundle(
     """Sign a manifest of `entries` and stream them into <name>-<version>.bundle.tar.zst (or its parts).
 
     The manifest is signed with the Ed25519 key (manifest.sig) and, when p256_key is given, with it too
-    (manifest.sig.p256, the third member); the manifest then names that key (signer_p256).
+    (manifest.sig.p256, the third member); the manifest then names that key (signer_p256). A split bundle's
+    parts index is signed with the same key(s): <index>.sig and <index>.sig.p256 beside it.
     """
     out = Path(out_dir)
     bundle = layout.bundle_filename(name, version)
@@ -143,7 +144,10 @@ def write_bundle(
                 zout.write(tarstream.padding(entry.size))
         zout.write(tarstream.END_OF_ARCHIVE)
         zout.close()
-        path, index, part_paths = sink.finish()
+        path, index, part_paths = sink.finish(
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), signer_p256=manifest.signer_p256,
+            sign=lambda data: [signature.sign(private_key, data)]
+            + ([signature.sign_p256(p256_key, data)] if p256_key is not None else []))
     except BaseException:
         sink.abort()
         raise

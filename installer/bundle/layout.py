@@ -49,6 +49,9 @@ _KIND_OF_DIR = {
 BUNDLE_SUFFIX = ".bundle.tar.zst"
 PART_INFIX = ".part"
 PARTS_INDEX_SUFFIX = ".parts.json"
+# Beside the parts index, its signatures with the bundle's keys (over the exact index bytes, as for the manifest)
+PARTS_INDEX_SIG_SUFFIX = ".sig"  # raw Ed25519
+PARTS_INDEX_SIG_P256_SUFFIX = ".sig.p256"  # DER ECDSA P-256 / SHA-256; when the bundle has a P-256 signer
 _PART_RE = re.compile(r"^(?P<bundle>.+)\.part(?P<index>[0-9]{3,})$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -157,6 +160,12 @@ def part_filename(bundle: str, index: int) -> str:
 def parts_index_filename(bundle: str) -> str:
     """The name of the index listing a split bundle's parts: '<bundle>.parts.json'."""
     return f"{bundle}{PARTS_INDEX_SUFFIX}"
+
+
+def parts_index_signature_filenames(bundle: str) -> tuple[str, str]:
+    """(Ed25519, P-256) signature file names of a split bundle's parts index: '<bundle>.parts.json.sig[.p256]'."""
+    index = parts_index_filename(bundle)
+    return index + PARTS_INDEX_SIG_SUFFIX, index + PARTS_INDEX_SIG_P256_SUFFIX
 
 
 def parse_part_filename(filename: str) -> Optional[tuple[str, int]]:

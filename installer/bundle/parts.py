@@ -9,7 +9,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from installer.bundle import layout
 from installer.errors import Error
@@ -59,6 +59,15 @@ class PartsIndex:
     size: int
     sha256: str
     parts: tuple[Part, ...]
+    # Signed indexes only (older ones have neither): the sha256 of the bundle's signed manifest bytes, and its
+    # P-256 signer as the manifest names it (base64 DER; "" when the bundle has the Ed25519 signature only).
+    manifest_sha256: str = ""
+    signer_p256: str = ""
+
+    @property
+    def signed_format(self) -> bool:
+        """Whether the index was written to be signed (so signature files must lie beside it)."""
+        return bool(self.manifest_sha256)
 
     def to_bytes(self) -> bytes:
         """Stable JSON bytes."""
@@ -69,17 +78,34 @@ class PartsIndex:
             "sha256": self.sha256,
             "parts": [{"name": p.name, "size": p.size, "sha256": p.sha256} for p in self.parts],
         }
+        if self.manifest_sha256:
+            doc["manifest_sha256"] = self.manifest_sha256
+        if self.signer_p256:
+            doc["signer_p256"] = self.signer_p256
         return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("ascii")
+
+    def position(self, name: str) -> Optional[int]:
+        """The 0-based position of the part named `name`, or None when the index lists no such part."""
+        return next((i for i, p in enumerate(self.parts) if p.name == name), None)
 
     @classmethod
     def load(cls, path: Path) -> PartsIndex:
         """Read and validate an index file; part names must be plain files of this bundle."""
         try:
-            doc = json.loads(path.read_bytes().decode("utf-8"))
+            data = path.read_bytes()
         except FileNotFoundError:
             raise Error(f"parts index {path} does not exist",
                         hint=f"copy {path.name} along with the parts; {_COPY_AGAIN}") from None
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            raise Error(f"cannot read parts index {path}: {e}", hint=_COPY_AGAIN) from None
+        return cls.parse(data, path)
+
+    @classmethod
+    def parse(cls, data: bytes, path: Path) -> PartsIndex:
+        """Validate the bytes of the index file at `path`."""
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except ValueError as e:
             raise Error(f"cannot read parts index {path}: {e}", hint=_COPY_AGAIN) from None
         try:
             if doc["format_version"] != INDEX_FORMAT_VERSION:
@@ -89,6 +115,8 @@ class PartsIndex:
                 size=int(doc["size"]),
                 sha256=str(doc["sha256"]),
                 parts=tuple(Part(str(p["name"]), int(p["size"]), str(p["sha256"])) for p in doc["parts"]),
+                manifest_sha256=str(doc.get("manifest_sha256", "")),
+                signer_p256=str(doc.get("signer_p256", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise Error(f"parts index {path} is malformed: {e!s}", hint=_COPY_AGAIN) from None
@@ -100,6 +128,8 @@ class PartsIndex:
             problems.append(f"parts must be named {expected[:1]}... in order")
         if not index.parts or any(p.size < 0 or not _HEX64.match(p.sha256) for p in index.parts):
             problems.append("every part needs a size >= 0 and a sha256 of 64 lowercase hex digits")
+        if index.manifest_sha256 and not _HEX64.match(index.manifest_sha256):
+            problems.append("manifest_sha256 must be 64 lowercase hex digits")
         if sum(p.size for p in index.parts) != index.size:
             problems.append("the parts' sizes do not add up to the total size")
         if problems:
@@ -162,8 +192,12 @@ class _Writer:
     def flush(self) -> None:
         """Nothing to do: parts are flushed when closed."""
 
-    def finish(self) -> tuple[Path, Optional[Path], tuple[Path, ...]]:
-        """Rename temp files into place: (path to hand to the installer, index path or None, part paths)."""
+    def finish(self, manifest_sha256: str = "", signer_p256: str = "",
+               sign: Optional[Callable[[bytes], list[bytes]]] = None) -> tuple[Path, Optional[Path], tuple[Path, ...]]:
+        """Rename temp files into place: (path to hand to the installer, index path or None, part paths).
+
+        A split bundle's index names the manifest (manifest_sha256) and its P-256 signer; sign(index bytes)
+        gives its [Ed25519, P-256] signatures (the second only with a P-256 signer), written beside it."""
         self._close_current()
         out = self.out_dir
         if self.split_size is None:
@@ -177,12 +211,18 @@ class _Writer:
             size=self.size,
             sha256=self.total.hexdigest(),
             parts=tuple(Part(final, size, digest) for final, _, size, digest in self.done),
+            manifest_sha256=manifest_sha256,
+            signer_p256=signer_p256,
         )
         index_path = out / layout.parts_index_filename(self.bundle)
-        fd, index_tmp = tempfile.mkstemp(prefix=f".{index_path.name}.", suffix=".tmp", dir=out)
-        with os.fdopen(fd, "wb") as f:
-            f.write(index.to_bytes())
-            os.fchmod(f.fileno(), 0o644)
+        index_bytes = index.to_bytes()
+        signatures = sign(index_bytes) if sign is not None else []
+        sig_names = layout.parts_index_signature_filenames(self.bundle)
+        for name, data in zip(sig_names, signatures):
+            _write_replace(out / name, data)
+        for name in sig_names[len(signatures):]:  # a P-256 signature of an earlier build must not stay
+            (out / name).unlink(missing_ok=True)
+        index_tmp = _write_temp(out, index_path.name, index_bytes)
         parts = []
         for final, tmp, _, _ in self.done:
             os.replace(tmp, out / final)
@@ -208,6 +248,20 @@ class _Writer:
         self.done = []
 
 
+def _write_temp(directory: Path, name: str, data: bytes) -> str:
+    """A 0644 temp file beside `name` in `directory` holding `data`; its path."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), 0o644)
+    return tmp
+
+
+def _write_replace(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all."""
+    os.replace(_write_temp(path.parent, path.name, data), path)
+
+
 def _existing_parts(directory: Path, bundle: str) -> list[Path]:
     """Part files of `bundle` in `directory`, in part order."""
     found = []
@@ -223,6 +277,8 @@ def _remove_split(directory: Path, bundle: str) -> None:
     index = directory / layout.parts_index_filename(bundle)
     if index.exists():
         index.unlink()
+    for name in layout.parts_index_signature_filenames(bundle):
+        (directory / name).unlink(missing_ok=True)
     for part in _existing_parts(directory, bundle):
         part.unlink()
 
@@ -342,7 +398,11 @@ class _PartsReader:
 
 def open_stream(path: PathLike):
     """A binary reader of the compressed stream of a bundle file, its index, any part, or their directory."""
-    located = locate(path)
+    return open_located(locate(path))
+
+
+def open_located(located: Located):
+    """A binary reader of the compressed stream `located` names (split: the parts its index lists)."""
     if located.file is not None:
         try:
             return open(located.file, "rb", buffering=0)

@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import os
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -229,10 +229,13 @@ def sign_p256(private_key: P256PrivateKey, data: bytes) -> bytes:
     return private_key.sign(data, algorithm)
 
 
-def verify(public_key: PublicKey, data: bytes, sig: bytes, *, what: str = layout.MANIFEST) -> None:
+def verify(public_key: PublicKey, data: bytes, sig: bytes, *, what: str = layout.MANIFEST,
+           member: Optional[str] = None) -> None:
     """Raise Error unless `sig` is public_key's signature of `data`: the raw Ed25519 signature (manifest.sig)
-    for an Ed25519 key, the DER ECDSA P-256 / SHA-256 signature (manifest.sig.p256) for a P-256 key."""
-    kind, member = (P256, layout.SIGNATURE_P256) if _is_p256(public_key) else (ED25519, layout.SIGNATURE)
+    for an Ed25519 key, the DER ECDSA P-256 / SHA-256 signature (manifest.sig.p256) for a P-256 key.
+    `member` names the file the signature came from in messages (default: the manifest's signature member)."""
+    kind, default = (P256, layout.SIGNATURE_P256) if _is_p256(public_key) else (ED25519, layout.SIGNATURE)
+    member = member or default
     size_ok = 8 <= len(sig) <= P256_MAX_SIGNATURE_SIZE if kind == P256 else len(sig) == SIGNATURE_SIZE
     if not size_ok:
         expected = (f"a {P256} signature is at most {P256_MAX_SIGNATURE_SIZE}" if kind == P256

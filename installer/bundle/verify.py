@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Optional, Union
 
 import zstandard
 
-from installer.bundle import layout, parts, signature, tarstream
+from installer.bundle import layout, partcheck, signature, tarstream
 from installer.bundle.manifest import FileEntry, Manifest
 from installer.bundle.tarstream import Buffered, FrameCheck, Member, Truncated
 from installer.errors import Error
@@ -40,6 +40,8 @@ class VerifyReport:
     key_type: str = signature.ED25519
     checked: tuple[str, ...] = (layout.SIGNATURE,)  # the signature members that verified
     not_checked: tuple[str, ...] = ()  # signature members present that the given key cannot check
+    parts_index: str = ""  # split bundles: 'signed: <files>' or 'unsigned'; '' for one file
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,14 @@ class Signed:
 
 
 class _Stream:
-    """The decompressed tar stream of a bundle, with the raw stream's frame check and parts checks."""
+    """The decompressed tar stream of a bundle, with the raw stream's frame check and parts checks.
 
-    def __init__(self, path: PathLike) -> None:
-        self.raw = parts.open_stream(path)
+    With a key, a split bundle's parts index is checked first (its signatures), and with every_part each
+    part against it before they are joined (partcheck)."""
+
+    def __init__(self, path: PathLike, public_key: Optional[signature.PublicKey] = None,
+                 every_part: bool = False) -> None:
+        self.raw, self.parts_index = partcheck.open_checked(path, public_key, every_part=every_part)
         self.frames = FrameCheck(self.raw.read)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             self.frames, read_size=tarstream.CHUNK, read_across_frames=True
@@ -130,14 +136,16 @@ def _read_head(buf: Buffered) -> tuple[Head, Optional[Member]]:
     return Head(out[0], out[1], sig_p256), following
 
 
-def _read_bundle_head(path: PathLike) -> Head:
-    """The head of a bundle, reading no further than the header after it."""
-    with closing(_Stream(path)) as stream:
+def _read_bundle_head(path: PathLike, public_key: Optional[signature.PublicKey] = None) -> Head:
+    """The head of a bundle, reading no further than the header after it (with a key, a split bundle's
+    index is checked first and must name this manifest)."""
+    with closing(_Stream(path, public_key)) as stream:
         try:
             head, _ = _read_head(stream.buf)
         except zstandard.ZstdError as e:
             stream.frames.explain()
             raise Error(f"compressed stream is corrupt: {e}", hint=_COPY_AGAIN) from None
+        partcheck.check_manifest(stream.parts_index, hashlib.sha256(head.manifest_bytes).hexdigest())
     return head
 
 
@@ -194,7 +202,7 @@ def _check_with_p256(public_key: signature.PublicKey, head: Head) -> Signed:
 def read_signed_head(path: PathLike, public_key: Optional[signature.PublicKey] = None
                      ) -> tuple[Manifest, Head, Optional[Signed]]:
     """(manifest, raw head, how it verified) from the head alone; verified only when a key is given."""
-    head = _read_bundle_head(path)
+    head = _read_bundle_head(path, public_key)
     if public_key is None:
         return Manifest.from_bytes(head.manifest_bytes), head, None
     signed = check_signatures(public_key, head)
@@ -216,13 +224,14 @@ def check_stream(
     open_output: Optional[Callable[[FileEntry], BinaryIO]] = None,
 ) -> VerifyReport:
     """Verify the whole bundle in one pass, handing each file's bytes to open_output(entry) when given."""
-    with closing(_Stream(path)) as stream:
+    with closing(_Stream(path, public_key, every_part=True)) as stream:
         buf = stream.buf
         current = layout.MANIFEST
         signed = False
         try:
             head, member = _read_head(buf)
             verified = check_signatures(public_key, head)
+            partcheck.check_manifest(stream.parts_index, hashlib.sha256(head.manifest_bytes).hexdigest())
             signed = True
             manifest = verified.manifest
             expected = manifest.by_path()
@@ -285,8 +294,11 @@ def check_stream(
             if signed:  # a wrong key should not cost a read of every part before it is reported
                 stream.blame_parts()
             raise
+        trusted = stream.parts_index
+    warning = trusted.warning if trusted is not None else ""
     return VerifyReport(manifest.name, manifest.version, len(manifest.files), total, verified.fingerprint,
-                        verified.key_type, verified.checked, verified.not_checked)
+                        verified.key_type, verified.checked, verified.not_checked,
+                        trusted.status if trusted is not None else "", (warning,) if warning else ())
 
 
 def verify_bundle(path: PathLike, public_key: signature.PublicKey, progress: Optional[Progress] = None) -> VerifyReport:

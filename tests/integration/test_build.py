@@ -163,6 +163,9 @@ def test_split_parts_join_to_the_same_bundle(built, tmp_path):
     s.parts[1].unlink()
     r = subprocess.run([str(BIN / "installer"), "verify", str(s.parts[0]), "--pub", str(built["pub"])],
                        capture_output=True, text=True)
+    assert r.returncode == 0 and "part 1 of" in r.stdout, r.stderr  # one part: checked alone
+    r = subprocess.run([str(BIN / "installer"), "verify", str(tmp_path), "--pub", str(built["pub"])],
+                       capture_output=True, text=True)
     assert r.returncode != 0 and s.parts[1].name in r.stderr
 
 

@@ -172,3 +172,56 @@ def test_gnu_tar_lists_both_signatures_first(dual) -> None:
     listing = subprocess.run(f"zstd -dc '{result.path}' | tar -t", shell=True, check=True, capture_output=True,
                              text=True).stdout.split()
     assert listing == [layout.MANIFEST, layout.SIGNATURE, layout.SIGNATURE_P256, "binaries/kubelet"]
+
+
+# ---- the parts index of a split bundle: signed like the manifest, checked with the same openssl commands ----
+
+
+@pytest.fixture(scope="module")
+def split_dual(tmp_path_factory):
+    """A bundle split into parts, signed with both keys: (its parts index, the keys)."""
+    root = tmp_path_factory.mktemp("openssl-split")
+    keys = generate_keys(root / "keys")
+    data = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2000))
+    source = root / "kubelet"
+    source.write_bytes(data)
+    result = write_bundle(
+        root / "dist", "k8s", "1.10.3",
+        [Entry(layout.binary_path("kubelet"), source, len(data), hashlib.sha256(data).hexdigest(), 0o755)],
+        load_private_key(keys.key), p256_key=load_p256_private_key(keys.p256_key),
+        spec_sha256="a" * 64, lock_sha256="b" * 64, components={"kubernetes": "1.10.3"}, split_size="16KiB",
+    )
+    assert len(result.parts) > 2
+    return result.path, keys
+
+
+def index_signatures(index: Path) -> tuple[Path, Path]:
+    return tuple(index.parent / n for n in layout.parts_index_signature_filenames(layout.bundle_of_index(index.name)))
+
+
+def test_openssl_verifies_both_signatures_of_the_parts_index(split_dual) -> None:
+    index, keys = split_dual
+    sig, sig_p256 = index_signatures(index)
+    done = openssl_verify(index, sig, keys.pub)
+    assert done.returncode == 0 and "Signature Verified Successfully" in done.stdout, done.stderr
+    done = openssl_dgst_verify(index, sig_p256, keys.p256_pub)
+    assert done.returncode == 0 and done.stdout.strip() == "Verified OK", done.stderr
+
+
+def test_openssl_rejects_a_modified_parts_index(split_dual, tmp_path) -> None:
+    index, keys = split_dual
+    sig, sig_p256 = index_signatures(index)
+    modified = tmp_path / index.name
+    modified.write_bytes(index.read_bytes().replace(b'"size": 16384', b'"size": 16385', 1))
+    assert modified.read_bytes() != index.read_bytes()
+    assert openssl_verify(modified, sig, keys.pub).returncode != 0
+    assert openssl_dgst_verify(modified, sig_p256, keys.p256_pub).returncode != 0
+
+
+def test_installer_verify_names_the_part_it_checked(split_dual) -> None:
+    index, keys = split_dual
+    part = index.parent / layout.part_filename(layout.bundle_of_index(index.name), 1)
+    done = subprocess.run([str(BIN / "installer"), "verify", str(part), "--pub", str(keys.p256_pub)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"{part}: OK: part 2 of " in done.stdout

@@ -145,7 +145,7 @@ def test_split_parts_concatenate_to_the_unsplit_bundle(split, unsplit) -> None:
     assert b"".join(p.read_bytes() for p in split.parts) == unsplit.path.read_bytes()
     assert (split.size, split.sha256) == (unsplit.size, unsplit.sha256)
     names = sorted(os.listdir(split.path.parent))
-    assert names == sorted([split.path.name] + [p.name for p in split.parts])
+    assert names == sorted([split.path.name, split.path.name + ".sig"] + [p.name for p in split.parts])
 
 
 @pytest.mark.parametrize("which", ["dir", "index", "first", "middle", "last", "bundle-name"])
@@ -187,7 +187,7 @@ def test_rebuilding_unsplit_removes_old_parts_and_vice_versa(files, keys, tmp_pa
     assert os.listdir(tmp_path) == ["k8s-1.10.3.bundle.tar.zst"]
     result = build(tmp_path, files, keys, split_size="64KiB")
     assert "k8s-1.10.3.bundle.tar.zst" not in os.listdir(tmp_path)
-    assert len(os.listdir(tmp_path)) == len(result.parts) + 1
+    assert len(os.listdir(tmp_path)) == len(result.parts) + 2  # the index and its Ed25519 signature
 
 
 def test_read_manifest_and_inspect(unsplit, split, keys) -> None:

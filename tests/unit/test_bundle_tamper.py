@@ -192,14 +192,14 @@ def test_dropped_part(split, keys, tmp_path) -> None:
 
 def test_duplicated_part(split, keys, tmp_path) -> None:
     shutil.copyfile(split.parts[0], split.parts[1])
-    rejected(split.path, keys[1], tmp_path, split.parts[1].name, "sha256")
+    rejected(split.path, keys[1], tmp_path, split.parts[1].name, "holds the content of part 1")
 
 
 def test_parts_with_swapped_contents(split, keys, tmp_path) -> None:
     a, b = split.parts[1].read_bytes(), split.parts[2].read_bytes()
     split.parts[1].write_bytes(b)
     split.parts[2].write_bytes(a)
-    rejected(split.parts[2], keys[1], tmp_path, split.parts[1].name, "damaged")
+    rejected(split.parts[2], keys[1], tmp_path, split.parts[1].name, "holds the content of part 3")
 
 
 def test_truncated_part(split, keys, tmp_path) -> None:
