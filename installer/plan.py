@@ -35,6 +35,7 @@ import fnmatch
 import hashlib
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from installer import secrets_rewrite as sr
 from installer.facts import Facts
 from installer.inventory import Host, Inventory
 from installer.plan_model import (  # noqa: F401  (re-exported: callers read the model through this module)
@@ -532,8 +533,6 @@ def build(
             why = "manifests changed" if puts else "manifests written by an earlier run, not applied yet"
             steps.append(Step(m.name, "kubectl-apply", ADDONS_DIR, why, command=KUBECTL_APPLY))
     # secrets stored before the encryption config: re-written once every master runs with it
-    from installer import secrets_rewrite as sr
-
     enc = PATHS["encryption_config"]
     writes_enc = [h.name for h in masters if in_focus(h) and any(
         s.kind == "put" and s.target == enc for p in phases for w in p.waves for s in w.steps if s.host == h.name)]

@@ -29,6 +29,7 @@ import requests
 
 from installer import plan as plan_mod
 from installer import render as render_mod
+from installer.checks import client_tls
 from installer.errors import Error
 from installer.inventory import Host, Inventory
 from installer.pki import Pki
@@ -107,8 +108,7 @@ class Api:
     def __init__(self, inv: Inventory, pki: Pki, session: requests.Session) -> None:
         self.base = f"https://{inv.cluster.vip}:{inv.cluster.lb_port}"
         self.session = session
-        self.tls = {"cert": (str(pki.crt_path("admin")), str(pki.key_path("admin"))),
-                    "verify": str(pki.crt_path("ca")), "timeout": TIMEOUT}
+        self.tls = dict(client_tls(pki, "admin"), timeout=TIMEOUT)
 
     def call(self, method: str, path: str, ok=(200, 201, 202, 404), **kw) -> requests.Response:
         try:
@@ -149,8 +149,6 @@ def drain(api: Api, node: str, sleep: Callable[[float], None], clock: Callable[[
 
 def delete_lease(inv: Inventory, pki: Pki, session: requests.Session, address: str) -> int:
     """Delete flannel's v2 lease(s) whose PublicIP is the host's address; returns how many."""
-    from installer.checks import client_tls  # the control host's etcd client certificate and the etcd CA
-
     prefix = inv.cluster.flannel_prefix.rstrip("/")
     removed = 0
     for m in inv.etcd_members:

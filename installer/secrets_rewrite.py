@@ -15,6 +15,7 @@ from typing import Tuple
 
 import requests
 
+from installer import checks
 from installer.errors import Error
 from installer.inventory import Inventory
 from installer.pki import Pki
@@ -26,8 +27,7 @@ TIMEOUT = 15.0
 
 
 def _tls(pki: Pki) -> dict:
-    return {"cert": (str(pki.crt_path("admin")), str(pki.key_path("admin"))), "verify": str(pki.crt_path("ca")),
-            "timeout": TIMEOUT}
+    return dict(checks.client_tls(pki, "admin"), timeout=TIMEOUT)
 
 
 def _fail(what: str, detail: str) -> Error:

@@ -247,9 +247,10 @@ def load_site(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, ou
 
 def record_hosts(site: Site) -> None:
     """Add the inventory's hosts to the record remove-node reads (only remove-node takes one out again)."""
-    hosts = site.state.hosts()
-    hosts.update({h.name: h.model_dump(mode="json", exclude_none=True) for h in site.inv.hosts})
-    site.state.set_hosts(hosts)
+    recorded = site.state.hosts()
+    hosts = dict(recorded, **{h.name: h.model_dump(mode="json", exclude_none=True) for h in site.inv.hosts})
+    if hosts != recorded:  # a converged re-apply writes nothing
+        site.state.set_hosts(hosts)
 
 
 def record_etcd_members(site: Site) -> None:

@@ -51,6 +51,20 @@ def _tar(members) -> bytes:
     return raw.getvalue()
 
 
+def signed_bundle(d: Path, files: Dict[str, bytes], **write_kw):
+    """Write files as members of a signed test bundle in d/dist (keys in d/keys); write_bundle's result."""
+    entries = []
+    for path, data in files.items():
+        src = d / "src" / path
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(data)
+        entries.append(Entry(path, src, len(data), hashlib.sha256(data).hexdigest(), 0o644))
+    generate_keypair(d / "keys")
+    return write_bundle(d / "dist", "k8s", "1.10.3", entries, load_private_key(d / "keys" / "bundle.key"),
+                        spec_sha256="0" * 64, lock_sha256="1" * 64,
+                        components={"binary/kubernetes-server": "1.10.3"}, level=1, **write_kw)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A signed bundle with what planning reads (tarballs, spec, an empty image layout) and an inventory."""
@@ -60,16 +74,7 @@ def site(tmp_path_factory):
     layout.build_layout(d / "src" / "images", big_layer_size=1000)  # kubelet's pause image, and two others
     files.update({p.relative_to(d / "src").as_posix(): p.read_bytes()
                   for p in sorted((d / "src" / "images").rglob("*")) if p.is_file()})
-    entries = []
-    for path, data in files.items():
-        src = d / "src" / path
-        src.parent.mkdir(parents=True, exist_ok=True)
-        src.write_bytes(data)
-        entries.append(Entry(path, src, len(data), hashlib.sha256(data).hexdigest(), 0o644))
-    generate_keypair(d / "keys")
-    res = write_bundle(d / "dist", "k8s", "1.10.3", entries, load_private_key(d / "keys" / "bundle.key"),
-                       spec_sha256="0" * 64, lock_sha256="1" * 64, components={"binary/kubernetes-server": "1.10.3"},
-                       level=1)
+    res = signed_bundle(d, files)
     inv = d / "inventory.yaml"
     inv.write_text(yaml.safe_dump(INV))
     return {"bundle": res.path, "pub": d / "keys" / "bundle.pub", "inventory": inv}

@@ -4,7 +4,6 @@ bundle it still renders, and names the files that are previews (they depend on t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from installer import cli
 from installer import inventory as inventory_mod
 from installer import render as render_mod
 from installer import site as site_mod
-from installer.bundle import Entry, generate_keypair, layout, load_private_key, write_bundle
+from installer.bundle import generate_keypair, layout
 from tests.fixtures.harbor import layout as oci_layout
-from tests.unit.test_plan_readonly import INV, TARBALLS, _tar
+from tests.unit.test_plan_readonly import INV, TARBALLS, _tar, signed_bundle
 
 KEY = b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQENBFake\n-----END PGP PUBLIC KEY BLOCK-----\n"
 REPO_FILE = "/etc/yum.repos.d/k8s-offline.repo"
@@ -36,16 +35,7 @@ def signed(tmp_path_factory):
     oci_layout.build_layout(d / "src" / "images", big_layer_size=1000)
     files.update({p.relative_to(d / "src").as_posix(): p.read_bytes()
                   for p in sorted((d / "src" / "images").rglob("*")) if p.is_file()})
-    entries = []
-    for path, data in files.items():
-        src = d / "src" / path
-        src.parent.mkdir(parents=True, exist_ok=True)
-        src.write_bytes(data)
-        entries.append(Entry(path, src, len(data), hashlib.sha256(data).hexdigest(), 0o644))
-    generate_keypair(d / "keys")
-    res = write_bundle(d / "dist", "k8s", "1.10.3", entries, load_private_key(d / "keys" / "bundle.key"),
-                       spec_sha256="0" * 64, lock_sha256="1" * 64, components={"binary/kubernetes-server": "1.10.3"},
-                       level=1, split_size="64KiB")
+    res = signed_bundle(d, files, split_size="64KiB")
     assert res.parts, "the fixture is meant to be split"
     inv = d / "inventory.yaml"
     inv.write_text(yaml.safe_dump(INV))
