@@ -188,8 +188,12 @@ def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=N
     ok, detail = nodes_ready(inv, pki, session, [n.name for n in inv.nodes])
     rep.results.append(Result("nodes Ready", vip, ok, detail))
     if connector_for is not None:
-        from installer import podnet  # podnet builds on this module's Result
+        from installer import (
+            etcd_auth,  # builds on this module's Result
+            podnet,  # podnet builds on this module's Result
+        )
 
+        rep.results += etcd_auth.check(inv, pki, connector_for)
         rep.results += podnet.pod_network(inv, connector_for, max_parallel)
         rep.results += podnet.image_pulls(inv, connector_for, max_parallel)
     return rep

@@ -67,9 +67,11 @@ class OnMember:
 
     etcdctl: str = f"{BIN_DIR}/etcdctl"
     cacert: str = PATHS["etcd_ca"]
-    cert: str = PATHS["etcd_crt"]
+    cert: str = PATHS["etcd_crt"]  # the member's own: used only where the etcd-admin one is not there yet
     key: str = PATHS["etcd_key"]
     tmp_parent: str = "/var/tmp"
+    admin_cert: str = PATHS["etcd_admin_crt"]  # a user with the root role once etcd authentication is on
+    admin_key: str = PATHS["etcd_admin_key"]
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,14 @@ def healthy_member(inv: Inventory, pki: Pki, session: requests.Session) -> Optio
 
 
 def _etcdctl(on: OnMember, address: str, *args: str) -> List[str]:
-    return ["env", "ETCDCTL_API=3", on.etcdctl, f"--endpoints=https://{address}:2379", f"--cacert={on.cacert}",
-            f"--cert={on.cert}", f"--key={on.key}", "--dial-timeout=10s", *args]
+    """etcdctl with the etcd-admin credential, or the member's own before apply put the admin one there (a
+    cluster from before etcd authentication: its snapshot is taken before the apply that turns it on)."""
+    q = shlex.quote
+    script = (f"c={q(on.admin_cert)} k={q(on.admin_key)}; [ -r \"$c\" ] && [ -r \"$k\" ] || "
+              f"{{ c={q(on.cert)} k={q(on.key)}; }}; exec env ETCDCTL_API=3 \"$0\" "
+              f"{q('--endpoints=https://' + address + ':2379')} {q('--cacert=' + on.cacert)} "
+              "--cert=\"$c\" --key=\"$k\" --dial-timeout=10s \"$@\"")
+    return ["sh", "-c", script, on.etcdctl, *args]
 
 
 def _json(text: str, what: str, host: str) -> dict:

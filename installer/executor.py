@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import harbor_install, secrets_rewrite
+from installer import etcd_auth, harbor_install, secrets_rewrite
 from installer import plan as plan_mod
 from installer import render as render_mod
 from installer.bundle import layout
@@ -134,6 +134,8 @@ class Executor:
             n, summary = secrets_rewrite.rewrite(site.inv, site.pki, self.opts.session)
             pend.done(CONTROL, secrets_rewrite.SECRETS_UNIT)
             return summary
+        if s.kind == etcd_auth.STEP_KIND:
+            return etcd_auth.enable(self.hosts[s.host], site.inv.host(s.host))
         if s.kind == "flannel-key":
             checks_mod.put_flannel_config(site.inv, site.pki, self.opts.session, s.command or "")
             return "written"

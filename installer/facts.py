@@ -7,6 +7,7 @@ and Debian; every probe tolerates a missing command, and a missing section means
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Facts:
     selinux: Optional[str] = None  # Enforcing | Permissive | Disabled; None without SELinux tools
     commands: FrozenSet[str] = frozenset()  # which of the asked commands exist
     kernel_features: FrozenSet[str] = frozenset()  # bridge-nf, overlay
+    probes: Mapping[str, int] = field(default_factory=_empty)  # probe name -> exit status (script(probes=...))
     extra: Mapping[str, str] = field(default_factory=_empty, compare=False)  # raw text of unknown sections
 
     @property
@@ -109,8 +111,11 @@ class Facts:
 # -- the script ----------------------------------------------------------------------------------
 
 def script(managed_files: Sequence[str] = (), units: Sequence[str] = (),
-           commands: Sequence[str] = DEFAULT_COMMANDS) -> str:
-    """The POSIX sh script that prints every section, each after a line `@@k8s-facts@@ <name>`."""
+           commands: Sequence[str] = DEFAULT_COMMANDS, probes: Sequence[Tuple[str, str]] = ()) -> str:
+    """The POSIX sh script that prints every section, each after a line `@@k8s-facts@@ <name>`.
+
+    probes: (name, sh command) pairs run in a subshell with no output kept; the `probes` section lists
+    "<name> <exit status>" (what role-specific facts such as etcd's authentication state need)."""
     q = shlex.quote
     files = " ".join(q(check_path(f)) for f in managed_files)
     unit_args = " ".join(q(u) for u in units)
@@ -149,6 +154,14 @@ def script(managed_files: Sequence[str] = (), units: Sequence[str] = (),
         f"m commands; for c in {cmds}; do command -v \"$c\" >/dev/null 2>&1 && echo \"$c\"; done",
         "m kernel-features; [ -d /proc/sys/net/bridge ] && echo bridge-nf; "
         "grep -qw overlay /proc/filesystems 2>/dev/null && echo overlay",
+    ]
+    if probes:
+        lines.append("m probes")
+        for name, cmd in probes:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"probe name {name!r}")
+            lines.append(f"( {cmd} ) </dev/null >/dev/null 2>&1; echo {name} $?")
+    lines += [
         "m t1; date +%s.%N",
         "exit 0",
     ]
@@ -319,6 +332,16 @@ def parse_units(text: str, units: Sequence[str]) -> Dict[str, UnitState]:
     return out
 
 
+def parse_probes(text: str) -> Dict[str, int]:
+    """{name: exit status} from "<name> <status>" lines; a line that does not parse is left out."""
+    out = {}
+    for line in text.splitlines():
+        name, _, rc = line.strip().rpartition(" ")
+        if name and rc.isdigit():
+            out[name] = int(rc)
+    return out
+
+
 def parse(output: str, *, host: str, managed_files: Sequence[str] = (), units: Sequence[str] = (),
           local_start: Optional[float] = None, local_end: Optional[float] = None) -> Facts:
     """Facts from the script's output; local_start/end (control clock) give the time offset."""
@@ -347,7 +370,7 @@ def parse(output: str, *, host: str, managed_files: Sequence[str] = (), units: S
     else:
         listening = parse_proc_tcp(s.get("proc-tcp", ""))
     known = {"t0", "t1", "os", "arch", "kernel", "hostname", "cpus", "meminfo", "swaps", "df", "ss",
-             "proc-tcp", "rpm", "files", "units", "virt", "selinux", "commands", "kernel-features"}
+             "proc-tcp", "rpm", "files", "units", "virt", "selinux", "commands", "kernel-features", "probes"}
     return Facts(
         host=host,
         hostname=s.get("hostname", "").strip(),
@@ -371,15 +394,16 @@ def parse(output: str, *, host: str, managed_files: Sequence[str] = (), units: S
         selinux=(s["selinux"].strip() or None) if "selinux" in s else None,
         commands=frozenset(s.get("commands", "").split()),
         kernel_features=frozenset(s.get("kernel-features", "").split()),
+        probes=MappingProxyType(parse_probes(s.get("probes", ""))),
         extra=MappingProxyType({k: v for k, v in s.items() if k not in known}),
     )
 
 
 def gather(connector: Connector, managed_files: Sequence[str] = (), units: Sequence[str] = (), *,
-           commands: Sequence[str] = DEFAULT_COMMANDS, timeout: float = 120,
-           clock: Callable[[], float] = time.time) -> Facts:
+           commands: Sequence[str] = DEFAULT_COMMANDS, probes: Sequence[Tuple[str, str]] = (),
+           timeout: float = 120, clock: Callable[[], float] = time.time) -> Facts:
     """Read a host's facts with one command over the connector."""
-    text = script(managed_files, units, commands)
+    text = script(managed_files, units, commands, probes)
     start = clock()
     res = connector.run(text, timeout=timeout)
     end = clock()

@@ -9,8 +9,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import requests
 
 from installer import checks as checks_mod
+from installer import etcd_auth, harbor_install
 from installer import facts as facts_mod
-from installer import harbor_install
 from installer import plan as plan_mod
 from installer.bundle import layout
 from installer.errors import Error
@@ -26,7 +26,8 @@ def gather_states(site: Site, hosts: Hosts, names: Sequence[str], opts: Options)
     def one(name: str) -> HostState:
         d = site.desired[name]
         units = list(d.units) + list(EXTRA_UNITS)
-        f = facts_mod.gather(hosts[name], d.managed_paths(), units)
+        f = facts_mod.gather(hosts[name], d.managed_paths(), units,
+                             probes=etcd_auth.probes(site.inv.host(name)))
         contents = {}
         for path, want in d.files.items():
             have = f.files.get(path)

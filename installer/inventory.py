@@ -10,6 +10,7 @@ from typing import Iterator, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator
 
+from installer import etcd_users
 from installer.documents import Frozen, Loc, load_document
 
 ROLES = ("master", "etcd", "lb", "node")
@@ -268,6 +269,10 @@ def cross_checks(inv: Inventory) -> Iterator[Tuple[Loc, str, Optional[str]]]:
         if h.address == c.vip:
             yield ("hosts", i, "address"), f"address {h.address} is the VIP", \
                 "the VIP must be a free address that keepalived moves between the lb hosts"
+        if h.has("etcd") and h.name in etcd_users.RESERVED_HOST_NAMES:
+            yield ("hosts", i, "name"), f"etcd host name {h.name!r} is the name of an etcd user", \
+                f"rename the host: {', '.join(sorted(etcd_users.RESERVED_HOST_NAMES))} are etcd's users, and a " \
+                "member's certificate carries its host's name"
     for role in ("master", "etcd", "node"):
         if not inv.with_role(role):
             yield ("hosts",), f"no host has the role {role!r}", f"give at least one host the role {role!r}"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from installer import kubeconfig
+from installer import etcd_users, kubeconfig
 from installer.errors import Error
 from installer.inventory import Host, Inventory
 from installer.render import PATHS, File, encryption_config, registry_ca_path
@@ -132,9 +132,13 @@ def specs(inv: Inventory, etcd_ca: str = ETCD_CA) -> List[CertSpec]:
         out.append(CertSpec(etcd_name(h), h.name, dns=frozenset({h.name, "localhost"}),
                             ips=frozenset({h.address, "127.0.0.1"}), server=True, client=True, ca=etcd_ca))
     out += [
-        CertSpec("etcd-client-apiserver", "kube-apiserver-etcd-client", client=True, ca=etcd_ca),
+        CertSpec("etcd-client-apiserver", etcd_users.APISERVER_CN, client=True, ca=etcd_ca),
         CertSpec("etcd-client-flanneld", "flanneld", client=True, ca=etcd_ca),
         CertSpec("etcd-healthcheck", "etcd-healthcheck", client=True, ca=etcd_ca),
+    ]
+    if inv.etcd_members:  # etcdctl on the etcd hosts, as a user with the root role (installer/etcd_auth.py)
+        out.append(CertSpec(etcd_users.ADMIN_CERT, etcd_users.ADMIN_CN, client=True, ca=etcd_ca))
+    out += [
         CertSpec(
             "apiserver", "kube-apiserver", server=True,
             dns=frozenset({"kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -499,6 +503,7 @@ class Pki:
         if host.has("etcd"):
             out[P["etcd_ca"]] = File(self.etcd_ca_pem(), 0o644)  # the only CA etcd trusts (its key stays here)
             pair(etcd_name(host), P["etcd_crt"], P["etcd_key"])
+            pair(etcd_users.ADMIN_CERT, P["etcd_admin_crt"], P["etcd_admin_key"])  # etcdctl there (root role)
         if host.has("master") or host.has("node"):
             out[P["ca"]] = File(ca, 0o644)
             out[P["etcd_client_ca"]] = File(self.etcd_ca_pem(), 0o644)  # apiserver and flanneld verify etcd

@@ -35,6 +35,7 @@ import fnmatch
 import hashlib
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from installer import etcd_auth
 from installer import secrets_rewrite as sr
 from installer.facts import Facts
 from installer.inventory import Host, Inventory
@@ -54,7 +55,7 @@ from installer.plan_model import (  # noqa: F401  (re-exported: callers read the
 from installer.preflight import MAX_TIME_SKEW, MIN_DISK_KB, etcd_membership_problem, preflight  # noqa: F401
 from installer.render import BIN_DIR, PATHS, UNIT_DIR, File
 
-PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "flannel-network", "flannel", "masters",
+PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "etcd-auth", "flannel-network", "flannel", "masters",
           "lb", "nodes", "addons")
 REPO_DIR = "/var/lib/k8s-offline/repo"
 ADDONS_DIR = "/etc/kubernetes/addons"
@@ -81,7 +82,8 @@ ROLE_PACKAGES = {
 K = "/etc/kubernetes"
 # Which files a unit reads: a change to one of them restarts exactly these units.
 OWNERS: Dict[str, Tuple[str, ...]] = {
-    "etcd": ("/etc/etcd/*", f"{UNIT_DIR}/etcd.service", f"{BIN_DIR}/etcd"),
+    "etcd": ("/etc/etcd/etcd.conf", "/etc/etcd/pki/ca.crt", "/etc/etcd/pki/server.*", f"{UNIT_DIR}/etcd.service",
+             f"{BIN_DIR}/etcd"),
     "kube-apiserver": (f"{K}/config", f"{K}/apiserver", f"{K}/audit-policy.yaml", f"{K}/admission-control.yaml",
                        f"{K}/eventratelimit.yaml", f"{K}/pki/ca.crt", f"{K}/pki/etcd-ca.crt",
                        f"{K}/pki/apiserver*", f"{K}/pki/sa.*", f"{UNIT_DIR}/kube-apiserver.service",
@@ -458,6 +460,8 @@ def build(
         phases.append(Phase("etcd", waves_e))
     else:
         phases.append(Phase("etcd"))
+
+    phases.append(etcd_auth.phase(inv, {n: st.facts for n, st in states.items()}, in_focus))
 
     # flannel network key
     want = None

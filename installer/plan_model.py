@@ -86,7 +86,7 @@ class Step:
 
     host: str
     kind: str  # put | binary | repo | packages | command | daemon-reload | enable | restart | gate | seed |
-    #            harbor-project | harbor-unpack | harbor-install | flannel-key | kubectl-apply | skip
+    #            harbor-project | harbor-unpack | harbor-install | flannel-key | etcd-auth | kubectl-apply | skip
     target: str  # path, unit, gate name, ...
     reason: str
     diff: Optional[str] = None
@@ -122,7 +122,7 @@ class Step:
         what = {"put": "file", "binary": "binary", "repo": "repo", "packages": "install", "command": "run",
                 "daemon-reload": "systemctl", "enable": "enable", "restart": "restart", "gate": "wait for",
                 "seed": "seed", "harbor-project": "harbor", "harbor-unpack": "unpack",
-                "harbor-install": "run", "flannel-key": "etcd v2 key",
+                "harbor-install": "run", "flannel-key": "etcd v2 key", "etcd-auth": "etcd",
                 "kubectl-apply": "kubectl apply", "skip": "skip"}.get(self.kind, self.kind)
         target = " ".join(self.items) if self.kind == "packages" else self.target
         return f"{what} {target}: {self.reason}"

@@ -47,6 +47,8 @@ PATHS = {
     "etcd_client_ca": "/etc/kubernetes/pki/etcd-ca.crt",  # verifies etcd's servers (apiserver, flanneld)
     "etcd_crt": "/etc/etcd/pki/server.crt",
     "etcd_key": "/etc/etcd/pki/server.key",
+    "etcd_admin_crt": "/etc/etcd/pki/admin.crt",  # etcdctl's credential on the etcd hosts (not read by etcd)
+    "etcd_admin_key": "/etc/etcd/pki/admin.key",
     "admin_kubeconfig": "/etc/kubernetes/admin.kubeconfig",
     "cm_kubeconfig": "/etc/kubernetes/controller-manager.kubeconfig",
     "scheduler_kubeconfig": "/etc/kubernetes/scheduler.kubeconfig",

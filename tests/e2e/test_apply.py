@@ -269,7 +269,7 @@ def test_secrets_are_encrypted_at_rest_in_etcd(site):
     r = _kubectl(site, "get secret kubernetes-dashboard-certs -n kube-system -o json")
     assert json.loads(r.stdout)["metadata"]["name"] == "kubernetes-dashboard-certs"
     tls = (f"--endpoints https://{site.tb.host(1).address}:2379 --cacert /etc/etcd/pki/ca.crt "
-           "--cert /etc/etcd/pki/server.crt --key /etc/etcd/pki/server.key")
+           "--cert /etc/etcd/pki/admin.crt --key /etc/etcd/pki/admin.key")
     get = f"ETCDCTL_API=3 /usr/local/bin/etcdctl {tls} get --print-value-only"
     r = site.tb.ssh(1, f"{get} /registry/secrets/kube-system/kubernetes-dashboard-certs > /tmp/v && head -c 32 /tmp/v",
                     timeout=30, check=False)
@@ -277,6 +277,52 @@ def test_secrets_are_encrypted_at_rest_in_etcd(site):
     r = site.tb.ssh(1, f"{get} /registry/serviceaccounts/kube-system/kube-dns > /tmp/v && head -c 1 /tmp/v",
                     timeout=30, check=False)
     assert r.returncode == 0 and r.stdout == "{", (r.stdout, r.stderr)  # other kinds stay plain JSON
+
+
+def test_no_credential_on_a_node_reads_the_kubernetes_data_in_etcd(site):
+    """etcd v3 authentication is on: flanneld's certificate (the etcd credential every node holds) reads nothing
+    through v3 (gRPC, by CN) nor through the JSON gateway, while the apiserver (by its CN) works; flannel's own
+    v2 prefix still works for it. Turning authentication off fails the check; the next apply turns it back on."""
+    ep = f"https://{site.tb.host(1).address}:2379"
+    fl = ("--cacert /etc/kubernetes/pki/etcd-ca.crt --cert /etc/kubernetes/pki/flanneld-etcd-client.crt "
+          "--key /etc/kubernetes/pki/flanneld-etcd-client.key")
+    # the very files of node h4, used from h1 (which has etcdctl): the same bytes as on every node
+    for f in ("etcd-ca.crt", "flanneld-etcd-client.crt", "flanneld-etcd-client.key"):
+        assert site.tb.ssh(4, f"sha256sum < /etc/kubernetes/pki/{f}").stdout == \
+            site.tb.ssh(1, f"sha256sum < /etc/kubernetes/pki/{f}").stdout
+    r = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints {ep} {fl} get --prefix --keys-only "
+                       "/registry/", timeout=30, check=False)
+    assert r.returncode != 0 and "permission denied" in r.stderr.lower(), (r.stdout, r.stderr)
+    r = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints {ep} {fl} put /registry/x y",
+                    timeout=30, check=False)
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    curl = f"curl -s -o /dev/null -w '%{{http_code}}' {fl}"
+    r = site.tb.ssh(4, f"{curl} {ep}/v3/kv/range -d '{{\"key\":\"L3JlZ2lzdHJ5Lw==\",\"range_end\":"
+                       f"\"L3JlZ2lzdHJ5MA==\"}}'", timeout=30, check=False)
+    assert r.stdout.strip() not in ("200", ""), (r.stdout, r.stderr)  # the gateway refuses it too
+    prefix = site.inventory().cluster.flannel_prefix
+    r = site.tb.ssh(4, f"curl -s -o /dev/null -w '%{{http_code}}' {fl} {ep}/v2/keys{prefix}/config", timeout=30,
+                    check=False)
+    assert r.stdout.strip() == "200", (r.stdout, r.stderr)  # flannel keeps its own v2 prefix
+    _kubectl(site, "get namespace default -o name")  # the apiserver reads etcd by its CN
+    run = site.check()
+    assert run.rc == 0, _fail(run)
+    assert ("etcd v3 authentication", "h1", True) in {(r["name"], r["target"], r["ok"]) for r in _results(run)}
+    admin = (f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints {ep} --cacert /etc/etcd/pki/ca.crt "
+             "--cert /etc/etcd/pki/admin.crt --key /etc/etcd/pki/admin.key")
+    site.tb.ssh(1, f"{admin} auth disable", timeout=30)
+    try:
+        run = site.check()
+        assert run.rc != 0 and ("etcd v3 authentication", "h1", False) in {
+            (r["name"], r["target"], r["ok"]) for r in _results(run)}, _fail(run)
+        plan = cluster.installer("plan", *site.args())
+        assert "etcd v3 authentication: off on h1" in plan.stdout, _fail(plan)
+    finally:
+        run = site.apply()
+    assert run.rc == 0, _fail(run)
+    r = site.tb.ssh(1, f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints {ep} {fl} get --prefix --keys-only "
+                       "/registry/", timeout=30, check=False)
+    assert r.returncode != 0, (r.stdout, r.stderr)
 
 
 def test_addons_are_in_the_apiserver_and_stay_pending_until_applied(site):

@@ -157,9 +157,12 @@ def test_take_writes_a_verified_snapshot_and_its_sidecar(tmp_path, inv):
                                   "client_urls": ["https://192.168.10.11:2379"]}
     assert m.removed == ["/var/tmp/k8s-offline-etcd-snapshot.abc123"]  # the member's copy is gone
     save = next(c for c in m.calls if "save" in c)
-    assert save[:3] == ["env", "ETCDCTL_API=3", "/usr/local/bin/etcdctl"]
-    assert "--endpoints=https://192.168.10.11:2379" in save and "--cert=/etc/etcd/pki/server.crt" in save
-    assert "--key=/etc/etcd/pki/server.key" in save and "--cacert=/etc/etcd/pki/ca.crt" in save
+    assert save[:2] == ["sh", "-c"] and save[3:] == ["/usr/local/bin/etcdctl", "snapshot", "save",
+                                                     "/var/tmp/k8s-offline-etcd-snapshot.abc123/snapshot.db"]
+    script = save[2]  # the etcd-admin credential (root role), the member's own only where it is not there yet
+    assert "c=/etc/etcd/pki/admin.crt k=/etc/etcd/pki/admin.key;" in script
+    assert "c=/etc/etcd/pki/server.crt k=/etc/etcd/pki/server.key;" in script
+    assert "--endpoints=https://192.168.10.11:2379" in script and "--cacert=/etc/etcd/pki/ca.crt" in script
     assert str(snap.path) in snap.line() and "revision 42" in snap.line()
     assert list((tmp_path / "backups").glob(".*")) == []
 
@@ -269,7 +272,7 @@ def test_running_cluster_gets_a_snapshot_from_the_first_healthy_member(monkeypat
     assert rec["taken"] and rec["member"] == "k8s-master2" and rec["changes"] == ["k8s-master3"]
     assert Path(rec["path"]).read_bytes() == DATA
     assert len(lines) == 1 and lines[0].startswith(f"etcd snapshot: {rec['path']} (revision 42")
-    assert any("--endpoints=https://192.168.10.12:2379" in c for c in m2.calls)
+    assert any("--endpoints=https://192.168.10.12:2379" in " ".join(c) for c in m2.calls)
     text = B.evidence_lines(rec)
     assert text == [f"etcd snapshot before changing k8s-master3: {rec['path']} (revision 42, sha256 "
                     f"{hashlib.sha256(DATA).hexdigest()}, from k8s-master2)"]

@@ -14,6 +14,7 @@ from typing import Dict
 import pytest
 import yaml
 
+from installer import etcd_auth
 from installer import harbor_install as H
 from installer import inventory as inventory_mod
 from installer import plan as P
@@ -31,6 +32,8 @@ INV = {
                  "ssh": {"user": "admin", "port": 2222}},
     "hosts": [{"name": "h1", "address": "198.18.0.11", "roles": ["master", "etcd", "lb", "node"]}],
 }
+
+AUTH_ON = {etcd_auth.PROBE_MEMBER: 1, etcd_auth.PROBE_ADMIN: 0}  # etcd v3 authentication on (converged)
 
 
 def load(tmp_path: Path, **registry) -> inventory_mod.Inventory:
@@ -208,7 +211,8 @@ def facts(d: P.HostDesired, *, fresh: bool = False, **kw) -> Facts:
                 os_name="CentOS 7", arch="x86_64", kernel="3.10", time_offset=0.0,
                 disk_free_kb={"/": 10 << 20, "/var": 10 << 20}, packages={} if fresh else
                 {p: "1-1" for p in d.packages}, files=files, units=units, commands=frozenset({"yum", "systemctl"}),
-                kernel_features=frozenset({"bridge-nf", "overlay"}))
+                kernel_features=frozenset({"bridge-nf", "overlay"}),
+                probes=AUTH_ON)
     base.update(kw)
     return Facts(**base)
 

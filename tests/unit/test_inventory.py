@@ -116,3 +116,10 @@ def test_docker_bip_default_and_custom(tmp_path):
     assert inv_mod.load(ROOT / "inventory.example.yaml").cluster.docker_bip == "172.17.0.1/16"
     inv = load_with(tmp_path, lambda d: d["cluster"].update(docker_bip="198.19.7.193/26"))
     assert inv.cluster.docker_bip == "198.19.7.193/26"
+
+
+@pytest.mark.parametrize("name", ["root", "etcd-admin", "kube-apiserver-etcd-client"])
+def test_an_etcd_host_may_not_carry_the_name_of_an_etcd_user(tmp_path, name):
+    # a member's server certificate carries its host's name; etcd 3.3 < 3.3.11's gateway acts as that CN
+    d = problems(tmp_path, lambda d: d["hosts"][0].update(name=name))
+    assert any(x.startswith("hosts[0].name") and "name of an etcd user" in x and "rename the host" in x for x in d)

@@ -110,7 +110,7 @@ def test_every_cert_is_signed_by_its_ca_and_etcd_trusts_only_its_own(built, inv)
     the CSR API's certificates) is an etcd client, and no etcd certificate is signed by the site CA."""
     ca, etcd_ca = load(built[0], "ca"), load(built[0], "etcd-ca")
     assert ca.subject != etcd_ca.subject
-    etcd_names = {"etcd-client-apiserver", "etcd-client-flanneld", "etcd-healthcheck"} | {
+    etcd_names = {"etcd-client-apiserver", "etcd-client-flanneld", "etcd-healthcheck", "etcd-admin"} | {
         f"etcd-{h.name}" for h in inv.etcd_members}
     seen = set()
     for crt in (built[0] / "pki").glob("*.crt"):

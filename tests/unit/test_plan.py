@@ -9,6 +9,7 @@ from typing import Dict
 import pytest
 import yaml
 
+from installer import etcd_auth
 from installer import inventory as inventory_mod
 from installer import plan as P
 from installer.errors import Error
@@ -24,6 +25,8 @@ INV = {
        {"name": "h5", "address": "198.18.0.15", "roles": ["node"]}],
 }
 KEY = "/etc/etcd/pki/server.key"
+
+AUTH_ON = {etcd_auth.PROBE_MEMBER: 1, etcd_auth.PROBE_ADMIN: 0}  # etcd v3 authentication on (converged)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,8 @@ def converged_facts(name: str, d: P.HostDesired, **kw) -> Facts:
     base = dict(host=name, hostname=name, os_id="centos", os_version="7", os_family="redhat", os_name="CentOS 7",
                 arch="x86_64", kernel="3.10", time_offset=0.05, disk_free_kb={"/": 10 << 20, "/var": 10 << 20},
                 packages={p: "1-1" for p in d.packages}, files=files, units=units,
-                commands=frozenset({"yum", "systemctl"}), kernel_features=frozenset({"bridge-nf", "overlay"}))
+                commands=frozenset({"yum", "systemctl"}), kernel_features=frozenset({"bridge-nf", "overlay"}),
+                probes=AUTH_ON)
     base.update(kw)
     return Facts(**base)
 

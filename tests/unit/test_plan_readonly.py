@@ -96,7 +96,7 @@ class FakeConn:
 
 def fake_hosts(monkeypatch, facts_for):
     """Facts come from facts_for(host, managed paths); the control host sees a seeded registry and flannel key."""
-    monkeypatch.setattr(facts_mod, "gather", lambda conn, managed, units: facts_for(conn.name, managed))
+    monkeypatch.setattr(facts_mod, "gather", lambda conn, managed, units, **kw: facts_for(conn.name, managed))
     monkeypatch.setattr(apply_mod, "control_state", lambda site, session: plan_mod.ControlState(
         images_missing=(), images_total=0, flannel_config=flannel_network_config(site.inv)))
     opts = apply_mod.Options(connector_for=lambda inv, host: FakeConn(host.name), session=None)
