@@ -110,11 +110,11 @@ def certs_check(
     as_json: bool = JSON,
 ) -> None:
     """Every certificate with its SANs and days left; exit 1 if any is missing, mismatched or expiring."""
-    from installer import pki
+    from installer import pki_status
 
     def body() -> None:
         inv = inventory_mod.load(inventory)
-        rows = pki.check(state or _default_state(), inv)
+        rows = pki_status.check(state or _default_state(), inv)
         data = [{"name": r.name, "subject": r.subject, "sans": list(r.sans), "issuer": r.issuer,
                  "not_after": r.not_after.isoformat() if r.not_after else None, "days_left": r.days_left,
                  "status": r.status, "reason": r.reason} for r in rows]

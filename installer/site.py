@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from installer import addons as addons_mod
-from installer import egress, harbor_install
+from installer import egress, harbor_install, pki_material
 from installer import pki as pki_mod
 from installer import plan as plan_mod
 from installer import render as render_mod
@@ -194,7 +194,7 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
     """Render every host's files, add binaries, repo, packages and units; addons go to the first master."""
     images, naming = image_roles(bundle, inv)
     versions = versions_of(bundle)
-    material = {h.name: pki.material_for(inv, h) for h in inv.hosts}
+    material = {h.name: pki_material.material_for(pki, inv, h) for h in inv.hosts}
     keys = rpm_keys(bundle)
     rendered = render_mod.render_all(inv, pki_files=material, images=images, versions=versions,
                                      gpgcheck=bool(keys), gpgkey=[f"file://{p}" for p in sorted(keys)],

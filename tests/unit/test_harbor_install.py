@@ -16,8 +16,8 @@ import yaml
 
 from installer import harbor_install as H
 from installer import inventory as inventory_mod
+from installer import pki_material, render
 from installer import plan as P
-from installer import render
 from installer.errors import Error
 from installer.facts import Facts, FileState, UnitState
 from installer.pki import Pki
@@ -111,7 +111,7 @@ def test_harbor_cfg_certificate_paths_follow_data_dir_and_match_the_pki(tmp_path
     assert cfg["ssl_cert"] == "/srv/harbor/cert/server.crt"
     pki = Pki(tmp_path / "state")
     pki.ensure(inv)
-    assert set(pki.registry_material(inv)) == {cfg["ssl_cert"], cfg["ssl_cert_key"]}
+    assert set(pki_material.registry_material(pki, inv)) == {cfg["ssl_cert"], cfg["ssl_cert_key"]}
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "pct%interp", "semi;colon", "hash#x"])

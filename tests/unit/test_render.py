@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from installer import inventory, kubeconfig, pki, render
+from installer import inventory, kubeconfig, pki, pki_material, render
 from installer.render import File
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def inv():
 def material(tmp_path_factory, inv):
     p = pki.Pki(tmp_path_factory.mktemp("state"), clock=lambda: T0)
     p.ensure(inv)
-    return {h.name: p.material_for(inv, h) for h in inv.hosts}
+    return {h.name: pki_material.material_for(p, inv, h) for h in inv.hosts}
 
 
 @pytest.fixture(scope="module")
