@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from installer import apply as apply_mod
-from installer import cli, runlock
+from installer import cli, cli_common, runlock
 from installer import facts as facts_mod
 from installer import plan as plan_mod
 from installer.bundle import Entry, generate_keypair, load_private_key, write_bundle
@@ -100,7 +100,7 @@ def fake_hosts(monkeypatch, facts_for):
     monkeypatch.setattr(apply_mod, "control_state", lambda site, session: plan_mod.ControlState(
         images_missing=(), images_total=0, flannel_config=flannel_network_config(site.inv)))
     opts = apply_mod.Options(connector_for=lambda inv, host: FakeConn(host.name), session=None)
-    monkeypatch.setattr(cli, "_options", lambda as_json, known_hosts, checks=True: opts)
+    monkeypatch.setattr(cli_common, "options", lambda as_json, known_hosts, checks=True: opts)
     return opts
 
 
