@@ -10,14 +10,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import harbor_install, secrets_rewrite
+from installer import harbor_install, plan_model, plan_rules, secrets_rewrite
 from installer import plan as plan_mod
 from installer import render as render_mod
 from installer.bundle import layout
 from installer.errors import Error
 from installer.hosts.connector import failures, run_on
 from installer.options import Hosts, Options, first_line
-from installer.plan import CONTROL, Plan, Step
+from installer.plan_model import CONTROL, Plan, Step
 from installer.site import Site, record_etcd_members
 
 JOURNAL_LINES = 30
@@ -74,7 +74,7 @@ class Executor:
         self.outcome.seconds = self.opts.clock() - t0
         return self.outcome
 
-    def _wave(self, phase: str, wave: plan_mod.Wave) -> None:
+    def _wave(self, phase: str, wave: plan_model.Wave) -> None:
         by_host: Dict[str, List[Step]] = {}
         for s in wave.steps:
             by_host.setdefault(s.host, []).append(s)
@@ -140,7 +140,7 @@ class Executor:
         c = self.hosts[s.host]
         if s.kind == "put":
             # before the write: a crash right after it still restarts the units / applies the manifest
-            units = tuple(s.units) + ((plan_mod.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
+            units = tuple(s.units) + ((plan_rules.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
             if units:
                 pend.add(s.host, units)
             if s.target == render_mod.PATHS["encryption_config"]:  # the secrets are re-written after the masters
@@ -177,7 +177,7 @@ class Executor:
         elif s.kind == "harbor-install":
             return harbor_install.install(c, s.command or "")
         elif s.kind == "kubectl-apply":
-            return addons_mod.kubectl_apply(c, s.host, s.command or plan_mod.KUBECTL_APPLY, pend)
+            return addons_mod.kubectl_apply(c, s.host, s.command or plan_rules.KUBECTL_APPLY, pend)
         else:
             raise Error(f"unknown step kind {s.kind!r}", hint="this is a bug: report it")
         return None

@@ -25,7 +25,7 @@ from installer.digest import sha256_file
 from installer.errors import Error
 from installer.hosts.connector import Connector
 from installer.inventory import Host, Inventory
-from installer.plan import HarborDesired, HostDesired, Source
+from installer.plan_model import HarborDesired, HostDesired, Source
 
 HOST_NAME = "registry"
 INSTALL_DIR = render_mod.HARBOR_DIR

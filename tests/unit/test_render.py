@@ -400,11 +400,11 @@ def test_docker_heals_too(rendered):
 
 @pytest.mark.parametrize("table,host,path,var", COMPONENTS)
 def test_a_change_to_any_file_a_component_reads_restarts_it(rendered, table, host, path, var):
-    """Every rendered file a flag names is owned by the component's unit in plan.OWNERS (a change restarts it)."""
-    from installer import plan as P
+    """Every rendered file a flag names is owned by the component's unit in plan_rules.OWNERS (a change restarts it)."""
+    from installer import plan_rules
 
     unit = table[:-4]
     named = [a.split("=", 1)[1] for a in args(rendered, host, path, var) if "=" in a]
     paths = [v for v in named if v.startswith("/") and v in rendered[host]]
     assert paths, "the component reads some rendered file"
-    assert [p for p in paths if unit not in P.owners(p, [unit])] == []
+    assert [p for p in paths if unit not in plan_rules.owners(p, [unit])] == []
