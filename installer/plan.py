@@ -37,7 +37,18 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from installer import secrets_rewrite as sr
 from installer.inventory import Host, Inventory
-from installer.plan_model import CONTROL, ControlState, HostDesired, HostState, Phase, Plan, Step, Wave
+from installer.plan_model import (
+    CONTROL,
+    ControlState,
+    Gate,
+    HostDesired,
+    HostState,
+    Phase,
+    Plan,
+    Step,
+    StepKind,
+    Wave,
+)
 from installer.plan_rules import (
     ADDONS_DIR,
     ADDONS_UNIT,
@@ -50,8 +61,6 @@ from installer.plan_rules import (
 from installer.plan_steps import files_steps, os_prep_steps, packages_step, registry_host_steps, unit_steps
 from installer.preflight import preflight
 from installer.render import PATHS, UNIT_DIR
-
-ETCD_OTHERS_HEALTHY = "etcd-others-healthy"  # gate: the members in items answer /health
 
 
 def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], states: Mapping[str, HostState],
@@ -71,7 +80,7 @@ def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], st
     for h in order:
         if not down(h) and h.name not in unhealthy:
             others = tuple(m.name for m in inv.etcd_members if m.name != h.name)
-            waves.append(Wave((Step(CONTROL, "gate", ETCD_OTHERS_HEALTHY, f"every etcd member but {h.name} "
+            waves.append(Wave((Step(CONTROL, StepKind.GATE, Gate.ETCD_OTHERS_HEALTHY, f"every etcd member but {h.name} "
                                     f"answers /health before {h.name} restarts (quorum kept)", items=others,
                                     units=("etcd",)),)))
         waves.append(Wave(tuple(per_host[h.name]), (gate,)))
@@ -109,7 +118,7 @@ def build(
         pend = pending.get(h.name, set())
         steps, restart = files_steps(h.name, d, st, phase, h, pend)
         units = [u for u in d.units if UNIT_PHASE.get(u) == phase]
-        unit_files = any(s.kind == "put" and s.target.startswith(UNIT_DIR + "/") for s in steps)
+        unit_files = any(s.kind is StepKind.PUT and s.target.startswith(UNIT_DIR + "/") for s in steps)
         steps += unit_steps(h.name, units, st, restart, pend, unit_files)
         return steps
 
@@ -134,7 +143,7 @@ def build(
         if in_focus(h):
             steps += st_h
         else:
-            keep = [s for s in st_h if s.kind == "put" and s.target in SHARED_FILES]
+            keep = [s for s in st_h if s.kind is StepKind.PUT and s.target in SHARED_FILES]
             steps += keep
             deferred += [f"{h.name}: {s.line()}" for s in st_h if s not in keep and s.acts]
     phases.append(Phase("os-prep", (Wave(tuple(steps)),) if steps else ()))
@@ -150,15 +159,15 @@ def build(
     steps = []
     if control.registry_skip:
         if control.images_missing is None or control.images_missing:
-            steps.append(Step(CONTROL, "skip", "registry", control.registry_skip))
+            steps.append(Step(CONTROL, StepKind.SKIP, "registry", control.registry_skip))
     elif control.images_missing is None:
-        steps.append(Step(CONTROL, "harbor-project", inv.registry.project, "create the project when the registry "
+        steps.append(Step(CONTROL, StepKind.HARBOR_PROJECT, inv.registry.project, "create the project when the registry "
                           "is Harbor (a plain registry has none)"))
-        steps.append(Step(CONTROL, "seed", inv.registry.endpoint, "registry not checked yet: push what is missing"))
+        steps.append(Step(CONTROL, StepKind.SEED, inv.registry.endpoint, "registry not checked yet: push what is missing"))
     elif control.images_missing:
-        steps.append(Step(CONTROL, "harbor-project", inv.registry.project, "create the project when the registry "
+        steps.append(Step(CONTROL, StepKind.HARBOR_PROJECT, inv.registry.project, "create the project when the registry "
                           "is Harbor (a plain registry has none)"))
-        steps.append(Step(CONTROL, "seed", inv.registry.endpoint,
+        steps.append(Step(CONTROL, StepKind.SEED, inv.registry.endpoint,
                           f"{len(control.images_missing)} of {control.images_total} images missing",
                           items=tuple(control.images_missing)))
     phases.append(Phase("registry", tuple(reg_waves) + ((Wave(tuple(steps)),) if steps else ())))
@@ -169,8 +178,8 @@ def build(
     active = [h for h in members if per_host.get(h.name)]
     any_running = any((states[h.name].facts.units or {}).get("etcd") and
                       states[h.name].facts.units["etcd"].running for h in hosts if h.has("etcd"))
-    restarting = [h for h in active if any(s.kind == "restart" for s in per_host[h.name])]
-    gate = Step(CONTROL, "gate", "etcd-health", "every member answers /health over TLS",
+    restarting = [h for h in active if any(s.kind is StepKind.RESTART for s in per_host[h.name])]
+    gate = Step(CONTROL, StepKind.GATE, Gate.ETCD_HEALTH, "every member answers /health over TLS",
                 items=tuple(m.name for m in inv.etcd_members), units=("etcd",))
     if active and any_running and restarting:
         phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, inv, gate), rolling=True))
@@ -188,8 +197,9 @@ def build(
         want = flannel_network_config(inv)
     if want is not None and control.flannel_config != want:
         reason = "missing" if control.flannel_config is None else f"differs: {control.flannel_config}"
-        phases.append(Phase("flannel-network", (Wave((Step(CONTROL, "flannel-key", f"{inv.cluster.flannel_prefix}/config",
-                                                           f"{reason} -> {want}", command=want),)),)))
+        key = Step(CONTROL, StepKind.FLANNEL_KEY, f"{inv.cluster.flannel_prefix}/config", f"{reason} -> {want}",
+                   command=want)
+        phases.append(Phase("flannel-network", (Wave((key,)),)))
     else:
         phases.append(Phase("flannel-network"))
 
@@ -206,10 +216,10 @@ def build(
     phases.append(Phase("flannel", (Wave(tuple(steps)),) if steps else ()))
 
     # masters, then lb: one host at a time, each with its gate
-    for phase, gate_for in (("masters", lambda h: Step(h.name, "gate", "apiserver-healthz",
+    for phase, gate_for in (("masters", lambda h: Step(h.name, StepKind.GATE, Gate.APISERVER_HEALTHZ,
                                                        f"https://{h.address}:{inv.cluster.apiserver_port}/healthz",
                                                        units=MASTER_UNITS)),
-                            ("lb", lambda h: Step(CONTROL, "gate", "vip-healthz",
+                            ("lb", lambda h: Step(CONTROL, StepKind.GATE, Gate.VIP_HEALTHZ,
                                                   f"https://{inv.cluster.vip}:{inv.cluster.lb_port}/healthz "
                                                   f"(after {h.name})", units=ROLE_UNITS["lb"], items=(h.name,)))):
         role = "master" if phase == "masters" else "lb"
@@ -222,7 +232,7 @@ def build(
                 deferred += [f"{h.name}: {s.line()}" for s in steps if s.acts]
                 continue
             if steps:
-                restarts = any(s.kind == "restart" for s in steps)
+                restarts = any(s.kind is StepKind.RESTART for s in steps)
                 waves_m.append(Wave(tuple(steps), (gate_for(h),) if restarts else ()))
         phases.append(Phase(phase, tuple(waves_m), rolling=True))
 
@@ -237,9 +247,9 @@ def build(
             deferred += [f"{h.name}: {s.line()}" for s in s_h if s.acts]
             continue
         steps += s_h
-        if any(s.kind == "restart" for s in s_h):
+        if any(s.kind is StepKind.RESTART for s in s_h):
             changed_nodes.append(h.name)
-    gates = (Step(CONTROL, "gate", "node-ready", "registered and Ready: " + ", ".join(changed_nodes),
+    gates = (Step(CONTROL, StepKind.GATE, Gate.NODE_READY, "registered and Ready: " + ", ".join(changed_nodes),
                   items=tuple(changed_nodes), units=("kubelet", "docker")),) if changed_nodes else ()
     phases.append(Phase("nodes", (Wave(tuple(steps), gates),) if steps else ()))
 
@@ -252,15 +262,15 @@ def build(
         steps += puts
         if puts or ADDONS_UNIT in pending.get(m.name, set()):
             why = "manifests changed" if puts else "manifests written by an earlier run, not applied yet"
-            steps.append(Step(m.name, "kubectl-apply", ADDONS_DIR, why, command=KUBECTL_APPLY))
+            steps.append(Step(m.name, StepKind.KUBECTL_APPLY, ADDONS_DIR, why, command=KUBECTL_APPLY))
     # secrets stored before the encryption config: re-written once every master runs with it
     enc = PATHS["encryption_config"]
     writes_enc = [h.name for h in masters if in_focus(h) and any(
-        s.kind == "put" and s.target == enc for p in phases for w in p.waves for s in w.steps if s.host == h.name)]
+        s.kind is StepKind.PUT and s.target == enc for p in phases for w in p.waves for s in w.steps if s.host == h.name)]
     if writes_enc or sr.SECRETS_UNIT in pending.get(CONTROL, set()):
         why = (f"the encryption config is new or changed on {', '.join(writes_enc)}" if writes_enc
                else "an earlier run wrote the encryption config and did not re-write the secrets yet")
-        steps.append(Step(CONTROL, sr.STEP_KIND, "secrets", why))
+        steps.append(Step(CONTROL, StepKind.REWRITE_SECRETS, "secrets", why))
     phases.append(Phase("addons", (Wave(tuple(steps)),) if steps else ()))
     return Plan(tuple(checks), tuple(phases), tuple(deferred))
 

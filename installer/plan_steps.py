@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from installer.facts import Facts
 from installer.inventory import Host, Inventory
-from installer.plan_model import CONTROL, ControlState, HostDesired, HostState, Step
+from installer.plan_model import CONTROL, ControlState, Gate, HostDesired, HostState, Step, StepKind
 from installer.plan_rules import MODULES, REPO_DIR, is_secret, owners, phase_of
 from installer.render import File
 
@@ -41,7 +41,7 @@ def packages_step(host: str, d: HostDesired, st: HostState) -> Optional[Step]:
         return None
     y = _yum(st.facts)
     opts = "-y --disablerepo='*' --enablerepo='k8s-offline*'"  # the bundle's repo(s): checked and unchecked
-    return Step(host, "packages", "packages", f"not installed: {', '.join(missing)}", items=missing,
+    return Step(host, StepKind.PACKAGES, "packages", f"not installed: {', '.join(missing)}", items=missing,
                 command=f"{y} -q {opts} clean metadata >/dev/null 2>&1; {y} {opts} install " + " ".join(missing))
 
 
@@ -56,7 +56,7 @@ def registry_host_steps(h: Host, d: HostDesired, st: HostState, control: Control
     marker = f.files.get(hd.marker)
     unpack = marker is None or marker.sha256 != hd.marker_sha256
     if unpack:
-        steps.append(Step(name, "harbor-unpack", hd.install_dir, "not unpacked yet" if marker is None else
+        steps.append(Step(name, StepKind.HARBOR_UNPACK, hd.install_dir, "not unpacked yet" if marker is None else
                           "the bundle's installer differs from the unpacked one", source=hd.installer))
     steps += files_steps(name, d, st, "registry", h, set())[0]
     changed = [p for p in hd.reinstall_on if p in d.files and
@@ -66,8 +66,8 @@ def registry_host_steps(h: Host, d: HostDesired, st: HostState, control: Control
         why.append(f"Harbor does not answer ({control.harbor_detail or 'not checked'})")
     if not why:
         return steps, []
-    steps.append(Step(name, "harbor-install", hd.install_dir, "; ".join(why), command=hd.install_command))
-    gate = Step(CONTROL, "gate", "harbor-api", f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)",
+    steps.append(Step(name, StepKind.HARBOR_INSTALL, hd.install_dir, "; ".join(why), command=hd.install_command))
+    gate = Step(CONTROL, StepKind.GATE, Gate.HARBOR_API, f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)",
                 items=(name,))
     return steps, [gate]
 
@@ -92,7 +92,7 @@ def files_steps(host: str, d: HostDesired, st: HostState, phase: str, h: Host,
             units = ()  # metadata only: no daemon rereads it
         else:
             continue
-        steps.append(Step(host, "put", path, reason + (f"; restarts {', '.join(units)}" if units else ""),
+        steps.append(Step(host, StepKind.PUT, path, reason + (f"; restarts {', '.join(units)}" if units else ""),
                           diff=diff, file=want, units=units))
         restart.update(units)
     for path, src in sorted(d.binaries.items()):
@@ -103,14 +103,14 @@ def files_steps(host: str, d: HostDesired, st: HostState, phase: str, h: Host,
             continue
         units = owners(path, d.units)
         reason = "new binary" if have is None else "differs from the bundle"
-        steps.append(Step(host, "binary", path, reason + (f"; restarts {', '.join(units)}" if units else ""),
+        steps.append(Step(host, StepKind.BINARY, path, reason + (f"; restarts {', '.join(units)}" if units else ""),
                           source=src, units=units))
         restart.update(units)
     if phase == "packages" and d.repo:
         missing = tuple(p for p, s in sorted(d.repo.items())
                         if f.files.get(p) is None or f.files[p].sha256 != s.sha256)
         if missing:
-            steps.append(Step(host, "repo", REPO_DIR, f"{len(missing)} of {len(d.repo)} repository files to copy "
+            steps.append(Step(host, StepKind.REPO, REPO_DIR, f"{len(missing)} of {len(d.repo)} repository files to copy "
                               f"(baseurl=file://{REPO_DIR})", items=missing))
     return steps, restart
 
@@ -135,11 +135,11 @@ def unit_steps(host: str, units: Sequence[str], st: HostState, restart: Set[str]
             todo.append((u, f"not running ({us.active if us else 'unknown'})"))
     enable = [u for u in units if not (states.get(u) and states[u].enabled)]
     if enable or unit_files_changed or any(u in pending for u, _ in todo):
-        steps.append(Step(host, "daemon-reload", "daemon-reload", "unit files changed"))
+        steps.append(Step(host, StepKind.DAEMON_RELOAD, "daemon-reload", "unit files changed"))
     for u in enable:
-        steps.append(Step(host, "enable", u, "start at boot"))
+        steps.append(Step(host, StepKind.ENABLE, u, "start at boot"))
     for u, why in todo:
-        steps.append(Step(host, "restart", u, why, command=f"systemctl restart {u}"))
+        steps.append(Step(host, StepKind.RESTART, u, why, command=f"systemctl restart {u}"))
     return steps
 
 
@@ -150,38 +150,38 @@ def os_prep_steps(host: str, h: Host, inv: Inventory, d: HostDesired, st: HostSt
     changed = {s.target for s in steps}
     ctr = f.container
     if f.hostname and f.hostname != h.name:
-        steps.append(Step(host, "command", "hostname", f"hostname is {f.hostname!r}, the inventory says {h.name!r}",
+        steps.append(Step(host, StepKind.COMMAND, "hostname", f"hostname is {f.hostname!r}, the inventory says {h.name!r}",
                           command=f"hostnamectl set-hostname {h.name}"))
     if "/etc/sysctl.d/k8s.conf" in changed:
-        steps.append(Step(host, "restart", "systemd-sysctl", "sysctl settings changed",
+        steps.append(Step(host, StepKind.RESTART, "systemd-sysctl", "sysctl settings changed",
                           command="systemctl restart systemd-sysctl"))
         if ctr:
-            steps.append(Step(host, "skip", "sysctl", f"container host ({ctr}): only net.* keys apply; vm.* and "
+            steps.append(Step(host, StepKind.SKIP, "sysctl", f"container host ({ctr}): only net.* keys apply; vm.* and "
                               "other global keys are the machine's"))
     if "/etc/modules-load.d/k8s.conf" in changed or not {"bridge-nf", "overlay"} <= f.kernel_features:
         if ctr:
             if "/etc/modules-load.d/k8s.conf" in changed:
-                steps.append(Step(host, "skip", "modprobe", f"container host ({ctr}): kernel modules are the "
+                steps.append(Step(host, StepKind.SKIP, "modprobe", f"container host ({ctr}): kernel modules are the "
                                   f"machine's (bridge-nf: {'yes' if 'bridge-nf' in f.kernel_features else 'no'}, "
                                   f"overlay: {'yes' if 'overlay' in f.kernel_features else 'no'})"))
         else:
             mods = list(MODULES) + (["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack_ipv4"]
                                     if h.has("lb") else [])
-            steps.append(Step(host, "command", "modprobe", "load the modules Kubernetes needs now (also at boot "
+            steps.append(Step(host, StepKind.COMMAND, "modprobe", "load the modules Kubernetes needs now (also at boot "
                               "via modules-load.d)", command=" && ".join(f"modprobe {m}" for m in mods)))
     if f.swap_on:
-        steps.append(Step(host, "command", "swapoff", f"swap is on ({', '.join(f.swaps)}); the kubelet refuses swap",
+        steps.append(Step(host, StepKind.COMMAND, "swapoff", f"swap is on ({', '.join(f.swaps)}); the kubelet refuses swap",
                           command="swapoff -a && sed -ri '/^[^#].*\\sswap\\s/s/^/#/' /etc/fstab"))
     if c.selinux != "keep" and f.selinux == "Enforcing":
         if ctr:
-            steps.append(Step(host, "skip", "selinux", f"container host ({ctr}): SELinux is the machine's"))
+            steps.append(Step(host, StepKind.SKIP, "selinux", f"container host ({ctr}): SELinux is the machine's"))
         else:
             mode = "permissive" if c.selinux == "permissive" else "disabled"
-            steps.append(Step(host, "command", "selinux", f"SELinux is enforcing; cluster.selinux={c.selinux}",
+            steps.append(Step(host, StepKind.COMMAND, "selinux", f"SELinux is enforcing; cluster.selinux={c.selinux}",
                               command=f"setenforce 0 && sed -ri 's/^SELINUX=.*/SELINUX={mode}/' /etc/selinux/config"))
     fw = (f.units or {}).get("firewalld")
     if c.firewalld == "disable" and fw is not None and (fw.running or fw.file == "enabled"):
-        steps.append(Step(host, "command", "firewalld", "firewalld would block cluster traffic "
+        steps.append(Step(host, StepKind.COMMAND, "firewalld", "firewalld would block cluster traffic "
                           "(cluster.firewalld=disable)", command="systemctl disable --now firewalld"))
     return steps
 

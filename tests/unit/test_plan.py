@@ -107,7 +107,7 @@ def test_secret_diff_only_says_changed_and_etcd_rolls(inv, desired):
     etcd = next(p for p in plan.phases if p.name == "etcd")
     assert etcd.rolling and acting(plan) == [("h1", "put", KEY), ("h1", "restart", "etcd")]
     # a healthy member restarts only once the others are healthy, and the cluster is checked after it
-    assert [(s.target, s.items) for s in etcd.waves[0].steps] == [(P.ETCD_OTHERS_HEALTHY, ("h2", "h3"))]
+    assert [(s.target, s.items) for s in etcd.waves[0].steps] == [(plan_model.Gate.ETCD_OTHERS_HEALTHY, ("h2", "h3"))]
     assert etcd.waves[1].hosts == ["h1"] and etcd.waves[1].gates[0].target == "etcd-health"
 
 
@@ -338,7 +338,7 @@ def test_unchanged_and_nothing_pending_plans_nothing(inv, with_addons):
 # ------------------------------------------------------------------ executor: the etcd gates name the bad member
 
 
-@pytest.mark.parametrize("target", [P.ETCD_OTHERS_HEALTHY, "etcd-health"])
+@pytest.mark.parametrize("target", [plan_model.Gate.ETCD_OTHERS_HEALTHY, "etcd-health"])
 def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path, target):
     from types import SimpleNamespace
 
@@ -364,18 +364,18 @@ def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path
     monkeypatch.setattr(checks, "etcd_health", health)
     site = SimpleNamespace(inv=inv, pki=None, state=StateDir(tmp_path).ensure())
     opts = A.Options(connector_for=None, session=requests.Session(), gate_timeout=0.0, sleep=lambda s: None)
-    items = ("h2", "h3") if target == P.ETCD_OTHERS_HEALTHY else ("h1", "h2", "h3")
+    items = ("h2", "h3") if target == plan_model.Gate.ETCD_OTHERS_HEALTHY else ("h1", "h2", "h3")
     gate = plan_model.Step(plan_model.CONTROL, "gate", target, "quorum", items=items, units=("etcd",))
     with pytest.raises(Error) as e:
         A.Executor(site, {n: Conn() for n in ("h1", "h2", "h3")}, opts)._gate(gate)
     assert e.value.message.startswith("h3: "), e.value.message
     assert all(d.startswith("h3 etcd: ") for d in e.value.details), e.value.details
-    if target == P.ETCD_OTHERS_HEALTHY:
+    if target == plan_model.Gate.ETCD_OTHERS_HEALTHY:
         assert "no other member is restarted" in e.value.message and "on h3" in e.value.hint
     # members outside the gate's items do not matter: h1 may be down while h1 itself is the one to restart
     monkeypatch.setattr(checks, "etcd_health", lambda inv, pki, session: [
         checks.Result("etcd health", m.name, m.name != "h1", "x") for m in inv.etcd_members])
-    if target == P.ETCD_OTHERS_HEALTHY:
+    if target == plan_model.Gate.ETCD_OTHERS_HEALTHY:
         assert "healthy" in A.Executor(site, {}, opts)._gate(gate)
 
 
