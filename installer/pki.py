@@ -68,7 +68,6 @@ class IssueReport:
         return head + [f"{e.name}: {e.action} ({e.reason})" for e in self.entries]
 
 
-
 def _write_private(path: Path, data: bytes) -> None:
     """Write a key 0600 from the first byte on (no window where it is world-readable), atomically."""
     tmp = path.with_name(path.name + ".tmp")

@@ -28,8 +28,6 @@ class CertSpec:
         return frozenset(u for u, on in (("serverAuth", self.server), ("clientAuth", self.client)) if on)
 
 
-
-
 def etcd_name(h: Host) -> str:
     return f"etcd-{h.name}"
 

@@ -30,7 +30,6 @@ class CertStatus:
     reason: str = ""
 
 
-
 def check(state_dir: Path, inv: Inventory, clock: Clock = utcnow) -> List[CertStatus]:
     """Every certificate of the state directory against the inventory: names, issuer, days left."""
     p = Pki(state_dir, clock)

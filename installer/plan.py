@@ -87,7 +87,6 @@ def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], st
     return tuple(waves)
 
 
-
 def build(
     inv: Inventory,
     desired: Mapping[str, HostDesired],

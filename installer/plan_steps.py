@@ -28,7 +28,6 @@ def file_diff(path: str, old: Optional[bytes], new: File) -> str:
                                         f"{path} (desired)", n=2))
 
 
-
 def _yum(f: Facts) -> str:
     return "yum" if f.has("yum") else "dnf"
 
