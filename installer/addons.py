@@ -16,7 +16,7 @@ import yaml
 from installer.errors import Error
 from installer.hosts.connector import Connector
 from installer.inventory import Inventory
-from installer.plan import ADDONS_DIR, ADDONS_UNIT
+from installer.plan_rules import ADDONS_DIR, ADDONS_UNIT
 from installer.render import PATHS, File
 from installer.state import Pending
 

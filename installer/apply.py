@@ -14,14 +14,14 @@ from typing import List, Optional, Sequence
 import requests
 
 from installer import checks as checks_mod
-from installer import egress, etcd_backup
+from installer import egress, etcd_backup, preflight
 from installer import plan as plan_mod
 from installer.bundle import layout
 from installer.errors import Error
 from installer.executor import Executor, Outcome, StepFailed  # noqa: F401  (re-exported)
 from installer.gather import control_state, gather_states
 from installer.options import Hosts, Options, Out, default_session, ssh_connectors  # noqa: F401  (re-exported)
-from installer.plan import Plan
+from installer.plan_model import Plan
 from installer.report import evidence, evidence_text, trust_summary  # noqa: F401  (re-exported)
 from installer.site import (  # noqa: F401  (re-exported)
     Bundle,
@@ -42,7 +42,7 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
     if site.registry_host is not None:
         names.append(site.registry_host.name)
     recorded = site.state.etcd_members()
-    problem = plan_mod.etcd_membership_problem(recorded, site.inv)
+    problem = preflight.etcd_membership_problem(recorded, site.inv)
     if problem:
         raise Error(f"the inventory changes the members of the running etcd cluster: {problem}",
                     context="planning the etcd phase",

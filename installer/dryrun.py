@@ -21,7 +21,7 @@ from typing import Iterator, List
 from installer import harbor_install
 from installer import state as state_mod
 from installer.errors import Error
-from installer.plan import Plan
+from installer.plan_model import Plan
 
 COPIED_DIRS = ("pki", harbor_install.SECRETS_DIR)
 COPIED_FILES = (state_mod.BUNDLE_INFO, state_mod.PENDING, state_mod.ETCD_MEMBERS)

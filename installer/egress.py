@@ -23,6 +23,7 @@ import yaml
 from installer.checks import Result
 from installer.errors import Error
 from installer.inventory import Inventory
+from installer.plan_rules import is_secret
 from installer.render import File
 
 CHECK_NAME = "images (zero egress)"
@@ -128,19 +129,13 @@ class Report:
 # ------------------------------------------------------------------ finding references
 
 
-def _is_secret(path: str, f: File) -> bool:
-    from installer.plan import is_secret  # plan imports this module's Report type only when type checking
-
-    return is_secret(path, f)
-
-
 def references(files_by_host: Mapping[str, Mapping[str, File]]) -> Tuple[List[ImageRef], List[Problem]]:
     """Every image reference of every host's files, and the files that could not be read for them."""
     refs: List[ImageRef] = []
     problems: List[Problem] = []
     for host, files in sorted(files_by_host.items()):
         for path, f in sorted(files.items()):
-            if _is_secret(path, f):
+            if is_secret(path, f):
                 continue  # keys and kubeconfigs name no image, and their content is never parsed
             try:
                 text = f.content.decode("utf-8")

@@ -14,7 +14,8 @@ from typing import List
 import requests
 
 from installer.inventory import Inventory
-from installer.pki import SITE_CA, Pki
+from installer.pki import Pki
+from installer.pki_specs import SITE_CA
 
 CHECK = "etcd client access"
 TIMEOUT = 5.0

@@ -34,10 +34,10 @@ from installer.errors import Error
 from installer.etcd_backup import OnMember
 from installer.facts import Facts
 from installer.inventory import Host, Inventory
-from installer.plan_model import Phase, Step, Wave
+from installer.plan_model import Phase, Step, StepKind, Wave
 
 PHASE = "etcd-auth"
-STEP_KIND = "etcd-auth"
+STEP_KIND = StepKind.ETCD_AUTH
 TARGET = "v3 authentication"
 PROBE_MEMBER = "etcd-auth-member"
 PROBE_ADMIN = "etcd-auth-admin"

@@ -42,6 +42,7 @@ from installer.errors import Error
 from installer.hosts.connector import Connector, check_path
 from installer.inventory import Host, Inventory
 from installer.pki import Pki
+from installer.plan_model import StepKind
 from installer.render import BIN_DIR, PATHS
 
 BACKUPS_DIR = "backups"
@@ -52,7 +53,7 @@ SAVE_TIMEOUT = 600.0
 SHORT_TIMEOUT = 60.0
 HEALTHCHECK_CERT = "etcd-healthcheck"
 ETCD_ROLES = ("etcd", "master")
-CONTROL_ETCD_WRITES = ("flannel-key",)  # control-host steps that write into etcd itself
+CONTROL_ETCD_WRITES = (StepKind.FLANNEL_KEY,)  # control-host steps that write into etcd itself
 
 Clock = Callable[[], dt.datetime]
 

@@ -4,23 +4,22 @@ journals every step and keeps units whose files changed pending until they were 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import etcd_auth, harbor_install, secrets_rewrite
-from installer import plan as plan_mod
+from installer import etcd_auth, gates, harbor_install, plan_model, plan_rules, secrets_rewrite
 from installer import render as render_mod
 from installer.bundle import layout
 from installer.errors import Error
 from installer.hosts.connector import failures, run_on
 from installer.options import Hosts, Options, first_line
-from installer.plan import CONTROL, Plan, Step
+from installer.plan_model import CONTROL, Gate, Name, Plan, Step, StepKind
 from installer.site import Site, record_etcd_members
 
 JOURNAL_LINES = 30
+NOT_HARBOR = "skipped: not Harbor"  # how checks.ensure_project begins its answer for a plain registry
 
 
 # ------------------------------------------------------------------ executing
@@ -41,10 +40,20 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _etcd_ok(inv, pki, session, members: Sequence[str]) -> Tuple[bool, str]:
-    """All of `members` (every member when empty) answer /health."""
-    results = [r for r in checks_mod.etcd_health(inv, pki, session) if not members or r.target in members]
-    return checks_mod.all_ok(results)
+class Status(Name):
+    """How a step ended, as the journal and the evidence say it."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step handler returns: how it ended and one line of detail."""
+
+    status: Status
+    detail: str = ""
 
 
 class Executor:
@@ -74,7 +83,7 @@ class Executor:
         self.outcome.seconds = self.opts.clock() - t0
         return self.outcome
 
-    def _wave(self, phase: str, wave: plan_mod.Wave) -> None:
+    def _wave(self, phase: str, wave: plan_model.Wave) -> None:
         by_host: Dict[str, List[Step]] = {}
         for s in wave.steps:
             by_host.setdefault(s.host, []).append(s)
@@ -99,90 +108,116 @@ class Executor:
     def _step(self, phase: str, s: Step) -> None:
         t = self.opts.clock()
         self.opts.out(f"  {s.host:<14} {s.line()}")
-        status, detail = "done", ""
         try:
-            detail = self._do(s) or ""
-            if detail.startswith("skipped"):
-                status = "skipped"
+            result = HANDLERS[s.kind](self, s)
+            self._learn(s, result)
         except Error as e:
-            self.journal.record("step", phase=phase, host=s.host, kind=s.kind, target=s.target, status="failed",
-                                error=e.message, seconds=round(self.opts.clock() - t, 3))
+            self.journal.record("step", phase=phase, host=s.host, kind=str(s.kind), target=str(s.target),
+                                status=Status.FAILED.value, error=e.message, seconds=round(self.opts.clock() - t, 3))
             if isinstance(e, StepFailed):
                 raise
             raise StepFailed(f"{s.host}: {s.kind} {s.target} failed in phase {phase}: {e.message}",
                              context=e.context or f"applying phase {phase} on {s.host}", details=e.details,
                              hint=e.hint or "fix the cause, then run apply again: it resumes") from None
-        self.journal.record("step", phase=phase, host=s.host, kind=s.kind, target=s.target, status=status,
-                            detail=detail, seconds=round(self.opts.clock() - t, 3))
+        self.journal.record("step", phase=phase, host=s.host, kind=str(s.kind), target=str(s.target),
+                            status=result.status.value, detail=result.detail, seconds=round(self.opts.clock() - t, 3))
         if s.acts:
-            self.outcome.executed.append(dict(s.to_dict(), phase=phase, status=status, detail=detail))
-        if status == "skipped" or s.kind == "skip":
-            self.outcome.skipped.append(f"{s.host}: {s.target}: {detail or s.reason}")
+            self.outcome.executed.append(dict(s.to_dict(), phase=phase, status=result.status.value,
+                                              detail=result.detail))
+        if result.status is Status.SKIPPED:
+            self.outcome.skipped.append(f"{s.host}: {s.target}: {result.detail or s.reason}")
 
-    # -- the step kinds
-    def _do(self, s: Step) -> Optional[str]:
-        site, pend = self.site, self.pending
-        if s.kind == "skip":
-            return f"skipped: {s.reason}"
-        if s.kind == "gate":
-            return self._gate(s)
-        if s.kind == "seed":
-            return self._seed()
-        if s.kind == "harbor-project":
-            return checks_mod.ensure_project(site.inv, self.opts.session, **site.registry_access)
-        if s.kind == secrets_rewrite.STEP_KIND:
-            n, summary = secrets_rewrite.rewrite(site.inv, site.pki, self.opts.session)
-            pend.done(CONTROL, secrets_rewrite.SECRETS_UNIT)
-            return summary
-        if s.kind == etcd_auth.STEP_KIND:
-            return etcd_auth.enable(self.hosts[s.host], site.inv.host(s.host))
-        if s.kind == "flannel-key":
-            checks_mod.put_flannel_config(site.inv, site.pki, self.opts.session, s.command or "")
-            return "written"
+    def _learn(self, s: Step, result: StepResult) -> None:
+        """What the run records from a step's result (gates only probe; the writes are here)."""
+        if s.kind is StepKind.GATE and s.target is Gate.ETCD_HEALTH and result.status is Status.DONE:
+            record_etcd_members(self.site)  # every member answered: the cluster was formed with these
+
+    # -- the step kinds: one handler each (HANDLERS below)
+    def _skip(self, s: Step) -> StepResult:
+        return StepResult(Status.SKIPPED, f"skipped: {s.reason}")
+
+    def _gate_step(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, self._gate(s))
+
+    def _seed_step(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, self._seed())
+
+    def _harbor_project(self, s: Step) -> StepResult:
+        detail = checks_mod.ensure_project(self.site.inv, self.opts.session, **self.site.registry_access)
+        # checks.ensure_project says that a plain registry has no projects only in the text it returns
+        return StepResult(Status.SKIPPED if detail.startswith(NOT_HARBOR) else Status.DONE, detail)
+
+    def _rewrite_secrets(self, s: Step) -> StepResult:
+        n, summary = secrets_rewrite.rewrite(self.site.inv, self.site.pki, self.opts.session)
+        self.pending.done(CONTROL, secrets_rewrite.SECRETS_UNIT)
+        return StepResult(Status.DONE, summary)
+
+    def _etcd_auth(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, etcd_auth.enable(self.hosts[s.host], self.site.inv.host(s.host)))
+
+    def _flannel_key(self, s: Step) -> StepResult:
+        checks_mod.put_flannel_config(self.site.inv, self.site.pki, self.opts.session, s.command or "")
+        return StepResult(Status.DONE, "written")
+
+    def _put(self, s: Step) -> StepResult:
+        pend = self.pending
+        # before the write: a crash right after it still restarts the units / applies the manifest
+        units = tuple(s.units) + ((plan_rules.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
+        if units:
+            pend.add(s.host, units)
+        if s.target == render_mod.PATHS["encryption_config"]:  # the secrets are re-written after the masters
+            pend.add(CONTROL, (secrets_rewrite.SECRETS_UNIT,))
+        self.hosts[s.host].put(s.target, s.file.content, s.file.mode, s.file.owner)
+        return StepResult(Status.DONE)
+
+    def _binary(self, s: Step) -> StepResult:
+        if s.units:
+            self.pending.add(s.host, s.units)
+        self.hosts[s.host].put_file(s.target, self.site.local[s.source.origin], s.source.mode)
+        return StepResult(Status.DONE)
+
+    def _repo(self, s: Step) -> StepResult:
         c = self.hosts[s.host]
-        if s.kind == "put":
-            # before the write: a crash right after it still restarts the units / applies the manifest
-            units = tuple(s.units) + ((plan_mod.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
-            if units:
-                pend.add(s.host, units)
-            if s.target == render_mod.PATHS["encryption_config"]:  # the secrets are re-written after the masters
-                pend.add(CONTROL, (secrets_rewrite.SECRETS_UNIT,))
-            c.put(s.target, s.file.content, s.file.mode, s.file.owner)
-        elif s.kind == "binary":
-            if s.units:
-                pend.add(s.host, s.units)
-            c.put_file(s.target, site.local[s.source.origin], s.source.mode)
-        elif s.kind == "repo":
-            for path in s.items:
-                src = site.desired[s.host].repo[path]
-                c.put_file(path, site.local[src.origin], 0o644)
-            return f"{len(s.items)} files"
-        elif s.kind in ("packages", "command"):
-            r = c.run(s.command, timeout=900, check=not s.tolerate)
-            if r.rc != 0:
-                return f"skipped: exit status {r.rc} tolerated: {r.stderr.strip()[-200:]}"
-        elif s.kind == "daemon-reload":
-            c.run("systemctl daemon-reload", timeout=60)
-        elif s.kind == "enable":
-            c.run(f"systemctl enable {s.target}", timeout=60)
-        elif s.kind == "restart":
-            r = c.run(f"systemctl restart {s.target}", timeout=180, check=False)
-            if r.rc != 0:
-                raise Error(f"{s.host}: systemctl restart {s.target} failed (exit status {r.rc})",
-                            context=f"starting {s.target} on {s.host}",
-                            details=[f"{s.target}: {ln}" for ln in self._journal_lines(s.host, s.target)],
-                            hint=f"read the unit's log above (journalctl -u {s.target} on {s.host}); fix the "
-                                 "cause and run apply again")
-            pend.done(s.host, s.target)
-        elif s.kind == "harbor-unpack":
-            return harbor_install.unpack(c, site.local[s.source.origin], s.source)
-        elif s.kind == "harbor-install":
-            return harbor_install.install(c, s.command or "")
-        elif s.kind == "kubectl-apply":
-            return addons_mod.kubectl_apply(c, s.host, s.command or plan_mod.KUBECTL_APPLY, pend)
-        else:
-            raise Error(f"unknown step kind {s.kind!r}", hint="this is a bug: report it")
-        return None
+        for path in s.items:
+            src = self.site.desired[s.host].repo[path]
+            c.put_file(path, self.site.local[src.origin], 0o644)
+        return StepResult(Status.DONE, f"{len(s.items)} files")
+
+    def _command(self, s: Step) -> StepResult:
+        r = self.hosts[s.host].run(s.command, timeout=900, check=not s.tolerate)
+        if r.rc != 0:
+            return StepResult(Status.SKIPPED, f"skipped: exit status {r.rc} tolerated: {r.stderr.strip()[-200:]}")
+        return StepResult(Status.DONE)
+
+    def _daemon_reload(self, s: Step) -> StepResult:
+        self.hosts[s.host].run("systemctl daemon-reload", timeout=60)
+        return StepResult(Status.DONE)
+
+    def _enable(self, s: Step) -> StepResult:
+        self.hosts[s.host].run(f"systemctl enable {s.target}", timeout=60)
+        return StepResult(Status.DONE)
+
+    def _restart(self, s: Step) -> StepResult:
+        r = self.hosts[s.host].run(f"systemctl restart {s.target}", timeout=180, check=False)
+        if r.rc != 0:
+            raise Error(f"{s.host}: systemctl restart {s.target} failed (exit status {r.rc})",
+                        context=f"starting {s.target} on {s.host}",
+                        details=[f"{s.target}: {ln}" for ln in self._journal_lines(s.host, s.target)],
+                        hint=f"read the unit's log above (journalctl -u {s.target} on {s.host}); fix the "
+                             "cause and run apply again")
+        self.pending.done(s.host, s.target)
+        return StepResult(Status.DONE)
+
+    def _harbor_unpack(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, harbor_install.unpack(self.hosts[s.host], self.site.local[s.source.origin],
+                                                             s.source))
+
+    def _harbor_install(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, harbor_install.install(self.hosts[s.host], s.command or ""))
+
+    def _kubectl_apply(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, addons_mod.kubectl_apply(self.hosts[s.host], s.host,
+                                                                s.command or plan_rules.KUBECTL_APPLY, self.pending))
 
     def _journal_lines(self, host: str, unit: str) -> List[str]:
         try:
@@ -202,55 +237,41 @@ class Executor:
         return report.summary()
 
     def _gate(self, s: Step) -> str:
-        """Poll a health condition until it holds or the deadline passes; then fail with the units' journals."""
-        inv, pki, session = self.site.inv, self.site.pki, self.opts.session
-        timeout = self.opts.harbor_timeout if s.target == "harbor-api" else self.opts.gate_timeout
+        """Poll the gate's probe until it holds or the deadline passes; then fail naming the hosts, with their
+        units' journals. Returns the probe's detail."""
+        handler = gates.HANDLERS[s.target]
+        env = gates.Env(self.site, self.opts.session, self._journal_lines,
+                        lambda host: harbor_install.log_tail(self.hosts[host]))
+        timeout = self.opts.harbor_timeout if handler.slow else self.opts.gate_timeout
         deadline = self.opts.clock() + timeout
-        probe: Callable[[], Tuple[bool, str]]
-        if s.target == "harbor-api":
-            probe = functools.partial(harbor_install.probe, checks_mod.registry_base(inv), session,
-                                      self.site.registry_access.get("verify", True))
-        elif s.target in ("etcd-health", plan_mod.ETCD_OTHERS_HEALTHY):
-            probe = functools.partial(_etcd_ok, inv, pki, session, s.items)
-        elif s.target == "apiserver-healthz":
-            probe = functools.partial(checks_mod.apiserver_healthz, inv, pki, session, inv.host(s.host).address,
-                                      inv.cluster.apiserver_port)
-        elif s.target == "vip-healthz":
-            probe = functools.partial(checks_mod.apiserver_healthz, inv, pki, session, inv.cluster.vip,
-                                      inv.cluster.lb_port)
-        elif s.target == "node-ready":
-            probe = functools.partial(checks_mod.nodes_ready, inv, pki, session, s.items)
-        else:
-            raise Error(f"unknown gate {s.target!r}", hint="this is a bug: report it")
-        detail = ""
+        probe = handler.probe(env, s)
         while True:
             ok, detail = probe()
             if ok:
-                if s.target == "etcd-health":
-                    record_etcd_members(self.site)
                 return detail
             if self.opts.clock() > deadline:
                 break
             self.opts.sleep(1.0)
-        hosts = list(s.items) if s.items else [s.host]
-        hosts = [h for h in hosts if h != CONTROL]
-        if s.target in ("etcd-health", plan_mod.ETCD_OTHERS_HEALTHY):  # exactly the members that are not healthy
-            hosts = [r.target for r in checks_mod.etcd_health(inv, pki, session) if not r.ok and r.target in hosts]
-            hosts = hosts or [m.name for m in inv.etcd_members if m.name in s.items]
-        if s.target == plan_mod.ETCD_OTHERS_HEALTHY:
-            raise Error(f"{', '.join(hosts)}: etcd not healthy, so no other member is restarted (that would lose "
-                        f"quorum): {detail}", context=f"waiting {timeout:.0f} s for {s.reason}",
-                        details=[f"{h} etcd: {ln}" for h in hosts for ln in self._journal_lines(h, "etcd")[-10:]],
-                        hint=f"start or repair etcd on {', '.join(hosts)} (systemctl status etcd; journalctl -u "
-                             f"etcd), then run apply again: members already restarted stay done, the rest follow "
-                             f"one at a time")
-        lines = []
-        for h in hosts:
-            for u in s.units:
-                lines += [f"{h} {u}: {ln}" for ln in self._journal_lines(h, u)[-10:]]
-        if s.target == "harbor-api":
-            lines += harbor_install.log_tail(self.hosts[hosts[0]])
-        raise Error(f"{', '.join(hosts) or s.host}: health gate {s.target} not reached within "
-                    f"{timeout:.0f} s: {detail}", context=f"waiting for {s.reason}",
-                    details=lines, hint="the unit logs above usually say why; fix it and run apply again "
-                                        "(it resumes: changed units are still restarted)")
+        raise handler.error(env, s, handler.blame(env, s), detail, timeout)
+
+
+HANDLERS: Dict[StepKind, Callable[[Executor, Step], StepResult]] = {
+    StepKind.SKIP: Executor._skip,
+    StepKind.GATE: Executor._gate_step,
+    StepKind.SEED: Executor._seed_step,
+    StepKind.HARBOR_PROJECT: Executor._harbor_project,
+    StepKind.REWRITE_SECRETS: Executor._rewrite_secrets,
+    StepKind.FLANNEL_KEY: Executor._flannel_key,
+    StepKind.ETCD_AUTH: Executor._etcd_auth,
+    StepKind.PUT: Executor._put,
+    StepKind.BINARY: Executor._binary,
+    StepKind.REPO: Executor._repo,
+    StepKind.PACKAGES: Executor._command,
+    StepKind.COMMAND: Executor._command,
+    StepKind.DAEMON_RELOAD: Executor._daemon_reload,
+    StepKind.ENABLE: Executor._enable,
+    StepKind.RESTART: Executor._restart,
+    StepKind.HARBOR_UNPACK: Executor._harbor_unpack,
+    StepKind.HARBOR_INSTALL: Executor._harbor_install,
+    StepKind.KUBECTL_APPLY: Executor._kubectl_apply,
+}

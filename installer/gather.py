@@ -9,14 +9,13 @@ from typing import Dict, Optional, Sequence, Tuple
 import requests
 
 from installer import checks as checks_mod
-from installer import etcd_auth, harbor_install
+from installer import etcd_auth, harbor_install, plan_rules
 from installer import facts as facts_mod
-from installer import plan as plan_mod
 from installer.bundle import layout
 from installer.errors import Error
 from installer.hosts.connector import failures, run_on
 from installer.options import Hosts, Options, first_line
-from installer.plan import ControlState, HostState
+from installer.plan_model import ControlState, HostState
 from installer.site import EXTRA_UNITS, Site
 
 
@@ -32,7 +31,7 @@ def gather_states(site: Site, hosts: Hosts, names: Sequence[str], opts: Options)
         for path, want in d.files.items():
             have = f.files.get(path)
             if have is not None and have.sha256 != hashlib.sha256(want.content).hexdigest() \
-                    and not plan_mod.is_secret(path, want):
+                    and not plan_rules.is_secret(path, want):
                 contents[path] = hosts[name].get(path)
         return HostState(f, contents)
 

@@ -18,13 +18,14 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import requests
 
+from installer import pki_material
 from installer import render as render_mod
 from installer.bundle import layout
 from installer.digest import sha256_file
 from installer.errors import Error
 from installer.hosts.connector import Connector
 from installer.inventory import Host, Inventory
-from installer.plan import HarborDesired, HostDesired, Source
+from installer.plan_model import HarborDesired, HostDesired, Source
 
 HOST_NAME = "registry"
 INSTALL_DIR = render_mod.HARBOR_DIR
@@ -156,9 +157,9 @@ def desired(inv: Inventory, bundle_dir: Path, bundle_files: Mapping[str, str], p
                                            gpgkey=[f"file://{p}" for p in sorted(rpm_keys)],
                                            unchecked_repo=layout.has_unchecked_repo(bundle_files))
     files.update(rpm_keys)
-    files.update(pki.registry_material(inv))
+    files.update(pki_material.registry_material(pki, inv))
     crt, key = render_mod.harbor_cert_paths(inv)
-    if set(pki.registry_material(inv)) != {crt, key}:
+    if set(pki_material.registry_material(pki, inv)) != {crt, key}:
         raise Error("the PKI writes Harbor's certificate elsewhere than harbor.cfg points to",
                     hint="this is a bug: report it")
     files[CONFIG] = render_mod.harbor_cfg(inv, admin_password=admin_password(state_root),

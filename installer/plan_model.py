@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
+from installer.errors import Error
 from installer.facts import Facts
 from installer.render import File
 
@@ -13,6 +15,58 @@ if TYPE_CHECKING:  # egress imports this module; the field below only needs its 
     from installer.egress import Report as ImagesReport
 
 CONTROL = "control"  # the host name of steps run from the control host itself
+
+
+class Name(str, Enum):
+    """An enum whose members are their text: plan text, JSON and the journal read exactly as the strings did."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class StepKind(Name):
+    """What a step does; the executor has one handler per kind."""
+
+    PUT = "put"  # a rendered file
+    BINARY = "binary"  # an executable from the bundle
+    REPO = "repo"  # the bundle's yum repository files
+    PACKAGES = "packages"
+    COMMAND = "command"
+    DAEMON_RELOAD = "daemon-reload"
+    ENABLE = "enable"
+    RESTART = "restart"
+    GATE = "gate"  # wait for a health condition (target: a Gate)
+    SEED = "seed"
+    HARBOR_PROJECT = "harbor-project"
+    HARBOR_UNPACK = "harbor-unpack"
+    HARBOR_INSTALL = "harbor-install"
+    FLANNEL_KEY = "flannel-key"
+    ETCD_AUTH = "etcd-auth"  # turn on etcd v3 authentication (installer.etcd_auth)
+    KUBECTL_APPLY = "kubectl-apply"
+    REWRITE_SECRETS = "rewrite-secrets"  # secrets stored before the encryption config, re-written
+    SKIP = "skip"  # a line saying what is not done, and why
+
+
+class Gate(Name):
+    """The health conditions a wave may wait for (a gate step's target); each has one probe (installer.gates)."""
+
+    HARBOR_API = "harbor-api"
+    ETCD_HEALTH = "etcd-health"  # every member in items answers /health
+    ETCD_OTHERS_HEALTHY = "etcd-others-healthy"  # the members in items answer /health (one is about to restart)
+    APISERVER_HEALTHZ = "apiserver-healthz"
+    VIP_HEALTHZ = "vip-healthz"
+    NODE_READY = "node-ready"
+
+
+LABELS = {StepKind.PUT: "file", StepKind.BINARY: "binary", StepKind.REPO: "repo", StepKind.PACKAGES: "install",
+          StepKind.COMMAND: "run", StepKind.DAEMON_RELOAD: "systemctl", StepKind.ENABLE: "enable",
+          StepKind.RESTART: "restart", StepKind.GATE: "wait for", StepKind.SEED: "seed",
+          StepKind.HARBOR_PROJECT: "harbor", StepKind.HARBOR_UNPACK: "unpack", StepKind.HARBOR_INSTALL: "run",
+          StepKind.FLANNEL_KEY: "etcd v2 key", StepKind.ETCD_AUTH: "etcd", StepKind.KUBECTL_APPLY: "kubectl apply",
+          StepKind.REWRITE_SECRETS: "rewrite-secrets", StepKind.SKIP: "skip"}  # how a plan line starts
 
 
 # ------------------------------------------------------------------ inputs
@@ -85,9 +139,8 @@ class Step:
     """One thing to do on one host (or on the control host), and why."""
 
     host: str
-    kind: str  # put | binary | repo | packages | command | daemon-reload | enable | restart | gate | seed |
-    #            harbor-project | harbor-unpack | harbor-install | flannel-key | etcd-auth | kubectl-apply | skip
-    target: str  # path, unit, gate name, ...
+    kind: StepKind
+    target: str  # path, unit, Gate, ...
     reason: str
     diff: Optional[str] = None
     command: Optional[str] = None
@@ -97,13 +150,21 @@ class Step:
     units: Tuple[str, ...] = ()  # put/binary: units to restart afterwards; gate: units whose journal helps
     tolerate: bool = False  # command: a failure is reported as a warning, not fatal
 
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", StepKind(self.kind))
+            if self.kind is StepKind.GATE:
+                object.__setattr__(self, "target", Gate(self.target))
+        except ValueError:
+            raise Error(f"unknown step kind or gate: {self.kind} {self.target}", hint="this is a bug: report it") from None
+
     @property
     def acts(self) -> bool:
         """Whether the step changes something (gates and skip lines do not)."""
-        return self.kind not in ("gate", "skip")
+        return self.kind not in (StepKind.GATE, StepKind.SKIP)
 
     def to_dict(self) -> dict:
-        d = {"host": self.host, "kind": self.kind, "target": self.target, "reason": self.reason}
+        d = {"host": self.host, "kind": str(self.kind), "target": str(self.target), "reason": self.reason}
         if self.diff is not None:
             d["diff"] = self.diff
         if self.command:
@@ -119,13 +180,8 @@ class Step:
 
     def line(self) -> str:
         """One line for people."""
-        what = {"put": "file", "binary": "binary", "repo": "repo", "packages": "install", "command": "run",
-                "daemon-reload": "systemctl", "enable": "enable", "restart": "restart", "gate": "wait for",
-                "seed": "seed", "harbor-project": "harbor", "harbor-unpack": "unpack",
-                "harbor-install": "run", "flannel-key": "etcd v2 key", "etcd-auth": "etcd",
-                "kubectl-apply": "kubectl apply", "skip": "skip"}.get(self.kind, self.kind)
-        target = " ".join(self.items) if self.kind == "packages" else self.target
-        return f"{what} {target}: {self.reason}"
+        target = " ".join(self.items) if self.kind is StepKind.PACKAGES else self.target
+        return f"{LABELS[self.kind]} {target}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -205,15 +261,15 @@ class Plan:
             if not s.acts:
                 continue
             h = out.setdefault(s.host, {"files": [], "binaries": [], "packages": [], "restarts": [], "other": []})
-            if s.kind == "put":
+            if s.kind is StepKind.PUT:
                 h["files"].append(s.target)
-            elif s.kind == "binary":
+            elif s.kind is StepKind.BINARY:
                 h["binaries"].append(s.target)
-            elif s.kind == "packages":
+            elif s.kind is StepKind.PACKAGES:
                 h["packages"] += list(s.items)
-            elif s.kind == "restart":
+            elif s.kind is StepKind.RESTART:
                 h["restarts"].append(s.target)
-            elif s.kind not in ("daemon-reload", "enable"):
+            elif s.kind not in (StepKind.DAEMON_RELOAD, StepKind.ENABLE):
                 h["other"].append(f"{s.kind} {s.target}")
         return out
 

@@ -27,7 +27,7 @@ from typing import Callable, List, Optional, Sequence
 
 import requests
 
-from installer import plan as plan_mod
+from installer import pki_material, plan_rules
 from installer import render as render_mod
 from installer.checks import client_tls
 from installer.errors import Error
@@ -92,12 +92,12 @@ def _removal(inv: Inventory, pki: Pki, host: Host, keep_data: bool) -> Removal:
     inv2 = inv.model_copy(update={"hosts": tuple(inv.hosts) + (host,)})
     files = set(render_mod.render_host(inv2, host, pki_files={}))
     try:
-        files |= set(pki.material_for(inv2, host))
+        files |= set(pki_material.material_for(pki, inv2, host))
     except Error:
         pass  # a certificate already gone: its file is removed by name below anyway
     files |= set(render_mod.binaries_for(host))
     files -= KEEP
-    units = [u for u in reversed(plan_mod.wanted_units(host))]
+    units = [u for u in reversed(plan_rules.wanted_units(host))]
     wipe = list(STATE_DIRS) + ([] if keep_data else [inv.cluster.docker_data_root])
     return Removal(host, units, sorted(files), wipe)
 

@@ -391,12 +391,13 @@ def render_to_dir(inventory_path: Path, state_dir: Path, out_dir: Path, *, bundl
     without one. Without a bundle, `previews` names the files that depend on it (rendered with defaults)."""
     from installer import inventory as inventory_mod
     from installer import pki as pki_mod
+    from installer import pki_material
 
     inv = inventory_mod.load(Path(inventory_path))
     p = pki_mod.Pki(Path(state_dir), clock=clock or pki_mod.utcnow)
     report = p.ensure(inv)
     if bundle is None:
-        material = {h.name: p.material_for(inv, h) for h in inv.hosts}
+        material = {h.name: pki_material.material_for(p, inv, h) for h in inv.hosts}
         rendered = render_all(inv, pki_files=material, images=images, versions=versions, repo_url=repo_url)
         previews = _bundle_dependent(inv, material, rendered, repo_url)
         not_copied: Dict[str, dict] = {}

@@ -7,7 +7,7 @@ from typing import Dict, List, Mapping
 
 from installer import etcd_backup
 from installer.executor import Outcome
-from installer.plan import Plan
+from installer.plan_model import Plan
 from installer.site import Site
 
 

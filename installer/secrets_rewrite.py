@@ -21,7 +21,6 @@ from installer.inventory import Inventory
 from installer.pki import Pki
 
 SECRETS_UNIT = "secrets-rewrite"  # pending pseudo-unit on the control host
-STEP_KIND = "rewrite-secrets"
 CONFLICT_RETRIES = 3
 TIMEOUT = 15.0
 

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from installer import addons as addons_mod
-from installer import egress, harbor_install
+from installer import egress, harbor_install, pki_material, plan_rules
 from installer import pki as pki_mod
-from installer import plan as plan_mod
 from installer import render as render_mod
 from installer.bundle import layout
 from installer.errors import Error
 from installer.inventory import Host, Inventory
 from installer.options import Out
-from installer.plan import HostDesired, Source
+from installer.plan_model import HostDesired, Source
 from installer.state import StateDir
 
 EXTRA_UNITS = ("firewalld", "systemd-sysctl")
@@ -147,7 +146,7 @@ def repo_files(bundle: Bundle) -> Dict[str, Tuple[Path, Source]]:
     prefix = layout.RPMS_DIR + "/"
     for path, sha in sorted(bundle.files.items()):
         if path.startswith(prefix):
-            out[f"{plan_mod.REPO_DIR}/{path[len(prefix):]}"] = (bundle.dir / path, Source(sha, path, 0o644))
+            out[f"{plan_rules.REPO_DIR}/{path[len(prefix):]}"] = (bundle.dir / path, Source(sha, path, 0o644))
     return out
 
 
@@ -194,7 +193,7 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
     """Render every host's files, add binaries, repo, packages and units; addons go to the first master."""
     images, naming = image_roles(bundle, inv)
     versions = versions_of(bundle)
-    material = {h.name: pki.material_for(inv, h) for h in inv.hosts}
+    material = {h.name: pki_material.material_for(pki, inv, h) for h in inv.hosts}
     keys = rpm_keys(bundle)
     rendered = render_mod.render_all(inv, pki_files=material, images=images, versions=versions,
                                      gpgcheck=bool(keys), gpgkey=[f"file://{p}" for p in sorted(keys)],
@@ -216,7 +215,7 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
         files = dict(rendered[h.name])
         if inv.masters and h.name == inv.masters[0].name:
             files.update(addon_files)
-        pkgs = plan_mod.wanted_packages(h)
+        pkgs = plan_rules.wanted_packages(h)
         if pkgs:
             files.update(keys)  # yum checks every package against the bundle's pinned keys (gpgcheck=1)
         desired[h.name] = HostDesired(
@@ -224,7 +223,7 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
             binaries={p: bins[p.rsplit("/", 1)[-1]][1] for p in render_mod.binaries_for(h)},
             repo={p: s for p, (_l, s) in repo.items()} if pkgs else {},
             packages=pkgs,
-            units=plan_mod.wanted_units(h),
+            units=plan_rules.wanted_units(h),
         )
     return Site(inv, state, bundle, pki, desired, local, images, naming, registry_host=reg_host,
                 registry_access=harbor_install.access(inv, state.root, pki.crt_path("ca")))

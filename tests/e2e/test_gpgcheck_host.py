@@ -74,7 +74,7 @@ def test_unchecked_repo_installs_unsigned_packages_the_checked_one_refuses(upstr
     gpgcheck=0 on the second one; the plan's `--enablerepo='k8s-offline*'` uses both."""
     from installer import inventory as inventory_mod
     from installer import render
-    from installer.plan import REPO_DIR
+    from installer.plan_rules import REPO_DIR
 
     tb = testbed_factory.create(1)
     pkg, base = installable_on_base()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import inventory, pki, render
+from installer import inventory, pki, pki_material, pki_specs, render
 
 pytestmark = pytest.mark.integration
 T0 = dt.datetime.now(dt.timezone.utc)
@@ -47,7 +47,7 @@ def site(tmp_path_factory):
     inv = inventory.load(d / "inventory.yaml")
     p = pki.Pki(d / "state", clock=lambda: T0)
     p.ensure(inv)
-    rendered = render.render_all(inv, pki_files={h.name: p.material_for(inv, h) for h in inv.hosts})
+    rendered = render.render_all(inv, pki_files={h.name: pki_material.material_for(p, inv, h) for h in inv.hosts})
     return inv, p, rendered
 
 
@@ -157,8 +157,8 @@ def test_openssl_verifies_every_certificate_and_its_names(site):
         for purpose in purposes:
             r = run(["openssl", "verify", "-CAfile", ca, "-purpose", purpose, crt])
             assert r.returncode == 0 and r.stdout.strip().endswith(": OK"), (spec.name, r.stdout + r.stderr)
-        if spec.ca == pki.ETCD_CA:  # and never through the site CA, whose key the masters hold
-            r = run(["openssl", "verify", "-CAfile", str(p.crt_path(pki.SITE_CA)), crt])
+        if spec.ca == pki_specs.ETCD_CA:  # and never through the site CA, whose key the masters hold
+            r = run(["openssl", "verify", "-CAfile", str(p.crt_path(pki_specs.SITE_CA)), crt])
             assert r.returncode != 0, spec.name
         r = run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", crt])
         found = set(re.findall(r"(DNS:[^,\s]+|IP Address:[^,\s]+)", r.stdout))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import inventory, kubeconfig, pki, render
+from installer import inventory, kubeconfig, pki, pki_material, render
 
 pytestmark = pytest.mark.integration
 T0 = dt.datetime.now(dt.timezone.utc)
@@ -80,7 +80,7 @@ def cluster(tmp_path_factory):
     inv = inventory.load(d / "inventory.yaml")
     p = pki.Pki(d / "state", clock=lambda: T0)
     p.ensure(inv)
-    rendered = render.render_all(inv, pki_files={h.name: p.material_for(inv, h) for h in inv.hosts})
+    rendered = render.render_all(inv, pki_files={h.name: pki_material.material_for(p, inv, h) for h in inv.hosts})
     tree = d / "tree"
     render.write_tree(rendered, tree)
     procs = []

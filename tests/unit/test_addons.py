@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from installer import addons, inventory
+from installer import addons, inventory, plan_model, plan_rules
 from installer import apply as apply_mod
-from installer import plan as P
 from installer.errors import Error
 from installer.hosts.connector import Result
 from installer.render import File
@@ -48,7 +47,7 @@ def test_coredns_site_and_missing_image():
 
 # ------------------------------------------------------------------ executing: pending until kubectl apply succeeds
 
-KUBE_DNS = f"{P.ADDONS_DIR}/kube-dns.yaml"
+KUBE_DNS = f"{plan_rules.ADDONS_DIR}/kube-dns.yaml"
 
 
 class FakeMaster:
@@ -81,9 +80,9 @@ def run_addons(tmp_path, conn, puts=True):
     state = StateDir(tmp_path / "state").ensure()
     site = apply_mod.Site(inv, state, None, None, {}, {}, {}, "last-component")
     opts = apply_mod.Options(connector_for=lambda inv, host: conn, session=None)
-    steps = ([P.Step(first, "put", KUBE_DNS, "new file", file=File(b"kind: List\nitems: []\n"))] if puts else []) \
-        + [P.Step(first, "kubectl-apply", P.ADDONS_DIR, "manifests changed", command=P.KUBECTL_APPLY)]
-    plan = P.Plan((), (P.Phase("addons", (P.Wave(tuple(steps)),)),))
+    steps = ([plan_model.Step(first, "put", KUBE_DNS, "new file", file=File(b"kind: List\nitems: []\n"))] if puts else []) \
+        + [plan_model.Step(first, "kubectl-apply", plan_rules.ADDONS_DIR, "manifests changed", command=plan_rules.KUBECTL_APPLY)]
+    plan = plan_model.Plan((), (plan_model.Phase("addons", (plan_model.Wave(tuple(steps)),)),))
     ex = apply_mod.Executor(site, apply_mod.Hosts(inv, opts), opts)
     return first, state, lambda: ex.run(plan)
 
@@ -95,13 +94,13 @@ def test_failed_kubectl_apply_is_an_error_and_keeps_the_manifests_pending(tmp_pa
     first, state, run = run_addons(tmp_path, conn)
     with pytest.raises(Error) as e:
         run()
-    assert conn.puts == [KUBE_DNS] and conn.commands == [P.KUBECTL_APPLY]
-    assert e.value.message.startswith(f"{first}: kubectl-apply {P.ADDONS_DIR} failed in phase addons: {first}: "
-                                      f"`{P.KUBECTL_APPLY}` failed (exit status 1)")
+    assert conn.puts == [KUBE_DNS] and conn.commands == [plan_rules.KUBECTL_APPLY]
+    assert e.value.message.startswith(f"{first}: kubectl-apply {plan_rules.ADDONS_DIR} failed in phase addons: {first}: "
+                                      f"`{plan_rules.KUBECTL_APPLY}` failed (exit status 1)")
     assert "kubectl: service/kube-dns created" in e.value.details
     assert any('no matches for kind "Deployment"' in d for d in e.value.details)
     assert "rejected a manifest" in e.value.hint and "stay pending" in e.value.hint
-    assert state.pending.load() == {first: {P.ADDONS_UNIT}}
+    assert state.pending.load() == {first: {plan_rules.ADDONS_UNIT}}
     assert state.journal.last_run()[-2]["status"] == "failed"
 
 
@@ -112,7 +111,7 @@ def test_unreachable_apiserver_gets_its_own_hint(tmp_path):
     with pytest.raises(Error) as e:
         run()
     assert "cannot reach the apiserver" in e.value.hint and first in e.value.hint
-    assert state.pending.load() == {first: {P.ADDONS_UNIT}}
+    assert state.pending.load() == {first: {plan_rules.ADDONS_UNIT}}
 
 
 def test_interrupted_between_write_and_apply_stays_pending(tmp_path):
@@ -120,7 +119,7 @@ def test_interrupted_between_write_and_apply_stays_pending(tmp_path):
     first, state, run = run_addons(tmp_path, conn)
     with pytest.raises(Error):
         run()
-    assert conn.puts == [KUBE_DNS] and state.pending.load() == {first: {P.ADDONS_UNIT}}
+    assert conn.puts == [KUBE_DNS] and state.pending.load() == {first: {plan_rules.ADDONS_UNIT}}
 
 
 def test_pending_is_recorded_before_the_write(tmp_path):
@@ -128,13 +127,13 @@ def test_pending_is_recorded_before_the_write(tmp_path):
     first, state, run = run_addons(tmp_path, conn)
     with pytest.raises(Error):
         run()
-    assert conn.commands == [] and state.pending.load() == {first: {P.ADDONS_UNIT}}
+    assert conn.commands == [] and state.pending.load() == {first: {plan_rules.ADDONS_UNIT}}
 
 
 def test_successful_apply_clears_pending_and_reports_objects(tmp_path):
     conn = FakeMaster("m", Result(0, "service/kube-dns created\ndeployment.extensions/kube-dns created\n", ""))
     first, state, run = run_addons(tmp_path, conn, puts=False)
-    state.pending.add(first, [P.ADDONS_UNIT, "kubelet"])
+    state.pending.add(first, [plan_rules.ADDONS_UNIT, "kubelet"])
     outcome = run()
     assert state.pending.load() == {first: {"kubelet"}}
     (done,) = [e for e in outcome.executed if e["kind"] == "kubectl-apply"]

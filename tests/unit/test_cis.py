@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 import pytest
 import yaml
 
-from installer import inventory, pki, render
+from installer import inventory, pki, pki_material, render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "example"
@@ -506,7 +506,7 @@ def site(tmp_path, inv):
 
 
 def enc_file(p: pki.Pki, inv, host: str):
-    return p.material_for(inv, inv.host(host))[render.PATHS["encryption_config"]]
+    return pki_material.material_for(p, inv, inv.host(host))[render.PATHS["encryption_config"]]
 
 
 def test_encryption_key_is_made_once_on_site_32_bytes_0600(site, inv):
@@ -522,7 +522,7 @@ def test_encryption_key_is_made_once_on_site_32_bytes_0600(site, inv):
 
 
 def test_encryption_config_is_the_same_on_every_master_and_only_there(site, inv):
-    files = {h.name: site.material_for(inv, h) for h in inv.hosts}
+    files = {h.name: pki_material.material_for(site, inv, h) for h in inv.hosts}
     path = render.PATHS["encryption_config"]
     on = {name for name, f in files.items() if path in f}
     assert on == {h.name for h in inv.masters}
@@ -553,7 +553,7 @@ def test_a_damaged_encryption_key_is_an_error_not_a_new_key(site, inv):
     assert key.read_bytes() == b"c2hvcnQ=\n"  # left as found
     key.unlink()
     with pytest.raises(pki.Error):
-        site.material_for(inv, inv.host("k8s-master1"))
+        pki_material.material_for(site, inv, inv.host("k8s-master1"))
 
 
 def test_the_key_never_reaches_bundle_inputs(site, inv):
@@ -590,7 +590,7 @@ def test_the_standins_parse_every_rendered_flag(rt, component):
 
 def test_the_standin_apiserver_reads_the_rendered_config_files(rt, site, inv):
     """Its YAML subset reads what --experimental-encryption-provider-config and the admission files hold."""
-    files = render.render_host(inv, "k8s-master1", pki_files=site.material_for(inv, inv.host("k8s-master1")))
+    files = render.render_host(inv, "k8s-master1", pki_files=pki_material.material_for(site, inv, inv.host("k8s-master1")))
     kinds = {"encryption_config": "EncryptionConfig", "admission_config": "AdmissionConfiguration",
              "eventratelimit_config": "Configuration", "audit_policy": "Policy"}
     for name, kind in kinds.items():

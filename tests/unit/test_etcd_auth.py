@@ -94,7 +94,7 @@ def test_the_enable_script_creates_missing_users_grants_root_and_enables(inv):
 
 
 def test_no_user_has_the_cn_of_a_certificate_that_lives_outside_the_etcd_hosts_and_masters(inv):
-    from installer import pki
+    from installer import pki_specs as pki
 
     by_name = {s.name: s for s in pki.specs(inv)}
     assert by_name["etcd-client-apiserver"].cn == etcd_users.APISERVER_CN

@@ -14,7 +14,7 @@ import yaml
 from installer import apply as apply_mod
 from installer import etcd_backup as B
 from installer import inventory as inventory_mod
-from installer import plan as plan_mod
+from installer import plan_model
 from installer.checks import Result as CheckResult
 from installer.errors import Error, ValidationError
 from installer.hosts.connector import Result
@@ -203,11 +203,11 @@ def test_keep_setting_default_and_validation(tmp_path, inv):
 
 
 def step(host, kind="put", target="/etc/x"):
-    return plan_mod.Step(host, kind, target, "test")
+    return plan_model.Step(host, kind, target, "test")
 
 
 def a_plan(*steps, gates=()):
-    return plan_mod.Plan((), (plan_mod.Phase("p", (plan_mod.Wave(tuple(steps), tuple(gates)),)),))
+    return plan_model.Plan((), (plan_model.Phase("p", (plan_model.Wave(tuple(steps), tuple(gates)),)),))
 
 
 @pytest.mark.parametrize("steps, gates, want", [
@@ -216,8 +216,8 @@ def a_plan(*steps, gates=()):
      ["k8s-master2"]),
     ([step("k8s-node1")], [step("k8s-master1", "gate", "etcd-health")], []),  # waiting changes nothing
     ([step("k8s-master1", "skip", "os-prep")], [], []),
-    ([step(plan_mod.CONTROL, "seed", "registry")], [], []),
-    ([step(plan_mod.CONTROL, "flannel-key", "/coreos.com/network/config")], [], ["etcd"]),
+    ([step(plan_model.CONTROL, "seed", "registry")], [], []),
+    ([step(plan_model.CONTROL, "flannel-key", "/coreos.com/network/config")], [], ["etcd"]),
 ])
 def test_which_plans_change_etcd_or_masters(inv, steps, gates, want):
     assert B.changes_etcd_or_masters(a_plan(*steps, gates=gates), inv) == want
@@ -356,6 +356,6 @@ def test_apply_takes_it_after_planning_and_before_the_first_change(monkeypatch, 
     assert json.loads((tmp_path / "report.json").read_text())["etcd_backup"] == record
     assert "etcd snapshot before changing k8s-master1" in (tmp_path / "report.txt").read_text()
     order.clear()  # nothing to do: no snapshot, no executor
-    monkeypatch.setattr(apply_mod, "make_plan", lambda *a, **k: plan_mod.Plan((), ()))
+    monkeypatch.setattr(apply_mod, "make_plan", lambda *a, **k: plan_model.Plan((), ()))
     report = apply_mod.apply_command(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts)
     assert order == [] and report["etcd_backup"] is None

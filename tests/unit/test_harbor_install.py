@@ -14,11 +14,10 @@ from typing import Dict
 import pytest
 import yaml
 
-from installer import etcd_auth
+from installer import etcd_auth, pki_material, plan_model, plan_rules, render
 from installer import harbor_install as H
 from installer import inventory as inventory_mod
 from installer import plan as P
-from installer import render
 from installer.errors import Error
 from installer.facts import Facts, FileState, UnitState
 from installer.pki import Pki
@@ -81,9 +80,9 @@ def site(tmp_path_factory, inv):
     return state, pki, root / "bundle"
 
 
-def make_desired(inv, site) -> P.HostDesired:
+def make_desired(inv, site) -> plan_model.HostDesired:
     state, pki, bundle = site
-    repo = {f"{P.REPO_DIR}/repodata/repomd.xml": P.Source(sha(b"repomd"), "rpms/repodata/repomd.xml", 0o644)}
+    repo = {f"{plan_rules.REPO_DIR}/repodata/repomd.xml": plan_model.Source(sha(b"repomd"), "rpms/repodata/repomd.xml", 0o644)}
     d, local = H.desired(inv, bundle, {}, pki, state, {}, repo, {})
     assert set(local) == {d.harbor.installer.origin, d.binaries[H.COMPOSE_PATH].origin}
     return d
@@ -114,7 +113,7 @@ def test_harbor_cfg_certificate_paths_follow_data_dir_and_match_the_pki(tmp_path
     assert cfg["ssl_cert"] == "/srv/harbor/cert/server.crt"
     pki = Pki(tmp_path / "state")
     pki.ensure(inv)
-    assert set(pki.registry_material(inv)) == {cfg["ssl_cert"], cfg["ssl_cert_key"]}
+    assert set(pki_material.registry_material(pki, inv)) == {cfg["ssl_cert"], cfg["ssl_cert_key"]}
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "pct%interp", "semi;colon", "hash#x"])
@@ -153,7 +152,7 @@ def test_registry_host_is_role_less_with_registry_ssh(tmp_path, inv):
     h = H.registry_host(inv)
     assert (h.name, h.address, h.roles, h.ssh.user, h.ssh.port) == ("registry", "198.18.0.20", (), "admin", 2222)
     assert inv.ssh_for(h).port == 2222
-    assert P.phase_of(H.CONFIG, h) == "registry" and P.phase_of("/etc/yum.repos.d/k8s-offline.repo", h) == "packages"
+    assert plan_rules.phase_of(H.CONFIG, h) == "registry" and plan_rules.phase_of("/etc/yum.repos.d/k8s-offline.repo", h) == "packages"
     assert H.registry_host(load(tmp_path, mode="external")) is None
     doc = yaml.safe_load(yaml.safe_dump(INV))
     doc["hosts"].append({"name": "registry", "address": "198.18.0.12", "roles": ["node"]})
@@ -200,7 +199,7 @@ def test_desired_state_needs_the_installer_in_the_bundle(inv, site, tmp_path):
 # ------------------------------------------------------------------ plan steps
 
 
-def facts(d: P.HostDesired, *, fresh: bool = False, **kw) -> Facts:
+def facts(d: plan_model.HostDesired, *, fresh: bool = False, **kw) -> Facts:
     files = {} if fresh else {p: FileState(sha(f.content), f.mode, "root", "root") for p, f in d.files.items()}
     if not fresh:
         files.update({p: FileState(s.sha256, s.mode, "root", "root") for p, s in d.binaries.items()})
@@ -217,25 +216,25 @@ def facts(d: P.HostDesired, *, fresh: bool = False, **kw) -> Facts:
     return Facts(**base)
 
 
-def plan_for(inv, d: P.HostDesired, f: Facts, control: P.ControlState, **kw) -> P.Plan:
+def plan_for(inv, d: plan_model.HostDesired, f: Facts, control: plan_model.ControlState, **kw) -> plan_model.Plan:
     """A plan with only the registry host (the cluster hosts have no state: they are left out)."""
     reg = H.registry_host(inv)
-    return P.build(inv, {reg.name: d}, {reg.name: P.HostState(f)}, control, registry_host=reg, **kw)
+    return P.build(inv, {reg.name: d}, {reg.name: plan_model.HostState(f)}, control, registry_host=reg, **kw)
 
 
-def registry_steps(plan: P.Plan):
+def registry_steps(plan: plan_model.Plan):
     phase = next(p for p in plan.phases if p.name == "registry")
     return [(s.host, s.kind, s.target) for w in phase.waves for s in w.steps], \
         [g.target for w in phase.waves for g in w.gates]
 
 
-UP = P.ControlState(images_missing=(), images_total=7, harbor_up=True, harbor_detail="Harbor v1.4.0",
+UP = plan_model.ControlState(images_missing=(), images_total=7, harbor_up=True, harbor_detail="Harbor v1.4.0",
                     flannel_config=flannel_network_config(inventory_mod.Inventory.model_validate(INV)))
 
 
 def test_fresh_registry_host_is_planned_in_order_then_project_and_seed(inv, site):
     d = make_desired(inv, site)
-    plan = plan_for(inv, d, facts(d, fresh=True), P.ControlState(harbor_up=False, harbor_detail="refused"))
+    plan = plan_for(inv, d, facts(d, fresh=True), plan_model.ControlState(harbor_up=False, harbor_detail="refused"))
     steps, gates = registry_steps(plan)
     kinds = [k for h, k, _ in steps if h == "registry"]
     assert set(kinds[:2]) == {"repo", "put"} and ("registry", "put", "/etc/yum.repos.d/k8s-offline.repo") in steps[:2]
@@ -265,7 +264,7 @@ def test_converged_registry_host_with_harbor_up_plans_nothing(inv, site):
 
 def test_harbor_not_answering_reruns_only_install_sh(inv, site):
     d = make_desired(inv, site)
-    plan = plan_for(inv, d, facts(d), P.ControlState(harbor_up=False, harbor_detail="ConnectionError"))
+    plan = plan_for(inv, d, facts(d), plan_model.ControlState(harbor_up=False, harbor_detail="ConnectionError"))
     steps, gates = registry_steps(plan)
     assert steps[0] == ("registry", "harbor-install", "/opt/harbor") and gates == ["harbor-api"]
     assert "does not answer (ConnectionError)" in plan.steps[0].reason
@@ -310,7 +309,7 @@ def test_stopped_docker_is_started_without_reinstalling_harbor(inv, site):
 
 def test_add_node_focus_defers_the_registry_host(inv, site):
     d = make_desired(inv, site)
-    plan = plan_for(inv, d, facts(d, fresh=True), P.ControlState(harbor_up=False), focus=["h1"])
+    plan = plan_for(inv, d, facts(d, fresh=True), plan_model.ControlState(harbor_up=False), focus=["h1"])
     steps, _ = registry_steps(plan)
     assert all(h == "control" for h, _, _ in steps)
     assert any(x.startswith("registry: ") for x in plan.deferred)
@@ -338,7 +337,7 @@ def test_harbor_gate_timeout_says_why_and_shows_the_install_log_tail(monkeypatch
     monkeypatch.setattr(checks, "registry_base", lambda inv: "https://127.0.0.1:9")  # nothing listens: refused
     site = SimpleNamespace(inv=inv, pki=None, registry_access={"verify": True}, state=StateDir(tmp_path).ensure())
     opts = A.Options(connector_for=None, session=requests.Session(), harbor_timeout=0.0, sleep=lambda s: None)
-    gate = P.Step(P.CONTROL, "gate", "harbor-api", "Harbor answers", items=("registry",))
+    gate = plan_model.Step(plan_model.CONTROL, "gate", "harbor-api", "Harbor answers", items=("registry",))
     with pytest.raises(Error) as e:
         A.Executor(site, {"registry": Conn()}, opts)._gate(gate)
     assert "registry: health gate harbor-api not reached within 0 s: ConnectionError" in e.value.message

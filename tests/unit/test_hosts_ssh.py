@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from installer import apply as apply_mod
-from installer import cli
+from installer import cli_common
 from installer.errors import Error
 from installer.hosts import control_dir
 from installer.hosts import known_hosts as kh
@@ -108,10 +108,10 @@ def test_unknown_host_key_mode_is_refused():
 def test_cli_connectors_use_the_state_known_hosts_unless_given(tmp_path):
     inv = load(ROOT / "inventory.example.yaml")
     h = inv.hosts[0]
-    c = cli._connectors(tmp_path / "state", None, "strict")(inv, h)
+    c = cli_common.connectors(tmp_path / "state", None, "strict")(inv, h)
     assert c.known_hosts == str(tmp_path / "state" / "known_hosts") and c.host_keys.mode == "strict"
     c.close()
-    c = cli._connectors(tmp_path / "state", tmp_path / "mine", "accept-new")(inv, h)
+    c = cli_common.connectors(tmp_path / "state", tmp_path / "mine", "accept-new")(inv, h)
     assert c.known_hosts == str(tmp_path / "mine") and c.host_keys.mode == "accept-new"
     c.close()
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from installer import inventory, kubeconfig, pki
+from installer import inventory, kubeconfig, pki, pki_material, pki_specs, pki_status, pki_x509
 from installer.errors import Error
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def subject(cert):
 
 
 def sans(cert):
-    dns, ips = pki.cert_names(cert)
+    dns, ips = pki_x509.cert_names(cert)
     return set(dns), set(ips)
 
 
@@ -67,7 +67,7 @@ def test_first_run_creates_ca_and_every_certificate(built, inv):
     _, report = built
     assert report.ca_created
     assert report.kept == []
-    assert set(report.issued) == {s.name for s in pki.specs(inv)} | {"sa"}
+    assert set(report.issued) == {s.name for s in pki_specs.specs(inv)} | {"sa"}
 
 
 def test_apiserver_sans_name_vip_masters_service_ip_and_domain(built, inv):
@@ -118,7 +118,7 @@ def test_every_cert_is_signed_by_its_ca_and_etcd_trusts_only_its_own(built, inv)
             continue
         cert = load(built[0], crt.stem)
         want, other = (etcd_ca, ca) if crt.stem in etcd_names else (ca, etcd_ca)
-        assert pki.signed_by(cert, want) and not pki.signed_by(cert, other), crt.name
+        assert pki_x509.signed_by(cert, want) and not pki_x509.signed_by(cert, other), crt.name
         seen.add(crt.stem)
     assert etcd_names <= seen and {"kubelet-k8s-node1", "kube-proxy", "admin"} <= seen
 
@@ -128,7 +128,7 @@ def test_hosts_get_the_etcd_ca_but_never_its_key(built, inv):
     etcd_ca = (built[0] / "pki" / "etcd-ca.crt").read_bytes()
     etcd_key = (built[0] / "pki" / "etcd-ca.key").read_bytes()
     for h in inv.hosts:
-        files = p.material_for(inv, h)
+        files = pki_material.material_for(p, inv, h)
         assert all(f.content != etcd_key for f in files.values()), h.name
         if h.has("etcd"):
             assert files["/etc/etcd/pki/ca.crt"].content == etcd_ca
@@ -143,12 +143,12 @@ def test_a_pki_from_before_the_etcd_ca_keeps_etcd_on_the_site_ca(tmp_path, inv):
     p.ensure(inv)
     for name in ("etcd-ca.crt", "etcd-ca.key"):
         (tmp_path / "pki" / name).unlink()
-    for spec in pki.specs(inv):
-        if spec.ca == pki.ETCD_CA:  # as the old installer issued them
+    for spec in pki_specs.specs(inv):
+        if spec.ca == pki_specs.ETCD_CA:  # as the old installer issued them
             ca_key, ca_cert = p.load_ca("ca")
-            key, cert = pki.issue(spec, ca_key, ca_cert, T0, 3650)
-            (tmp_path / "pki" / f"{spec.name}.key").write_bytes(pki.key_pem(key))
-            (tmp_path / "pki" / f"{spec.name}.crt").write_bytes(pki.cert_pem(cert))
+            key, cert = pki_x509.issue(spec, ca_key, ca_cert, T0, 3650)
+            (tmp_path / "pki" / f"{spec.name}.key").write_bytes(pki_x509.key_pem(key))
+            (tmp_path / "pki" / f"{spec.name}.crt").write_bytes(pki_x509.cert_pem(cert))
     report = pki.Pki(tmp_path, clock=at(T0 + dt.timedelta(days=1))).ensure(inv)
     assert report.issued == [] and not (tmp_path / "pki" / "etcd-ca.crt").exists()
     assert p.etcd_ca_name() == "ca"
@@ -201,14 +201,14 @@ def test_new_registry_hostname_reissues_only_the_registry_cert(state, inv):
 def test_cert_expiring_within_renew_days_is_reissued(state, inv):
     p = pki.Pki(state, clock=at(T0))
     ca_key, ca_cert, _ = p.load_or_create_ca(inv)
-    spec = next(s for s in pki.specs(inv) if s.name == "kube-proxy")
-    key, cert = pki.issue(spec, ca_key, ca_cert, T0, days=20)  # inside renew_within_days=30
-    (state / "pki" / "kube-proxy.key").write_bytes(pki.key_pem(key))
-    (state / "pki" / "kube-proxy.crt").write_bytes(pki.cert_pem(cert))
+    spec = next(s for s in pki_specs.specs(inv) if s.name == "kube-proxy")
+    key, cert = pki_x509.issue(spec, ca_key, ca_cert, T0, days=20)  # inside renew_within_days=30
+    (state / "pki" / "kube-proxy.key").write_bytes(pki_x509.key_pem(key))
+    (state / "pki" / "kube-proxy.crt").write_bytes(pki_x509.cert_pem(cert))
     report = p.ensure(inv)
     assert report.issued == ["kube-proxy"]
     assert "expires in 20 days" in next(e.reason for e in report.entries if e.name == "kube-proxy")
-    assert pki.days_left(load(state, "kube-proxy"), T0) > 3000
+    assert pki_x509.days_left(load(state, "kube-proxy"), T0) > 3000
 
 
 def test_all_certs_renewed_when_the_clock_reaches_the_renew_window(tmp_path, inv):
@@ -216,25 +216,25 @@ def test_all_certs_renewed_when_the_clock_reaches_the_renew_window(tmp_path, inv
     pki.Pki(tmp_path, clock=at(T0)).ensure(short)
     assert pki.Pki(tmp_path, clock=at(T0 + dt.timedelta(days=20))).ensure(short).issued == []
     later = pki.Pki(tmp_path, clock=at(T0 + dt.timedelta(days=31))).ensure(short)
-    assert set(later.issued) == {s.name for s in pki.specs(short)} and not later.ca_created
+    assert set(later.issued) == {s.name for s in pki_specs.specs(short)} and not later.ca_created
 
 
 def test_check_reports_ok_mismatch_and_expiring(state, inv):
-    rows = {r.name: r for r in pki.check(state, inv, clock=at(T0))}
+    rows = {r.name: r for r in pki_status.check(state, inv, clock=at(T0))}
     assert rows["ca"].status == "ok" and rows["ca"].days_left >= 3649
     assert all(r.status == "ok" for r in rows.values()), [r for r in rows.values() if r.status != "ok"]
     assert "IP:192.168.10.100" in rows["apiserver"].sans and "CN=kube-apiserver" in rows["apiserver"].subject
-    rows = {r.name: r for r in pki.check(state, with_cluster(inv, vip="192.168.10.200"), clock=at(T0))}
+    rows = {r.name: r for r in pki_status.check(state, with_cluster(inv, vip="192.168.10.200"), clock=at(T0))}
     assert rows["apiserver"].status == "mismatch" and "192.168.10.200" in rows["apiserver"].reason
     assert rows["admin"].status == "ok"
     late = T0 + dt.timedelta(days=3640)
-    assert {r.status for r in pki.check(state, inv, clock=at(late))} == {"expiring"}
+    assert {r.status for r in pki_status.check(state, inv, clock=at(late))} == {"expiring"}
 
 
 def test_material_for_master_and_node(state, inv):
     p = pki.Pki(state, clock=at(T0))
-    m1 = p.material_for(inv, inv.host("k8s-master1"))
-    n1 = p.material_for(inv, inv.host("k8s-node1"))
+    m1 = pki_material.material_for(p, inv, inv.host("k8s-master1"))
+    n1 = pki_material.material_for(p, inv, inv.host("k8s-node1"))
     assert "/etc/kubernetes/pki/ca.key" in m1 and "/etc/kubernetes/pki/ca.key" not in n1
     assert "/etc/etcd/pki/server.key" in m1 and "/etc/etcd/pki/server.key" not in n1
     assert "/etc/kubernetes/kubelet.kubeconfig" not in m1  # master without the node role
@@ -252,7 +252,7 @@ def test_material_for_master_and_node(state, inv):
 
 
 def test_kubeconfig_redact_hides_every_secret(state, inv):
-    data = pki.Pki(state).admin_kubeconfig(inv)
+    data = pki_material.admin_kubeconfig(pki.Pki(state), inv)
     red = kubeconfig.redact(data).decode()
     assert "LS0t" not in red and red.count(kubeconfig.PLACEHOLDER) == 3
 
@@ -260,4 +260,4 @@ def test_kubeconfig_redact_hides_every_secret(state, inv):
 def test_empty_state_dir_gets_a_fresh_ca(tmp_path, inv):
     _, ca_cert, created = pki.Pki(tmp_path, clock=at(T0)).load_or_create_ca(inv)
     assert created and ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    assert (ca_cert.not_valid_after_utc - T0).days == pki.CA_DAYS
+    assert (ca_cert.not_valid_after_utc - T0).days == pki_x509.CA_DAYS

@@ -9,7 +9,7 @@ from typing import Dict
 import pytest
 import yaml
 
-from installer import etcd_auth
+from installer import etcd_auth, plan_model, plan_rules, preflight
 from installer import inventory as inventory_mod
 from installer import plan as P
 from installer.errors import Error
@@ -41,18 +41,18 @@ def sha(b: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def desired(inv) -> Dict[str, P.HostDesired]:
+def desired(inv) -> Dict[str, plan_model.HostDesired]:
     pki = {h.name: ({KEY: File(b"-----BEGIN KEY-----\nsecret\n", 0o600)} if h.has("etcd") else {}) for h in inv.hosts}
     rendered = render_all(inv, pki_files=pki)
     out = {}
     for h in inv.hosts:
-        bins = {"/usr/local/bin/kubelet": P.Source(sha(b"kubelet"), "k.tar.gz!kubelet")} if h.has("node") else {}
-        out[h.name] = P.HostDesired(files=rendered[h.name], binaries=bins, packages=P.wanted_packages(h),
-                                    units=P.wanted_units(h))
+        bins = {"/usr/local/bin/kubelet": plan_model.Source(sha(b"kubelet"), "k.tar.gz!kubelet")} if h.has("node") else {}
+        out[h.name] = plan_model.HostDesired(files=rendered[h.name], binaries=bins, packages=plan_rules.wanted_packages(h),
+                                    units=plan_rules.wanted_units(h))
     return out
 
 
-def converged_facts(name: str, d: P.HostDesired, **kw) -> Facts:
+def converged_facts(name: str, d: plan_model.HostDesired, **kw) -> Facts:
     files = {p: FileState(sha(f.content), f.mode, f.owner, "root") for p, f in d.files.items()}
     files.update({p: FileState(s.sha256, s.mode, "root", "root") for p, s in d.binaries.items()})
     units = {u: UnitState("loaded", "active", "running", "enabled") for u in d.units}
@@ -65,15 +65,15 @@ def converged_facts(name: str, d: P.HostDesired, **kw) -> Facts:
     return Facts(**base)
 
 
-def converged(inv, desired) -> Dict[str, P.HostState]:
-    return {h.name: P.HostState(converged_facts(h.name, desired[h.name])) for h in inv.hosts}
+def converged(inv, desired) -> Dict[str, plan_model.HostState]:
+    return {h.name: plan_model.HostState(converged_facts(h.name, desired[h.name])) for h in inv.hosts}
 
 
-def control_ok(inv) -> P.ControlState:
-    return P.ControlState(images_missing=(), images_total=7, flannel_config=flannel_network_config(inv))
+def control_ok(inv) -> plan_model.ControlState:
+    return plan_model.ControlState(images_missing=(), images_total=7, flannel_config=flannel_network_config(inv))
 
 
-def acting(plan: P.Plan):
+def acting(plan: plan_model.Plan):
     return [(s.host, s.kind, s.target) for s in plan.steps if s.acts]
 
 
@@ -90,7 +90,7 @@ def test_changed_file_puts_it_and_restarts_exactly_its_unit(inv, desired):
     old = desired["h2"].files[path].content.replace(b"retries 3", b"retries 9")
     f = states["h2"].facts
     files = dict(f.files, **{path: FileState(sha(old), 0o644, "root", "root")})
-    states["h2"] = P.HostState(replace(f, files=files), {path: old})
+    states["h2"] = plan_model.HostState(replace(f, files=files), {path: old})
     plan = P.build(inv, desired, states, control_ok(inv))
     assert acting(plan) == [("h2", "put", path), ("h2", "restart", "haproxy")]
     put = next(s for s in plan.steps if s.kind == "put")
@@ -102,7 +102,7 @@ def test_changed_file_puts_it_and_restarts_exactly_its_unit(inv, desired):
 def test_secret_diff_only_says_changed_and_etcd_rolls(inv, desired):
     states = converged(inv, desired)
     f = states["h1"].facts
-    states["h1"] = P.HostState(replace(f, files=dict(f.files, **{KEY: FileState("0" * 64, 0o600, "root", "root")})))
+    states["h1"] = plan_model.HostState(replace(f, files=dict(f.files, **{KEY: FileState("0" * 64, 0o600, "root", "root")})))
     plan = P.build(inv, desired, states, control_ok(inv))
     put = next(s for s in plan.steps if s.kind == "put")
     assert put.target == KEY and put.diff == "changed (secret)" and "secret" not in plan.text().replace(
@@ -110,7 +110,7 @@ def test_secret_diff_only_says_changed_and_etcd_rolls(inv, desired):
     etcd = next(p for p in plan.phases if p.name == "etcd")
     assert etcd.rolling and acting(plan) == [("h1", "put", KEY), ("h1", "restart", "etcd")]
     # a healthy member restarts only once the others are healthy, and the cluster is checked after it
-    assert [(s.target, s.items) for s in etcd.waves[0].steps] == [(P.ETCD_OTHERS_HEALTHY, ("h2", "h3"))]
+    assert [(s.target, s.items) for s in etcd.waves[0].steps] == [(plan_model.Gate.ETCD_OTHERS_HEALTHY, ("h2", "h3"))]
     assert etcd.waves[1].hosts == ["h1"] and etcd.waves[1].gates[0].target == "etcd-health"
 
 
@@ -121,7 +121,7 @@ def _etcd_everywhere_changed(inv, desired, stopped=(), unhealthy=()):
         units = dict(f.units)
         if n in stopped:
             units["etcd"] = UnitState("loaded", "failed", "failed", "enabled")
-        states[n] = P.HostState(replace(f, units=units, files=dict(
+        states[n] = plan_model.HostState(replace(f, units=units, files=dict(
             f.files, **{KEY: FileState("0" * 64, 0o600, "root", "root")})))
     control = replace(control_ok(inv), etcd_unhealthy=tuple(sorted(set(stopped) | set(unhealthy))))
     plan = P.build(inv, desired, states, control)
@@ -160,7 +160,7 @@ def test_fresh_etcd_starts_all_members_in_one_wave(inv, desired):
         f = states[n].facts
         units = dict(f.units, etcd=UnitState("loaded", "inactive", "dead", "disabled"))
         files = {p: s for p, s in f.files.items() if not p.startswith("/etc/etcd/")}
-        states[n] = P.HostState(replace(f, units=units, files=files))
+        states[n] = plan_model.HostState(replace(f, units=units, files=files))
     plan = P.build(inv, desired, states, control_ok(inv))
     etcd = next(p for p in plan.phases if p.name == "etcd")
     assert not etcd.rolling and len(etcd.waves) == 1
@@ -172,7 +172,7 @@ def test_missing_package_is_installed_with_dnf_when_no_yum(inv, desired):
     states = converged(inv, desired)
     f = states["h4"].facts
     pk = {p: v for p, v in f.packages.items() if p != "socat"}
-    states["h4"] = P.HostState(replace(f, packages=pk, commands=frozenset({"dnf", "systemctl"})))
+    states["h4"] = plan_model.HostState(replace(f, packages=pk, commands=frozenset({"dnf", "systemctl"})))
     plan = P.build(inv, desired, states, control_ok(inv))
     assert acting(plan) == [("h4", "packages", "packages")]
     step = plan.steps[0]
@@ -183,7 +183,7 @@ def test_container_host_skips_os_prep_with_reason(inv, desired):
     states = converged(inv, desired)
     f = states["h5"].facts
     files = {p: s for p, s in f.files.items() if p not in ("/etc/sysctl.d/k8s.conf", "/etc/modules-load.d/k8s.conf")}
-    states["h5"] = P.HostState(replace(f, files=files, container="systemd-nspawn", selinux="Enforcing"))
+    states["h5"] = plan_model.HostState(replace(f, files=files, container="systemd-nspawn", selinux="Enforcing"))
     plan = P.build(inv, desired, states, control_ok(inv))
     skips = {s.target: s.reason for s in plan.steps if s.kind == "skip"}
     assert set(skips) == {"sysctl", "modprobe", "selinux"}
@@ -195,7 +195,7 @@ def test_container_host_skips_os_prep_with_reason(inv, desired):
 def test_real_host_gets_modprobe_swapoff_and_selinux(inv, desired):
     states = converged(inv, desired)
     f = states["h4"].facts
-    states["h4"] = P.HostState(replace(f, swaps=("/dev/sda2",), selinux="Enforcing", kernel_features=frozenset()))
+    states["h4"] = plan_model.HostState(replace(f, swaps=("/dev/sda2",), selinux="Enforcing", kernel_features=frozenset()))
     plan = P.build(inv, desired, states, control_ok(inv))
     cmds = {s.target: s.command for s in plan.steps if s.kind == "command"}
     assert set(cmds) == {"modprobe", "swapoff", "selinux"}
@@ -213,7 +213,7 @@ def test_pending_restart_of_an_unfinished_run_is_planned(inv, desired):
 def test_stopped_unit_is_started(inv, desired):
     states = converged(inv, desired)
     f = states["h3"].facts
-    states["h3"] = P.HostState(replace(f, units=dict(f.units, haproxy=UnitState("loaded", "inactive", "dead",
+    states["h3"] = plan_model.HostState(replace(f, units=dict(f.units, haproxy=UnitState("loaded", "inactive", "dead",
                                                                                   "enabled"))))
     plan = P.build(inv, desired, states, control_ok(inv))
     assert acting(plan) == [("h3", "restart", "haproxy")]
@@ -223,14 +223,14 @@ def test_changed_binary_restarts_its_unit(inv, desired):
     states = converged(inv, desired)
     f = states["h4"].facts
     files = dict(f.files, **{"/usr/local/bin/kubelet": FileState("1" * 64, 0o755, "root", "root")})
-    states["h4"] = P.HostState(replace(f, files=files))
+    states["h4"] = plan_model.HostState(replace(f, files=files))
     plan = P.build(inv, desired, states, control_ok(inv))
     assert acting(plan) == [("h4", "binary", "/usr/local/bin/kubelet"), ("h4", "restart", "kubelet")]
 
 
 def test_control_side_registry_and_flannel(inv, desired):
     plan = P.build(inv, desired, converged(inv, desired),
-                   P.ControlState(images_missing=("kubernetes/pause-amd64:3.1",), images_total=7))
+                   plan_model.ControlState(images_missing=("kubernetes/pause-amd64:3.1",), images_total=7))
     assert [(s.kind, s.target) for s in plan.steps if s.acts] == [
         ("harbor-project", "kubernetes"), ("seed", "reg.test:5000"), ("flannel-key", "/coreos.com/network/config")]
 
@@ -238,7 +238,7 @@ def test_control_side_registry_and_flannel(inv, desired):
 def test_preflight_problems(inv, desired):
     states = converged(inv, desired)
     f = states["h4"].facts
-    states["h4"] = P.HostState(replace(f, arch="aarch64", time_offset=3.5, os_id="ubuntu", os_family="debian",
+    states["h4"] = plan_model.HostState(replace(f, arch="aarch64", time_offset=3.5, os_id="ubuntu", os_family="debian",
                                        os_version="22.04", listening=(("0.0.0.0", 10250),),
                                        units=dict(f.units, kubelet=UnitState("loaded", "inactive", "dead", ""))))
     plan = P.build(inv, desired, states, control_ok(inv))
@@ -255,9 +255,9 @@ def test_add_node_focus_leaves_other_hosts_alone(inv, desired):
         files = dict(f.files, **{"/etc/hosts": FileState(sha(old_hosts), 0o644, "root", "root")})
         if n == "h1":  # an unrelated pending change on a master must not be applied by add-node
             files["/etc/kubernetes/apiserver"] = FileState("2" * 64, 0o644, "root", "root")
-        states[n] = P.HostState(replace(f, files=files), {"/etc/hosts": old_hosts})
+        states[n] = plan_model.HostState(replace(f, files=files), {"/etc/hosts": old_hosts})
     f5 = states["h5"].facts
-    states["h5"] = P.HostState(replace(f5, files={}, units={}, packages={}))
+    states["h5"] = plan_model.HostState(replace(f5, files={}, units={}, packages={}))
     plan = P.build(inv, desired, states, control_ok(inv), focus=["h5"])
     others = [(h, k, t) for h, k, t in acting(plan) if h != "h5"]
     assert others == [(n, "put", "/etc/hosts") for n in ("h1", "h2", "h3", "h4")]
@@ -270,7 +270,7 @@ def test_plan_dict_is_json_ready_and_hides_content(inv, desired):
 
     states = converged(inv, desired)
     f = states["h1"].facts
-    states["h1"] = P.HostState(replace(f, files={}))
+    states["h1"] = plan_model.HostState(replace(f, files={}))
     d = P.build(inv, desired, states, control_ok(inv)).to_dict()
     text = json.dumps(d)
     assert "secret" not in text.replace("changed (secret)", "") and d["summary"]["h1"]["files"]
@@ -284,7 +284,7 @@ def test_plan_dict_is_json_ready_and_hides_content(inv, desired):
     ({"h1": "198.18.0.11", "h2": "198.18.0.12", "h3": "198.18.0.99"}, "h3 (198.18.0.99 -> 198.18.0.13) changed"),
 ])
 def test_etcd_membership_changes_are_named(inv, recorded, problem):
-    got = P.etcd_membership_problem(recorded, inv)
+    got = preflight.etcd_membership_problem(recorded, inv)
     assert got == problem if problem is None else problem in got
 
 
@@ -303,7 +303,7 @@ def test_state_records_the_etcd_members(tmp_path):
 
 # ------------------------------------------------------------------ addons: written, then applied until it succeeds
 
-MANIFEST = f"{P.ADDONS_DIR}/kube-dns.yaml"
+MANIFEST = f"{plan_rules.ADDONS_DIR}/kube-dns.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -320,28 +320,28 @@ def addon_steps(plan):
 def test_changed_addon_manifest_is_put_then_applied(inv, with_addons, desired):
     states = converged(inv, desired)  # the host lacks the manifest
     plan = P.build(inv, with_addons, states, control_ok(inv))
-    assert addon_steps(plan) == [("h1", "put", MANIFEST), ("h1", "kubectl-apply", P.ADDONS_DIR)]
+    assert addon_steps(plan) == [("h1", "put", MANIFEST), ("h1", "kubectl-apply", plan_rules.ADDONS_DIR)]
     apply_step = plan.steps[-1]
-    assert apply_step.command == P.KUBECTL_APPLY and apply_step.reason == "manifests changed"
+    assert apply_step.command == plan_rules.KUBECTL_APPLY and apply_step.reason == "manifests changed"
     assert [p.name for p in plan.phases if p.waves][-1] == "addons"
 
 
 def test_unchanged_but_pending_manifests_are_applied_only(inv, with_addons):
     states = converged(inv, with_addons)
-    plan = P.build(inv, with_addons, states, control_ok(inv), pending={"h1": {P.ADDONS_UNIT}})
-    assert acting(plan) == [("h1", "kubectl-apply", P.ADDONS_DIR)]
+    plan = P.build(inv, with_addons, states, control_ok(inv), pending={"h1": {plan_rules.ADDONS_UNIT}})
+    assert acting(plan) == [("h1", "kubectl-apply", plan_rules.ADDONS_DIR)]
     assert "not applied yet" in plan.steps[-1].reason
 
 
 def test_unchanged_and_nothing_pending_plans_nothing(inv, with_addons):
-    plan = P.build(inv, with_addons, converged(inv, with_addons), control_ok(inv), pending={"h2": {P.ADDONS_UNIT}})
+    plan = P.build(inv, with_addons, converged(inv, with_addons), control_ok(inv), pending={"h2": {plan_rules.ADDONS_UNIT}})
     assert plan.empty and acting(plan) == []  # only the first master applies addons
 
 
 # ------------------------------------------------------------------ executor: the etcd gates name the bad member
 
 
-@pytest.mark.parametrize("target", [P.ETCD_OTHERS_HEALTHY, "etcd-health"])
+@pytest.mark.parametrize("target", [plan_model.Gate.ETCD_OTHERS_HEALTHY, "etcd-health"])
 def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path, target):
     from types import SimpleNamespace
 
@@ -367,18 +367,18 @@ def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path
     monkeypatch.setattr(checks, "etcd_health", health)
     site = SimpleNamespace(inv=inv, pki=None, state=StateDir(tmp_path).ensure())
     opts = A.Options(connector_for=None, session=requests.Session(), gate_timeout=0.0, sleep=lambda s: None)
-    items = ("h2", "h3") if target == P.ETCD_OTHERS_HEALTHY else ("h1", "h2", "h3")
-    gate = P.Step(P.CONTROL, "gate", target, "quorum", items=items, units=("etcd",))
+    items = ("h2", "h3") if target == plan_model.Gate.ETCD_OTHERS_HEALTHY else ("h1", "h2", "h3")
+    gate = plan_model.Step(plan_model.CONTROL, "gate", target, "quorum", items=items, units=("etcd",))
     with pytest.raises(Error) as e:
         A.Executor(site, {n: Conn() for n in ("h1", "h2", "h3")}, opts)._gate(gate)
     assert e.value.message.startswith("h3: "), e.value.message
     assert all(d.startswith("h3 etcd: ") for d in e.value.details), e.value.details
-    if target == P.ETCD_OTHERS_HEALTHY:
+    if target == plan_model.Gate.ETCD_OTHERS_HEALTHY:
         assert "no other member is restarted" in e.value.message and "on h3" in e.value.hint
     # members outside the gate's items do not matter: h1 may be down while h1 itself is the one to restart
     monkeypatch.setattr(checks, "etcd_health", lambda inv, pki, session: [
         checks.Result("etcd health", m.name, m.name != "h1", "x") for m in inv.etcd_members])
-    if target == P.ETCD_OTHERS_HEALTHY:
+    if target == plan_model.Gate.ETCD_OTHERS_HEALTHY:
         assert "healthy" in A.Executor(site, {}, opts)._gate(gate)
 
 
@@ -388,6 +388,6 @@ def test_clock_skew_counts_the_measurements_uncertainty(inv, desired, offset, rt
     """A loaded control host delays the facts call one way more than the other: the offset estimate is then off by
     up to half the round trip, so only what exceeds the limit by more than that is a skew."""
     states = converged(inv, desired)
-    states["h4"] = P.HostState(replace(states["h4"].facts, time_offset=offset, rtt=rtt))
+    states["h4"] = plan_model.HostState(replace(states["h4"].facts, time_offset=offset, rtt=rtt))
     plan = P.build(inv, desired, states, control_ok(inv))
     assert ("clock" in {c.name for c in plan.problems}) is (not ok)

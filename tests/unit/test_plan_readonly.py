@@ -16,9 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 from installer import apply as apply_mod
-from installer import cli, runlock
+from installer import cli, cli_common, plan_model, runlock
 from installer import facts as facts_mod
-from installer import plan as plan_mod
 from installer.bundle import Entry, generate_keypair, load_private_key, write_bundle
 from installer.hosts.connector import Result
 from installer.render import flannel_network_config
@@ -97,16 +96,16 @@ class FakeConn:
 def fake_hosts(monkeypatch, facts_for):
     """Facts come from facts_for(host, managed paths); the control host sees a seeded registry and flannel key."""
     monkeypatch.setattr(facts_mod, "gather", lambda conn, managed, units, **kw: facts_for(conn.name, managed))
-    monkeypatch.setattr(apply_mod, "control_state", lambda site, session: plan_mod.ControlState(
+    monkeypatch.setattr(apply_mod, "control_state", lambda site, session: plan_model.ControlState(
         images_missing=(), images_total=0, flannel_config=flannel_network_config(site.inv)))
     opts = apply_mod.Options(connector_for=lambda inv, host: FakeConn(host.name), session=None)
-    monkeypatch.setattr(cli, "_options", lambda as_json, known_hosts, checks=True: opts)
+    monkeypatch.setattr(cli_common, "options", lambda as_json, known_hosts, checks=True: opts)
     return opts
 
 
 def fresh_host(name: str, managed) -> facts_mod.Facts:
     """A CentOS 7 host with nothing of ours on it."""
-    return converged_facts(name, plan_mod.HostDesired(files={}, binaries={}, packages=(), units=()))
+    return converged_facts(name, plan_model.HostDesired(files={}, binaries={}, packages=(), units=()))
 
 
 def snapshot(root: Path) -> Dict[str, tuple]:

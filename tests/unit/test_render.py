@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from installer import inventory, kubeconfig, pki, render
+from installer import inventory, kubeconfig, pki, pki_material, render
 from installer.render import File
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def inv():
 def material(tmp_path_factory, inv):
     p = pki.Pki(tmp_path_factory.mktemp("state"), clock=lambda: T0)
     p.ensure(inv)
-    return {h.name: p.material_for(inv, h) for h in inv.hosts}
+    return {h.name: pki_material.material_for(p, inv, h) for h in inv.hosts}
 
 
 @pytest.fixture(scope="module")
@@ -400,11 +400,11 @@ def test_docker_heals_too(rendered):
 
 @pytest.mark.parametrize("table,host,path,var", COMPONENTS)
 def test_a_change_to_any_file_a_component_reads_restarts_it(rendered, table, host, path, var):
-    """Every rendered file a flag names is owned by the component's unit in plan.OWNERS (a change restarts it)."""
-    from installer import plan as P
+    """Every rendered file a flag names is owned by the component's unit in plan_rules.OWNERS (a change restarts it)."""
+    from installer import plan_rules
 
     unit = table[:-4]
     named = [a.split("=", 1)[1] for a in args(rendered, host, path, var) if "=" in a]
     paths = [v for v in named if v.startswith("/") and v in rendered[host]]
     assert paths, "the component reads some rendered file"
-    assert [p for p in paths if unit not in P.owners(p, [unit])] == []
+    assert [p for p in paths if unit not in plan_rules.owners(p, [unit])] == []

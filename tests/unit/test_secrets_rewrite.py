@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from installer import plan as P
+from installer import plan_model
 from installer import secrets_rewrite as sr
 from installer.errors import Error
 from installer.render import PATHS, File
@@ -22,16 +23,16 @@ def with_enc(inv, desired):  # noqa: F811
 
 
 def rewrite_steps(plan):
-    return [(s.host, s.kind, p.name) for p in plan.phases for s in p.steps if s.kind == sr.STEP_KIND]
+    return [(s.host, s.kind, p.name) for p in plan.phases for s in p.steps if s.kind == plan_model.StepKind.REWRITE_SECRETS]
 
 
 def test_masters_getting_the_encryption_config_re_write_the_secrets_after_the_masters(inv, with_enc):  # noqa: F811
     states = converged(inv, with_enc)
     for n in ("h1", "h2", "h3"):
         f = states[n].facts
-        states[n] = P.HostState(replace(f, files={p: s for p, s in f.files.items() if p != ENC}))
+        states[n] = plan_model.HostState(replace(f, files={p: s for p, s in f.files.items() if p != ENC}))
     plan = P.build(inv, with_enc, states, control_ok(inv))
-    assert rewrite_steps(plan) == [(P.CONTROL, sr.STEP_KIND, "addons")]
+    assert rewrite_steps(plan) == [(plan_model.CONTROL, plan_model.StepKind.REWRITE_SECRETS, "addons")]
     names = [p.name for p in plan.phases]
     assert names.index("masters") < names.index("addons")  # after every apiserver restarted with it
 
@@ -39,9 +40,9 @@ def test_masters_getting_the_encryption_config_re_write_the_secrets_after_the_ma
 def test_converged_masters_re_write_nothing_unless_an_earlier_run_left_it_pending(inv, with_enc):  # noqa: F811
     states = converged(inv, with_enc)
     assert rewrite_steps(P.build(inv, with_enc, states, control_ok(inv))) == []
-    plan = P.build(inv, with_enc, states, control_ok(inv), pending={P.CONTROL: {sr.SECRETS_UNIT}})
-    assert rewrite_steps(plan) == [(P.CONTROL, sr.STEP_KIND, "addons")]
-    assert "earlier run" in next(s for p in plan.phases for s in p.steps if s.kind == sr.STEP_KIND).reason
+    plan = P.build(inv, with_enc, states, control_ok(inv), pending={plan_model.CONTROL: {sr.SECRETS_UNIT}})
+    assert rewrite_steps(plan) == [(plan_model.CONTROL, plan_model.StepKind.REWRITE_SECRETS, "addons")]
+    assert "earlier run" in next(s for p in plan.phases for s in p.steps if s.kind == plan_model.StepKind.REWRITE_SECRETS).reason
 
 
 class FakeApi:

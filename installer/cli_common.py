@@ -1,0 +1,70 @@
+"""What the installer's commands share: their common options, the default state directory, progress on
+stderr, and the SSH connectors and executor collaborators built from the options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from installer.hosts.known_hosts import DEFAULT_MODE as DEFAULT_HOST_KEYS
+from installer.hosts.known_hosts import MODES as HOST_KEY_MODES
+
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def default_state() -> Path:
+    """The state directory when --state is not given."""
+    import os
+
+    env = os.environ.get("K8S_OFFLINE_STATE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/k8s-offline")
+    return Path.home() / ".local" / "state" / "k8s-offline"
+
+
+STATE = typer.Option(None, "--state", help="State directory on this control host: PKI, passwords, journal "
+                     "(default $K8S_OFFLINE_STATE, /var/lib/k8s-offline as root, else ~/.local/state/k8s-offline).")
+
+PUB_HELP = ("The signer's public key: bundle.pub (Ed25519; checks the P-256 signature too when the bundle has "
+            "one) or bundle-p256.pub (P-256 only).")
+
+BUNDLE = typer.Option(..., "--bundle", "-b", help="The bundle file, its first (or any) part, or the parts' directory.")
+PUB = typer.Option(..., "--pub", help="The signer's public key (bundle.pub, or bundle-p256.pub).")
+INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file.")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh known_hosts file to use (default: "
+                           "<state>/known_hosts).")
+HOST_KEYS = typer.Option(DEFAULT_HOST_KEYS, "--host-keys", metavar="|".join(HOST_KEY_MODES),
+                         help="ssh host keys: accept-new learns the key of a host not yet in known_hosts on first "
+                         "contact (printing its fingerprint) and refuses changed keys; strict also refuses hosts "
+                         "not in known_hosts.")
+
+
+def out(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def connectors(state: Path, known_hosts: Optional[Path], host_keys: str):
+    """OpenSSH connectors checking host keys against --known-hosts or <state>/known_hosts."""
+    from installer import apply as apply_mod
+    from installer.state import StateDir
+
+    path = known_hosts or StateDir(state).known_hosts_path
+    return apply_mod.ssh_connectors(known_hosts=str(path), host_keys=host_keys, out=out)
+
+
+def options(state: Path, known_hosts: Optional[Path], host_keys: str, checks: bool = True):
+    """Executor collaborators for the commands: OpenSSH, a proxy-free session, progress on stderr."""
+    from installer import apply as apply_mod
+
+    return apply_mod.Options(
+        connector_for=connectors(state, known_hosts, host_keys),
+        session=apply_mod.default_session(),
+        out=out,
+        checks=checks,
+    )
