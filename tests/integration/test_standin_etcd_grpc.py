@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures import standins
 from tests.fixtures.standins import testing
 
 pytestmark = [
@@ -57,7 +58,7 @@ def run_client(servers, ca, cert, key, ops):
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory):
     """A real etcd with TLS + --client-cert-auth, users root and kube-apiserver-etcd-client (role root) and
-    auth enabled; yields (url, pki)."""
+    auth enabled; yields (url, pki, processes, directory)."""
     root = tmp_path_factory.mktemp("etcd-auth")
     procs = testing.Processes(root / "logs")
     pki = testing.Pki(root / "pki")
@@ -78,13 +79,13 @@ def etcd(tmp_path_factory):
             etcdctl("user", "add", user + ":not-used-by-certificates", "--interactive=false")
             etcdctl("user", "grant-role", user, "root")
         etcdctl("auth", "enable")
-        yield url, pki
+        yield url, pki, procs, root
     finally:
         procs.stop_all()
 
 
 def test_the_apiserver_client_certificate_can_read_and_write(etcd):
-    url, pki = etcd
+    url, pki = etcd[:2]
     cert, key = pki.issue("apiserver-etcd-client", "kube-apiserver-etcd-client")
     ops = [
         ["create", "/registry/t/ns/a", "one"],
@@ -124,7 +125,7 @@ def test_the_apiserver_client_certificate_can_read_and_write(etcd):
 
 
 def test_a_certificate_of_no_etcd_user_is_denied_not_served_an_empty_result(etcd):
-    url, pki = etcd
+    url, pki = etcd[:2]
     cert, key = pki.issue("flanneld-etcd-client", "flanneld")
     res = run_client([url], pki.ca, cert, key, [
         ["get", "/registry/t/ns/b"], ["list", "/registry/"], ["create", "/registry/t/x", "x"],
@@ -136,7 +137,7 @@ def test_a_certificate_of_no_etcd_user_is_denied_not_served_an_empty_result(etcd
 
 
 def test_an_unreachable_endpoint_fails_over_to_the_next_and_none_is_etcd_unavailable(etcd):
-    url, pki = etcd
+    url, pki = etcd[:2]
     cert, key = pki.issue("apiserver-etcd-client-2", "kube-apiserver-etcd-client")
     dead = "https://127.0.0.1:%d" % testing.free_port()
     res = run_client([dead, url], pki.ca, cert, key, [["create", "/registry/t/failover", "v"],
@@ -145,3 +146,42 @@ def test_an_unreachable_endpoint_fails_over_to_the_next_and_none_is_etcd_unavail
     res = run_client([dead], pki.ca, cert, key, [["get", "/registry/t/failover"]])
     assert res[0]["error"] == "EtcdUnavailable" and res[0]["message"].startswith(dead + ": "), res
     assert "UNAVAILABLE" in res[0]["message"], res
+
+
+@pytest.mark.parametrize("etcd_cn, healthy", [("kube-apiserver-etcd-client", True), ("flanneld", False)])
+def test_the_standin_apiserver_serves_with_its_etcd_user_and_reports_a_denial_as_an_error(etcd, etcd_cn, healthy):
+    url, pki, procs, root = etcd
+    bins = standins.write_all(root / ("bin-" + etcd_cn), names=("kube-apiserver",))
+    etcd_cert, etcd_key = pki.issue("apiserver-as-" + etcd_cn, etcd_cn)
+    cert, key = pki.issue("apiserver-" + etcd_cn, "kube-apiserver")
+    admin = pki.issue("admin-" + etcd_cn, "admin", orgs=("system:masters",))
+    port = testing.free_port()
+    proc = procs.start([
+        bins["kube-apiserver"], "--bind-address=127.0.0.1", "--secure-port=%d" % port, "--insecure-port=0",
+        "--advertise-address=127.0.0.1", "--etcd-servers=" + url, "--etcd-cafile=" + pki.ca,
+        "--etcd-certfile=" + etcd_cert, "--etcd-keyfile=" + etcd_key, "--tls-cert-file=" + cert,
+        "--tls-private-key-file=" + key, "--client-ca-file=" + pki.ca, "--anonymous-auth=false",
+        "--authorization-mode=RBAC", "--service-account-key-file=" + key,
+        "--service-cluster-ip-range=198.19.202.0/24",
+    ], "apiserver-" + etcd_cn)
+    server = "https://127.0.0.1:%d" % port
+
+    def get(path):
+        return requests.get(server + path, cert=admin, verify=pki.ca, timeout=5)
+
+    try:
+        testing.wait_until(lambda: get("/healthz?verbose").status_code in (200, 500), 20,
+                           what="apiserver answering (log: %s)" % proc.log_path)
+        if healthy:
+            testing.wait_until(lambda: get("/healthz").text == "ok", 20, what="apiserver healthy")
+            r = get("/api/v1/namespaces/default")
+            assert r.status_code == 200 and r.json()["metadata"]["name"] == "default", r.text
+            return
+        testing.wait_until(lambda: "permission denied" in procs.log(proc), 20, what="denial logged")
+        r = get("/healthz?verbose")
+        assert r.status_code == 500 and "[-]poststarthook/bootstrap-controller failed" in r.text, r.text
+        r = get("/api/v1/namespaces/default")
+        assert r.status_code == 500, r.text  # never a 404 from a read that etcd refused
+        assert r.json()["reason"] == "InternalError" and "etcdserver: permission denied" in r.json()["message"]
+    finally:
+        procs.stop(proc)
