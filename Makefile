@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv docker-registry etcd-server etcd-client skopeo rpm createrepo-c haproxy \
   keepalived systemd-container debootstrap containernetworking-plugins gnupg apache2-utils zstd openssl \
-  iproute2 curl procps psmisc tar openssh-client openssh-server util-linux python3 patchelf binutils libpython3.11
+  iproute2 curl procps psmisc tar openssh-client openssh-server util-linux python3 python3-grpcio patchelf \
+  binutils libpython3.11
 PYTEST_ARGS ?=
 DEMO_DIR ?= /var/tmp/k8s-offline-demo
 

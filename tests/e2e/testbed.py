@@ -26,10 +26,11 @@ SUITE = "bookworm"
 VERSION_TAG = "tb4"
 PACKAGES = tuple(sorted(set("""
     systemd systemd-sysv dbus iproute2 openssh-server sudo python3-minimal python3 dnf rpm curl
-    ca-certificates procps iptables kmod psmisc iputils-ping docker.io
+    ca-certificates procps iptables kmod psmisc iputils-ping docker.io python3-grpcio
     liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 libglib2.0-0 libmnl0 libnftnl11 libnl-3-200
     libnl-genl-3-200 libpci3 libsensors5 libsnmp40 libwrap0
 """.split())))  # last 2 lines: the libraries that this machine's haproxy/keepalived binaries need
+# python3-grpcio: the stand-in kube-apiserver talks gRPC to etcd (tests/fixtures/standins/_etcd.py).
 # docker.io (20.10, with containerd, runc, tini) is in the rootfs because hosts have no mirror: the fixture
 # docker-ce RPMs carry wrappers that exec these real binaries. Where Debian's docker pieces are put aside:
 DOCKER_ASIDE = "/usr/libexec/tb-docker"

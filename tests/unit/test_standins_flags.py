@@ -242,7 +242,7 @@ def test_scripts_are_self_contained_stdlib_python39():
     stdlib = sys.stdlib_module_names
     for name in standins.NAMES:
         src = standins.executable(name).decode()
-        assert src.startswith("#!/usr/bin/env python3\n")
+        assert src.startswith("#!/usr/bin/python3\n")  # Debian's, where python3-grpcio is installed
         tree = ast.parse(src, feature_version=(3, 9))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -253,7 +253,8 @@ def test_scripts_are_self_contained_stdlib_python39():
             else:
                 continue
             for mod in mods:
-                assert mod.split(".")[0] in stdlib, "%s imports %s" % (name, mod)
+                # grpc (exactly): the etcd v3 client's, see test_standins_modules
+                assert mod == "grpc" or mod.split(".")[0] in stdlib, "%s imports %s" % (name, mod)
         assert "_EMBEDDED_NAME = %r" % name in src
 
 

@@ -166,6 +166,42 @@ def test_each_module_imports_the_standard_library_modules_it_uses():
     assert missing == {}
 
 
+# The one import outside the standard library: etcd's v3 API is gRPC, and the stand-in kube-apiserver must
+# authenticate to etcd by its client certificate's CN over gRPC as the real one does (etcd's JSON gateway
+# ignores certificates). It is imported inside _etcd.py's EtcdV3 only, so that every other component and the
+# tests' _runtime work without the package.
+_NON_STDLIB_IMPORTS = {("_etcd.py", "grpc")}
+
+
+def _imports_anywhere(tree):
+    """(module name, at top level?) of every import statement of a module, in any scope."""
+    top = {id(node) for node in tree.body}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out.append(("." * node.level + (node.module or ""), id(node) in top))
+    return out
+
+
+def test_only_the_etcd_client_imports_something_outside_the_standard_library_and_only_lazily():
+    found = set()
+    for name, text in _sources().items():
+        for module, top_level in _imports_anywhere(ast.parse(text, name)):
+            if module.split(".")[0] in sys.stdlib_module_names:
+                continue
+            found.add((name, module))
+            assert not top_level, "%s imports %s at top level: _runtime and the other components need it" % (
+                name, module)
+    assert found == _NON_STDLIB_IMPORTS
+
+
+def test_a_non_stdlib_import_in_a_function_is_found():
+    tree = ast.parse("import os\n\n\ndef f():\n    import yaml\n    from grpc import aio\n")
+    assert _imports_anywhere(tree) == [("os", True), ("yaml", False), ("grpc", False)]
+
+
 def test_runtime_module_for_tests_holds_exactly_the_runtime_names():
     from tests.fixtures.standins import _runtime
 
