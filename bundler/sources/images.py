@@ -22,19 +22,8 @@ import urllib3
 
 from bundler.sources import ProgressLike, as_progress, credentials
 from bundler.spec import Image, ImageRef, Mirrors, RegistryMirror, parse_ref
+from contract import oci
 from installer.errors import Error
-
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
-INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
-ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 
 CHUNK = 1 << 20
 MANIFEST_LIMIT = 4 << 20
@@ -280,19 +269,19 @@ def media_type_of(body: bytes, header: str | None) -> tuple[str, dict]:
     except ValueError as e:
         raise Error(f"not a JSON manifest: {e}", context="reading an image manifest") from None
     mt = doc.get("mediaType") or (header or "").split(";")[0].strip()
-    if doc.get("schemaVersion") == 1 or mt.startswith("application/vnd.docker.distribution.manifest.v1"):
+    if doc.get("schemaVersion") == 1 or mt.startswith(oci.DOCKER_SCHEMA1_PREFIX):
         raise Error("the registry only offers a schema 1 manifest", context="reading an image manifest",
                     hint="schema 1 images cannot be kept with their digest; use a newer tag or registry")
-    if mt not in MANIFEST_TYPES + INDEX_TYPES:
-        mt = MT_OCI_INDEX if "manifests" in doc else MT_OCI_MANIFEST if "layers" in doc else mt
-    if mt not in MANIFEST_TYPES + INDEX_TYPES:
+    if mt not in oci.MANIFEST_TYPES:
+        mt = oci.OCI_INDEX if "manifests" in doc else oci.OCI_MANIFEST if "layers" in doc else mt
+    if mt not in oci.MANIFEST_TYPES:
         raise Error(f"unsupported manifest media type {mt!r}", context="reading an image manifest")
     return mt, doc
 
 
 def get_manifest(client: Registry, ep: Endpoint, reference: str, what: str) -> tuple[bytes, str, str, dict]:
     """(bytes, digest, media type, document) of a manifest by tag or digest, verified."""
-    resp = client.get(ep.repository, f"manifests/{reference}", what, {"Accept": ACCEPT}, stream=True)
+    resp = client.get(ep.repository, f"manifests/{reference}", what, {"Accept": oci.ACCEPT}, stream=True)
     with resp:
         if resp.status_code == 404:
             raise Error(f"image not found: {ep.upstream}:{reference}" if not _DIGEST_RE.match(reference)
@@ -352,7 +341,7 @@ def resolve(image: Image, mirrors: Mirrors, session) -> ImageArtifact:
     client = client_for(ep, session)
     body, digest, mt, doc = get_manifest(client, ep, ref.digest or ref.tag, what)
     platforms = tuple(image.platforms)
-    if mt in INDEX_TYPES:
+    if mt in oci.INDEX_TYPES:
         try:
             chosen = [choose(doc, p) for p in platforms]
         except Error as e:
@@ -361,7 +350,7 @@ def resolve(image: Image, mirrors: Mirrors, session) -> ImageArtifact:
         children = []
         for d in chosen:
             cbody, _cdigest, cmt, cdoc = get_manifest(client, ep, d["digest"], what)
-            if cmt in INDEX_TYPES:
+            if cmt in oci.INDEX_TYPES:
                 raise Error(f"{image.ref}: nested indexes are not supported", context=what)
             children.append(((d["digest"], len(cbody), cmt), cdoc))
         if len(platforms) == 1:
@@ -432,8 +421,8 @@ def _fetch_blob(client: Registry, ep: Endpoint, ref: str, digest: str, size: int
                 update: Callable[[int], None]) -> int:
     """Stream one blob (or a manifest, by digest) into the cache; retry when the body breaks off."""
     what = f"copying {digest} of {ref}"
-    kind = "manifests" if mt in MANIFEST_TYPES + INDEX_TYPES else "blobs"
-    headers = {"Accept": ACCEPT} if kind == "manifests" else {}
+    kind = "manifests" if mt in oci.MANIFEST_TYPES else "blobs"
+    headers = {"Accept": oci.ACCEPT} if kind == "manifests" else {}
     for attempt in range(RETRIES + 1):
         resp = client.get(ep.repository, f"{kind}/{digest}", what, headers, stream=True)
         with resp:
@@ -524,16 +513,16 @@ def convert_docker_save(tar_path: Path, ref: str, cache=None) -> Converted:
     # the config bytes are docker's own, so the image ID stays what `docker images` shows
     manifest = {
         "schemaVersion": 2,
-        "mediaType": MT_OCI_MANIFEST,
-        "config": {"mediaType": MT_OCI_CONFIG, "size": len(config), "digest": config_digest},
-        "layers": [{"mediaType": MT_OCI_LAYER, "size": size, "digest": digest} for digest, size in layers],
+        "mediaType": oci.OCI_MANIFEST,
+        "config": {"mediaType": oci.OCI_CONFIG, "size": len(config), "digest": config_digest},
+        "layers": [{"mediaType": oci.OCI_LAYER, "size": size, "digest": digest} for digest, size in layers],
     }
     body = json.dumps(manifest, indent=3).encode()
     with writer() as w:
         w.write(body)
     digest = "sha256:" + w.sha256
-    blobs = [(digest, len(body), MT_OCI_MANIFEST), (config_digest, len(config), MT_OCI_CONFIG)]
-    blobs += [(d, s, MT_OCI_LAYER) for d, s in layers]
+    blobs = [(digest, len(body), oci.OCI_MANIFEST), (config_digest, len(config), oci.OCI_CONFIG)]
+    blobs += [(d, s, oci.OCI_LAYER) for d, s in layers]
     return Converted(body, digest, tuple(_unique(blobs)))
 
 

@@ -15,15 +15,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from contract import oci
 from installer.errors import Error
-
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST_TYPES = (MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST, MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX)
-INDEX_TYPES = (MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX)
-ACCEPT_MANIFESTS = ", ".join(MANIFEST_TYPES)
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # larger blobs go up in PATCH chunks (bounded request bodies)
 CHUNK_SIZE = 32 * 1024 * 1024
@@ -456,7 +449,7 @@ class RegistryClient:
             f"/v2/{repo}/manifests/{reference}",
             scopes=[self.scope(repo)],
             ok=(200, 404),
-            headers={"Accept": ACCEPT_MANIFESTS},
+            headers={"Accept": oci.ACCEPT},
             doing=f"checking manifest {repo}:{reference}",
         )
         if resp.status_code == 404:
@@ -492,7 +485,7 @@ class RegistryClient:
             "GET",
             f"/v2/{repo}/manifests/{reference}",
             scopes=[self.scope(repo)],
-            headers={"Accept": ACCEPT_MANIFESTS},
+            headers={"Accept": oci.ACCEPT},
             doing=f"reading manifest {repo}:{reference}",
         )
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()

@@ -21,13 +21,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Ty
 
 import requests
 
-from installer.bundle import oci_index
+from contract import oci
+from contract.oci import ORIGINAL_REF_ANNOTATIONS
 from installer.errors import Error
-from installer.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, sha256_digest
+from installer.registry.client import RegistryClient, sha256_digest
 
-# index.json annotations (installer/bundle/oci_index.py): the reference as the spec wrote it comes first,
-# then full ones.
-ORIGINAL_REF_ANNOTATIONS = (oci_index.ORIGINAL_REF, "io.containerd.image.name", oci_index.REF_NAME)
 NAMINGS = ("last-component", "keep-path")
 DOCKER_HUB = "docker.io"
 
@@ -96,7 +94,7 @@ class Layout:
 
     def __init__(self, root: Union[str, Path]) -> None:
         self.root = Path(root)
-        index = self.root / "index.json"
+        index = self.root / oci.INDEX_FILE
         try:
             self.index = json.loads(index.read_text())
         except (OSError, ValueError) as e:
@@ -136,9 +134,9 @@ class Layout:
         """Every image listed in index.json, with its manifests and blobs, targeted at project/naming."""
         result = []
         entries = self.index.get("manifests", [])
-        true_digests = {e.get("digest") for e in entries if oci_index.compat_for(e) is None}
+        true_digests = {e.get("digest") for e in entries if oci.compat_for(e) is None}
         for entry in entries:
-            stands_for = oci_index.compat_for(entry)
+            stands_for = oci.compat_for(entry)
             if stands_for is not None:  # skopeo 1.9's second entry of a Docker image: no image of its own
                 if stands_for not in true_digests:
                     raise Error(
@@ -152,7 +150,7 @@ class Layout:
             ref = Reference.parse(original)
             manifests: List[Tuple[str, str]] = []
             blobs: Dict[str, int] = {}
-            self._walk(entry["digest"], oci_index.listed_media_type(entry), manifests, blobs)
+            self._walk(entry["digest"], oci.listed_media_type(entry), manifests, blobs)
             result.append(
                 Image(
                     original,
@@ -172,13 +170,13 @@ class Layout:
     ) -> None:
         doc = json.loads(self.read_manifest(digest))
         media_type = doc.get("mediaType") or media_type  # the document's own type is authoritative
-        if media_type not in MANIFEST_TYPES:
+        if media_type not in oci.MANIFEST_TYPES:
             raise Error(
                 f"manifest {digest} has the unsupported media type {media_type!r}",
                 context="reading the bundle's images",
-                hint=f"the layout must hold one of: {', '.join(MANIFEST_TYPES)}",
+                hint=f"the layout must hold one of: {', '.join(oci.MANIFEST_TYPES)}",
             )
-        if media_type in INDEX_TYPES:
+        if media_type in oci.INDEX_TYPES:
             for child in doc.get("manifests", []):
                 self._walk(child["digest"], child.get("mediaType", ""), manifests, blobs)
         else:
