@@ -21,8 +21,9 @@ import requests
 import urllib3
 
 from bundler.sources import ProgressLike, as_progress, credentials
-from bundler.spec import Image, ImageRef, Mirrors, RegistryMirror, parse_ref
+from bundler.spec import Image, Mirrors, RegistryMirror
 from contract import oci
+from contract.reference import Reference, parse_ref
 from installer.errors import Error
 
 CHUNK = 1 << 20
@@ -93,7 +94,7 @@ class Endpoint:
         return lines
 
 
-def endpoint(ref: ImageRef, mirrors: Mirrors) -> Endpoint:
+def endpoint(ref: Reference, mirrors: Mirrors) -> Endpoint:
     """Apply the registry mirrors to a parsed reference."""
     target, rule = mirrors.registry_for(ref.name)
     host, _, repository = target.partition("/")

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bundler.sources.images import Blob, ImageArtifact, _hex, parse_platform
-from bundler.spec import parse_ref
 from contract import oci
 from contract.oci import COMPAT_FOR, ORIGINAL_REF, REF_NAME
+from contract.reference import parse_ref
 from installer.errors import Error
 
 

@@ -23,51 +23,22 @@ import requests
 
 from contract import oci
 from contract.oci import ORIGINAL_REF_ANNOTATIONS
+from contract.reference import InvalidReference, Reference
 from installer.errors import Error
 from installer.registry.client import RegistryClient, sha256_digest
 
 NAMINGS = ("last-component", "keep-path")
-DOCKER_HUB = "docker.io"
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (bytes done, bytes to do) over blobs pushed or mounted
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A parsed image reference: registry host, repository path, tag and/or digest."""
-
-    domain: str
-    path: str
-    tag: Optional[str]
-    digest: Optional[str]
-
-    @classmethod
-    def parse(cls, text: str) -> "Reference":
-        """Parse like docker does: a first component with '.' or ':' (or localhost) is the registry."""
-        name, _, digest = text.partition("@")
-        tag = None
-        colon = name.rfind(":")
-        if colon > name.rfind("/"):
-            name, tag = name[:colon], name[colon + 1 :]
-        first, _, rest = name.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
-            domain, path = first, rest
-        else:
-            domain, path = DOCKER_HUB, name
-        if domain == DOCKER_HUB and "/" not in path:
-            path = "library/" + path
-        if not path or not all(path.split("/")) or (tag is None and not digest and text.endswith(":")):
-            raise ValueError(f"not an image reference: {text!r}")
-        return cls(domain, path, tag or (None if digest else "latest"), digest or None)
-
-
 def target_repository(ref: Reference, project: str, naming: str) -> str:
     """The repository an image gets in the site registry (see the module docstring)."""
     if naming == "last-component":
-        return f"{project}/{ref.path.split('/')[-1]}"
+        return f"{project}/{ref.repository.split('/')[-1]}"
     if naming == "keep-path":
-        return f"{project}/{ref.domain.replace(':', '-')}/{ref.path}"
+        return f"{project}/{ref.registry.replace(':', '-')}/{ref.repository}"
     raise Error(f"unknown image naming rule {naming!r}", hint=f"use one of: {', '.join(NAMINGS)}")
 
 
@@ -147,7 +118,14 @@ class Layout:
                     )
                 continue
             original = original_ref(entry)
-            ref = Reference.parse(original)
+            try:
+                ref = Reference.parse(original)
+            except InvalidReference as e:
+                raise Error(
+                    f"image {entry.get('digest')} in index.json: {e.message}",
+                    context="reading the bundle's images",
+                    hint="unpack and verify the bundle again; rebuild it if it persists",
+                ) from None
             manifests: List[Tuple[str, str]] = []
             blobs: Dict[str, int] = {}
             self._walk(entry["digest"], oci.listed_media_type(entry), manifests, blobs)
