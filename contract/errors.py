@@ -58,6 +58,10 @@ class ValidationError(Error):
     exit_code = EXIT_INVALID
 
 
+class DigestMismatch(Error):
+    """Bytes that do not hash (or measure) to what was expected: a callers' branch on this, never on the text."""
+
+
 class LocatedProblem:
     """One problem at a YAML path, e.g. `images[3].ref: not a valid image reference`."""
 

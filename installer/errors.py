@@ -4,6 +4,7 @@ from contract.errors import (  # noqa: F401
     EXIT_FAILURE,
     EXIT_INTERNAL,
     EXIT_INVALID,
+    DigestMismatch,
     Error,
     LocatedProblem,
     ValidationError,
