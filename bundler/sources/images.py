@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -17,23 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import requests
-import urllib3
-
 from bundler.sources import ProgressLike, as_progress, credentials
 from bundler.spec import Image, Mirrors, RegistryMirror
 from contract import oci
+from contract.errors import DigestMismatch
 from contract.reference import Reference, parse_ref
+from contract.registry import RegistryClient, UnexpectedStatus, sha256_digest
+from contract.registry_transport import Explain
 from installer.errors import Error
 
 CHUNK = 1 << 20
-MANIFEST_LIMIT = 4 << 20
-RETRIES = 4
+RETRIES = 4  # further attempts on resets, timeouts, 5xx and 429 (the contract client backs off)
 TIMEOUT = (10, 60)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-# what a flaky network looks like: worth another attempt (raw streams raise urllib3's own errors)
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-              urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 Blob = tuple  # (digest, size, media_type)
 
@@ -109,123 +104,69 @@ def endpoint(ref: Reference, mirrors: Mirrors) -> Endpoint:
 # ---------------------------------------------------------------- registry v2 client
 
 
-def _challenge(header: str) -> tuple[str, dict]:
-    """'Bearer realm="x",service="y"' -> ('bearer', {'realm': 'x', 'service': 'y'})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
-    return scheme.lower(), params
+class PullExplain(Explain):
+    """The contract client's failures worded for pulls: the mirror rule and where its password came from."""
+
+    def __init__(self, client: "Registry") -> None:
+        super().__init__(client.host)
+        self.client = client
+
+    def tls(self, exc: BaseException, url: str, doing: str) -> Error:
+        return credentials.tls_error(exc, url, self.client.rule, doing)
+
+    def unreachable(self, url: str, doing: str, last: str, attempts: int) -> Error:
+        return Error(f"cannot reach {url}: gave up after {attempts} attempts (last: {last})", context=doing,
+                     hint="the registry keeps failing: retry later or point a mirror (mirrors.registries) at a copy")
+
+    def not_a_registry(self, resp, doing: str) -> Error:
+        return Error(f"{self.client.base}/v2/ answers HTTP {resp.status_code}: not a registry v2 API",
+                     context=doing, hint="check the registry mirror's host and port")
+
+    def credentials_needed(self, doing: str) -> Error:
+        return Error(f"{self.client.host} asks for a username and password", context=doing,
+                     hint=credentials.refused_hint(self.client.rule))
+
+    def unsupported(self, scheme: str, doing: str) -> Error:
+        return Error(f"{self.client.host} asks for unsupported authentication {scheme!r}", context=doing)
+
+    def no_realm(self, doing: str) -> Error:
+        return self.unsupported("bearer", doing)
+
+    def token_doing(self, realm: str, doing: str) -> str:
+        return doing
+
+    def token_refused(self, realm: str, status: int, username: str | None, doing: str) -> Error:
+        return Error(f"the token service {realm} refused "
+                     + (f"the credentials of {username}" if username else "an anonymous token")
+                     + f" (HTTP {status})", context=doing, hint=credentials.refused_hint(self.client.rule))
+
+    def token_failed(self, resp, realm: str, doing: str) -> Error:
+        return self.no_token(realm, resp.status_code, doing)
+
+    def no_token(self, realm: str, status: int, doing: str) -> Error:
+        return Error(f"the token service {realm} answered HTTP {status} without a token", context=doing)
 
 
-class Registry:
-    """One registry host: ping, bearer tokens (cached per scope) or basic auth, retries on 5xx/resets."""
+class Registry(RegistryClient):
+    """One registry host to pull from: the contract client with retries on 5xx/resets, pull-only tokens (or
+    basic auth) with the mirror rule's credentials, read when first needed."""
 
     def __init__(self, session, scheme: str, host: str, rule: RegistryMirror | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.session, self.scheme, self.host, self.rule, self.sleep = session, scheme, host, rule, sleep
-        self._lock = threading.Lock()
-        self._challenge: tuple[str, dict] | None = None
-        self._pinged = False
-        self._tokens: dict[str, str] = {}
+        self.scheme, self.host, self.rule = scheme, host, rule
+        super().__init__(f"{scheme}://{host}", session, credentials=self._rule_credentials, verify=None,
+                         timeout=TIMEOUT, retries=RETRIES, sleep=sleep, allow_redirects=True, check_login=False,
+                         actions="pull")
+        self.explain = PullExplain(self)
 
     @property
     def base(self) -> str:
-        return f"{self.scheme}://{self.host}"
+        return self.base_url
 
-    def _credentials(self) -> tuple[str, str] | None:
+    def _rule_credentials(self) -> tuple[str, str] | None:
         if self.rule is None or not self.rule.username:
             return None
         return self.rule.username, credentials.password(self.rule, self.host)
-
-    def _send(self, method: str, url: str, headers: dict, stream: bool, what: str) -> requests.Response:
-        """One request with retries on resets, timeouts, 5xx and 429."""
-        last = ""
-        for attempt in range(RETRIES + 1):
-            if attempt:
-                self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-            try:
-                resp = self.session.request(method, url, headers=headers, stream=stream, timeout=TIMEOUT)
-            except requests.exceptions.SSLError as e:  # a TLS problem is not a flaky network: no retries
-                raise credentials.tls_error(e, url, self.rule, what) from None
-            except _TRANSIENT as e:
-                last = str(e) or type(e).__name__
-                continue
-            except requests.RequestException as e:
-                raise Error(f"cannot reach {url}: {e}", context=what) from None
-            if resp.status_code >= 500 or resp.status_code == 429:
-                last = f"HTTP {resp.status_code}"
-                resp.close()
-                continue
-            return resp
-        raise Error(f"cannot reach {url}: gave up after {RETRIES + 1} attempts (last: {last})", context=what,
-                    hint="the registry keeps failing: retry later or point a mirror (mirrors.registries) at a copy")
-
-    def ping(self, what: str) -> None:
-        """GET /v2/ once: learn whether and how this registry wants authentication."""
-        with self._lock:
-            if self._pinged:
-                return
-            resp = self._send("GET", f"{self.base}/v2/", {}, False, what)
-            resp.close()
-            if resp.status_code == 401:
-                self._challenge = _challenge(resp.headers.get("WWW-Authenticate", ""))
-            elif resp.status_code not in (200, 404):  # some mirrors do not answer /v2/ itself
-                raise Error(f"{self.base}/v2/ answers HTTP {resp.status_code}: not a registry v2 API",
-                            context=what, hint="check the registry mirror's host and port")
-            self._pinged = True
-
-    def _auth(self, scope: str, what: str, renew: bool = False) -> dict:
-        """The Authorization header for a scope (a cached token unless renew)."""
-        if self._challenge is None:
-            return {}
-        scheme, params = self._challenge
-        creds = self._credentials()
-        if scheme == "basic":
-            if creds is None:
-                raise Error(f"{self.host} asks for a username and password", context=what,
-                            hint=credentials.refused_hint(self.rule))
-            return {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()}
-        if scheme != "bearer" or "realm" not in params:
-            raise Error(f"{self.host} asks for unsupported authentication {scheme!r}", context=what)
-        with self._lock:
-            token = None if renew else self._tokens.get(scope)
-            if token is None:
-                token = self._token(params, scope, creds, what)
-                self._tokens[scope] = token
-        return {"Authorization": f"Bearer {token}"}
-
-    def _token(self, params: dict, scope: str, creds, what: str) -> str:
-        query = {"scope": scope}
-        if params.get("service"):
-            query["service"] = params["service"]
-        try:
-            resp = self.session.get(params["realm"], params=query, auth=creds, timeout=TIMEOUT)
-        except requests.RequestException as e:
-            raise Error(f"cannot get a token from {params['realm']}: {e}", context=what) from None
-        if resp.status_code in (401, 403):
-            raise Error(f"the token service {params['realm']} refused "
-                        + (f"the credentials of {creds[0]}" if creds else "an anonymous token")
-                        + f" (HTTP {resp.status_code})", context=what, hint=credentials.refused_hint(self.rule))
-        try:
-            body = resp.json()
-            return body.get("token") or body["access_token"]
-        except (ValueError, KeyError):
-            raise Error(f"the token service {params['realm']} answered HTTP {resp.status_code} without a token",
-                        context=what) from None
-
-    def get(self, repository: str, path: str, what: str, headers: dict | None = None,
-            stream: bool = False) -> requests.Response:
-        """GET /v2/<repository>/<path> with authentication; the caller checks the status."""
-        self.ping(what)
-        scope = f"repository:{repository}:pull"
-        url = f"{self.base}/v2/{repository}/{path}"
-        headers = dict(headers or {})
-        resp = self._send("GET", url, {**headers, **self._auth(scope, what)}, stream, what)
-        if resp.status_code == 401:  # an expired token, or the registry challenges only here
-            resp.close()
-            if self._challenge is None:
-                self._challenge = _challenge(resp.headers.get("WWW-Authenticate", ""))
-            resp = self._send("GET", url, {**headers, **self._auth(scope, what, renew=True)}, stream, what)
-        return resp
 
 
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -246,10 +187,6 @@ def client_for(ep: Endpoint, session) -> Registry:
 
 
 # ---------------------------------------------------------------- manifests
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def verify_manifest(body: bytes, reference: str, header_digest: str | None, what: str, ep: Endpoint) -> str:
@@ -282,25 +219,21 @@ def media_type_of(body: bytes, header: str | None) -> tuple[str, dict]:
 
 def get_manifest(client: Registry, ep: Endpoint, reference: str, what: str) -> tuple[bytes, str, str, dict]:
     """(bytes, digest, media type, document) of a manifest by tag or digest, verified."""
-    resp = client.get(ep.repository, f"manifests/{reference}", what, {"Accept": oci.ACCEPT}, stream=True)
-    with resp:
-        if resp.status_code == 404:
+    try:
+        body, content_type, header_digest = client.pull_manifest(ep.repository, reference, what, name=ep.upstream)
+    except UnexpectedStatus as e:
+        if e.status == 404:
             raise Error(f"image not found: {ep.upstream}:{reference}" if not _DIGEST_RE.match(reference)
                         else f"image not found: {ep.upstream}@{reference}",
                         context=what, details=ep.describe(),
                         hint="check the reference in the spec; with a mirror rule, check that the mirror holds "
-                             "the image under the rewritten name")
-        if resp.status_code in (401, 403):
-            raise Error(f"access to {ep.name} denied (HTTP {resp.status_code})", context=what,
-                        details=ep.describe(), hint=credentials.refused_hint(ep.rule))
-        if resp.status_code != 200:
-            raise Error(f"HTTP {resp.status_code} for the manifest of {ep.upstream}:{reference}", context=what,
-                        details=ep.describe())
-        body = resp.raw.read(MANIFEST_LIMIT + 1, decode_content=True)
-    if len(body) > MANIFEST_LIMIT:
-        raise Error(f"the manifest of {ep.upstream}:{reference} is larger than {MANIFEST_LIMIT} bytes", context=what)
-    digest = verify_manifest(body, reference, resp.headers.get("Docker-Content-Digest"), what, ep)
-    mt, doc = media_type_of(body, resp.headers.get("Content-Type"))
+                             "the image under the rewritten name") from None
+        if e.status in (401, 403):
+            raise Error(f"access to {ep.name} denied (HTTP {e.status})", context=what,
+                        details=ep.describe(), hint=credentials.refused_hint(ep.rule)) from None
+        raise Error(e.message, context=what, details=ep.describe()) from None
+    digest = verify_manifest(body, reference, header_digest, what, ep)
+    mt, doc = media_type_of(body, content_type)
     return body, digest, mt, doc
 
 
@@ -420,40 +353,24 @@ def fetch(artifact: ImageArtifact, mirrors: Mirrors, cache, session, progress: P
 
 def _fetch_blob(client: Registry, ep: Endpoint, ref: str, digest: str, size: int, mt: str, cache,
                 update: Callable[[int], None]) -> int:
-    """Stream one blob (or a manifest, by digest) into the cache; retry when the body breaks off."""
+    """Stream one blob (or a manifest, by digest) into the cache; the client retries when the body breaks off."""
     what = f"copying {digest} of {ref}"
-    kind = "manifests" if mt in oci.MANIFEST_TYPES else "blobs"
-    headers = {"Accept": oci.ACCEPT} if kind == "manifests" else {}
-    for attempt in range(RETRIES + 1):
-        resp = client.get(ep.repository, f"{kind}/{digest}", what, headers, stream=True)
-        with resp:
-            if resp.status_code == 404:
-                raise Error(f"{kind[:-1]} {digest} of {ref} not found", context=what, details=ep.describe(),
-                            hint="the registry lost the blob, or the mirror holds another image under that name")
-            if resp.status_code != 200:
-                raise Error(f"HTTP {resp.status_code} for {kind[:-1]} {digest} of {ref}", context=what,
-                            details=ep.describe())
-            try:
-                with cache.writer(expected_sha256=_hex(digest), expected_size=size) as w:
-                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                        w.write(chunk)
-                        update(len(chunk))
-                        if w.size > size:  # stop early: it cannot match any more
-                            break
-                return w.size
-            except _TRANSIENT as e:
-                if attempt == RETRIES:
-                    raise Error(f"copying {digest} of {ref} kept breaking off: {e}", context=what,
-                                details=ep.describe()) from None
-                client.sleep(0.5 * 2 ** attempt)
-            except Error as e:
-                if e.context is not None:
-                    raise
-                raise Error(f"blob {digest} of {ref} does not match its digest: refused", context=what,
-                            details=e.details + ep.describe(),
-                            hint="the registry or something between us and it altered the blob; nothing was kept") \
-                    from None
-    raise AssertionError("unreachable")
+    manifest = mt in oci.MANIFEST_TYPES
+    kind = "manifest" if manifest else "blob"
+    try:
+        return client.pull_blob(ep.repository, digest, size,
+                                lambda: cache.writer(expected_sha256=_hex(digest), expected_size=size), what,
+                                update, manifest=manifest, name=f" of {ref}", details=ep.describe())
+    except UnexpectedStatus as e:
+        if e.status == 404:
+            raise Error(f"{kind} {digest} of {ref} not found", context=what, details=ep.describe(),
+                        hint="the registry lost the blob, or the mirror holds another image under that name") \
+                from None
+        raise
+    except DigestMismatch as e:
+        raise Error(f"blob {digest} of {ref} does not match its digest: refused", context=what,
+                    details=e.details + ep.describe(),
+                    hint="the registry or something between us and it altered the blob; nothing was kept") from None
 
 
 # ---------------------------------------------------------------- images from a local docker daemon

@@ -22,6 +22,7 @@ from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror, parse_ref
 from contract import oci as mediatypes
 from contract.oci import COMPAT_FOR, ORIGINAL_REF, REF_NAME
+from contract.registry_transport import Challenge, parse_challenge
 from installer.errors import Error
 
 # ---------------------------------------------------------------- pure parts
@@ -57,11 +58,12 @@ def test_endpoint_applies_mirrors(ref, rules, want):
 
 
 def test_challenge_parsing():
-    scheme, params = images._challenge(
+    """The pull side parses challenges with the contract's one parser."""
+    c = parse_challenge(
         'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull"')
-    assert scheme == "bearer" and params["realm"] == "https://auth.docker.io/token"
-    assert params["service"] == "registry.docker.io"
-    assert images._challenge('Basic realm="Registry Realm"') == ("basic", {"realm": "Registry Realm"})
+    assert c.scheme == "bearer" and c.params["realm"] == "https://auth.docker.io/token"
+    assert c.params["service"] == "registry.docker.io"
+    assert parse_challenge('Basic realm="Registry Realm"') == Challenge("basic", {"realm": "Registry Realm"})
 
 
 INDEX = {"schemaVersion": 2, "mediaType": mediatypes.DOCKER_LIST, "manifests": [
