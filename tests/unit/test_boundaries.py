@@ -37,7 +37,7 @@ def test_contract_imports_neither_installer_nor_bundler():
 
 def test_contract_has_no_cli_and_no_host_access():
     """The shared package is a library: no argument parsing, no processes, no SSH (the two programs do that)."""
-    banned = {"typer", "click", "argparse", "subprocess", "paramiko", "installer", "bundler"}
+    banned = {"typer", "click", "argparse", "subprocess", "paramiko", "socket"}
     assert offenders("contract", banned) == []
 
 
