@@ -291,7 +291,7 @@ def images_missing(inv: Inventory, layout_dir: Path, naming: str, session: reque
 def ensure_project(inv: Inventory, session: requests.Session, *, password: Optional[str] = None,
                    verify: Union[bool, str, None] = None) -> str:
     """Create the Harbor project when the registry is Harbor; a plain registry needs none."""
-    from installer.registry.harbor import HarborAPI
+    from installer.registry.harbor import HarborAPI, NoHarborAPI
 
     r = inv.registry
     password, verify = _credentials(inv, password, verify)
@@ -299,9 +299,7 @@ def ensure_project(inv: Inventory, session: requests.Session, *, password: Optio
                     verify=verify)
     try:
         api.api()
-    except Error as e:
-        if "no Harbor API" in e.message:
-            return "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"
-        raise
+    except NoHarborAPI:
+        return "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"
     res = api.ensure_project(r.project, r.public)
     return f"project {r.project} " + ("created" if res.created else "exists")
