@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import requests
 
 from installer.errors import Error
+from installer.hosts.connector import DEFAULT_PARALLEL
 from installer.inventory import Inventory
 from installer.pki import Pki
 
@@ -160,7 +161,7 @@ def leader(inv: Inventory, pki: Pki, session: requests.Session, component: str) 
 
 
 def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=None,
-            max_parallel: int = 10) -> Report:
+            max_parallel: int = DEFAULT_PARALLEL) -> Report:
     """Every check; none raises, each failure is a result. With connector_for (SSH to the hosts) also the pod
     network and the nodes' image pulls (installer/podnet.py)."""
     rep = Report()
