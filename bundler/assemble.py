@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 from bundler import sbom, suppliers
 from bundler.cache import Cache
 from bundler.lock import Lock
-from bundler.spec import Spec, parse_ref
+from bundler.spec import Spec
+from contract.reference import parse_ref
 from installer.bundle import Entry, layout
 from installer.digest import sha256_and_size
 

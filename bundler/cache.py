@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, Set, Tuple, Union
 
+from contract.errors import DigestMismatch
 from installer.errors import Error
 
 CHUNK = 1024 * 1024
@@ -136,11 +137,11 @@ def check(actual_sha: str, actual_size: int, expected_sha: Optional[str], expect
           what: str) -> None:
     """Raise an Error naming expected and actual when size or hash differ from what was expected."""
     if expected_size is not None and actual_size != expected_size:
-        raise Error(f"{what}: size mismatch: expected {expected_size} bytes, got {actual_size}",
+        raise DigestMismatch(f"{what}: size mismatch: expected {expected_size} bytes, got {actual_size}",
                     details=[f"expected sha256: {expected_sha or '(not pinned)'}",
                              f"actual sha256: {actual_sha}"])
     if expected_sha is not None and actual_sha != expected_sha:
-        raise Error(f"{what}: sha256 mismatch",
+        raise DigestMismatch(f"{what}: sha256 mismatch",
                     details=[f"expected: {expected_sha}", f"actual:   {actual_sha}"])
 
 

@@ -16,6 +16,7 @@ from bundler.cache import Cache, hex_of
 from bundler.lock import UNCHECKED, Lock, LockedBinary, LockedImage, LockedRepo, LockedRpm
 from bundler.sources import Progress, ProgressLike, as_progress, http
 from bundler.spec import Binary, Image, Spec
+from contract.errors import DigestMismatch
 from installer.errors import Error
 
 RELOCK = "the spec changed since the lock was made: review the change and re-lock with `bundler lock`"
@@ -146,7 +147,7 @@ def _key_fetcher(spec: Spec, cache: Cache, net: Net, sink: Progress):
             stats = _download([http.item(url, spec.mirrors, sha256, size, name=url.rsplit("/", 1)[-1])],
                               cache, net, sink, "signing keys")
         except Error as e:
-            if sha256 is None or "mismatch" not in e.message:
+            if sha256 is None or not isinstance(e, DigestMismatch):
                 raise
             raise Error(f"the signing key at {url} changed since the lock was made", context=e.context,
                         details=e.details,

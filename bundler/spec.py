@@ -9,19 +9,13 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from contract.reference import Reference, parse_ref
 from installer.documents import Frozen, Loc, load_document, read_yaml, validate_data
 from installer.errors import ValidationError
 
 HINT = "see the project's bundle-spec.yaml for a complete, valid spec"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-# docker reference grammar, simplified: [registry[:port]/]path[:tag][@sha256:hex]
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?"
-REF_RE = re.compile(
-    rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9]+(?:/[a-z0-9]+)?$")
 
 
@@ -50,46 +44,6 @@ def _url(v: str) -> str:
     if not re.match(r"^(https?|file)://[^\s]+$", v):
         raise ValueError(f"not an http(s) URL: {v!r}")
     return v
-
-
-class ImageRef:
-    """A parsed image reference with docker's defaults (docker.io, library/, latest)."""
-
-    def __init__(self, text: str) -> None:
-        m = REF_RE.match(text)
-        if not m:
-            raise ValueError(f"not a valid image reference: {text!r}")
-        domain = m.group("domain")
-        path = m.group("path")
-        # the first component is a registry only if it looks like a host (has '.' or ':' or is localhost)
-        if domain and not ("." in domain or ":" in domain or domain == "localhost"):
-            if not re.match(rf"^{_COMPONENT}$", domain):
-                raise ValueError(f"not a valid image reference: {text!r} (repository names are lower-case)")
-            path = f"{domain}/{path}"
-            domain = None
-        self.registry = domain or "docker.io"
-        if self.registry == "docker.io" and "/" not in path:
-            path = f"library/{path}"
-        self.repository = path
-        self.tag = m.group("tag") or (None if m.group("digest") else "latest")
-        self.digest = m.group("digest")
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    def __str__(self) -> str:
-        out = self.name
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
-
-
-def parse_ref(text: str) -> ImageRef:
-    """Parse an image reference or raise ValueError."""
-    return ImageRef(text)
 
 
 class When(Frozen):
@@ -198,7 +152,7 @@ class Image(Frozen):
         return v
 
     @property
-    def parsed(self) -> ImageRef:
+    def parsed(self) -> Reference:
         return parse_ref(self.ref)
 
 

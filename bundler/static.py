@@ -49,7 +49,7 @@ def build_python() -> Path:
 def _source_files(root: Path) -> list[str]:
     """Relative paths of every file the executable is built from, in byte order (as `LC_ALL=C sort`)."""
     found = []
-    for top in ("installer", "static"):
+    for top in ("contract", "installer", "static"):
         for dirpath, dirnames, filenames in os.walk(root / top):
             dirnames[:] = [d for d in dirnames if d != "__pycache__"]
             for f in filenames:
@@ -61,7 +61,7 @@ def _source_files(root: Path) -> list[str]:
 
 
 def sources_digest(root: PathLike = ROOT, python: Optional[PathLike] = None) -> str:
-    """The cache key: sha256 over installer/, static/ (incl. the pinned requirements), pyproject.toml and the
+    """The cache key: sha256 over contract/, installer/, static/ (incl. the pinned requirements), pyproject.toml and the
     build Python's version, computed exactly as `static/build.sh --sources-digest` does."""
     root = Path(root)
     lines = "".join(f"{sha256_file(root / rel)}  {rel}\n" for rel in _source_files(root))

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import requests
 
 from installer.errors import Error
+from installer.hosts.connector import DEFAULT_PARALLEL
 from installer.inventory import Inventory
 from installer.pki import Pki
 
@@ -160,7 +161,7 @@ def leader(inv: Inventory, pki: Pki, session: requests.Session, component: str) 
 
 
 def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=None,
-            max_parallel: int = 10) -> Report:
+            max_parallel: int = DEFAULT_PARALLEL) -> Report:
     """Every check; none raises, each failure is a result. With connector_for (SSH to the hosts) also the pod
     network and the nodes' image pulls (installer/podnet.py)."""
     rep = Report()
@@ -291,7 +292,7 @@ def images_missing(inv: Inventory, layout_dir: Path, naming: str, session: reque
 def ensure_project(inv: Inventory, session: requests.Session, *, password: Optional[str] = None,
                    verify: Union[bool, str, None] = None) -> str:
     """Create the Harbor project when the registry is Harbor; a plain registry needs none."""
-    from installer.registry.harbor import HarborAPI
+    from installer.registry.harbor import HarborAPI, NoHarborAPI
 
     r = inv.registry
     password, verify = _credentials(inv, password, verify)
@@ -299,9 +300,7 @@ def ensure_project(inv: Inventory, session: requests.Session, *, password: Optio
                     verify=verify)
     try:
         api.api()
-    except Error as e:
-        if "no Harbor API" in e.message:
-            return "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"
-        raise
+    except NoHarborAPI:
+        return "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"
     res = api.ensure_project(r.project, r.public)
     return f"project {r.project} " + ("created" if res.created else "exists")

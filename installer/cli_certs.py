@@ -10,7 +10,7 @@ import typer
 from installer import cli_cluster
 from installer import cli_common as common
 from installer import inventory as inventory_mod
-from installer.cli_common import BUNDLE, HOST_KEYS, INVENTORY, JSON, KNOWN_HOSTS, PUB, STATE
+from installer.cli_common import BUNDLE, HOST_KEYS, INVENTORY, JOBS, JSON, KNOWN_HOSTS, PUB, STATE
 from installer.cliutil import emit, guarded
 
 app = typer.Typer(help="The site PKI.", no_args_is_help=True)
@@ -53,8 +53,10 @@ def certs_renew(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """Reissue certificates that expire within cluster.renew_within_days (or mismatch), then roll them out."""
     # the PKI step of every converge reissues what is due; the rolling restarts roll it out
-    cli_cluster.converge(bundle, inventory, pub, state, known_hosts, host_keys, as_json, command="certs renew")
+    cli_cluster.converge(bundle, inventory, pub, state, known_hosts, host_keys, jobs, as_json,
+                         command="certs renew")

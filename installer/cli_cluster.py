@@ -10,7 +10,7 @@ import typer
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer import runlock
-from installer.cli_common import BUNDLE, HOST_KEYS, INVENTORY, JSON, KNOWN_HOSTS, PUB, STATE
+from installer.cli_common import BUNDLE, HOST_KEYS, INVENTORY, JOBS, JSON, KNOWN_HOSTS, PUB, STATE
 from installer.cliutil import emit, guarded
 
 
@@ -21,6 +21,7 @@ def plan(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 when there is nothing to "
                                            "do, 2 when apply would change something, 1 on any error."),
     as_json: bool = JSON,
@@ -32,7 +33,7 @@ def plan(
 
     def body() -> None:
         root = state or common.default_state()
-        p = apply_mod.plan_command(inventory, bundle, pub, root, common.options(root, known_hosts, host_keys))
+        p = apply_mod.plan_command(inventory, bundle, pub, root, common.options(root, known_hosts, host_keys, jobs))
         emit(p.to_dict(), as_json, lambda d: p.text())
         if p.images is not None and not p.images.ok:  # zero egress: exit 1 naming every offending reference
             raise p.images.error()
@@ -61,26 +62,27 @@ def apply(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """Verify the bundle, then bring every host to the desired state phase by phase, and check the cluster."""
-    converge(bundle, inventory, pub, state, known_hosts, host_keys, as_json, command="apply")
+    converge(bundle, inventory, pub, state, known_hosts, host_keys, jobs, as_json, command="apply")
 
 
 def converge(bundle: Path, inventory: Path, pub: Path, state: Optional[Path], known_hosts: Optional[Path],
-           host_keys: str, as_json: bool, focus: Optional[List[str]] = None, *, command: str) -> None:
+             host_keys: str, jobs: int, as_json: bool, focus: Optional[List[str]] = None, *, command: str) -> None:
     """apply, add-node and certs renew: one converge, optionally focused on some hosts."""
     def body() -> None:
         root = state or common.default_state()
         inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
         with runlock.hold(root, command):  # one run per state directory: refuses at once, naming the holder
-            _converge(bundle, inventory, pub, root, known_hosts, host_keys, as_json, focus)
+            _converge(bundle, inventory, pub, root, known_hosts, host_keys, jobs, as_json, focus)
 
     guarded(body, as_json=as_json)
 
 
 def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts: Optional[Path], host_keys: str,
-              as_json: bool, focus: Optional[List[str]]) -> None:
+              jobs: int, as_json: bool, focus: Optional[List[str]]) -> None:
     from installer import apply as apply_mod
     from installer.errors import Error
 
@@ -90,7 +92,8 @@ def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts:
         if unknown:
             raise Error(f"not in the inventory: {', '.join(unknown)}", context="adding nodes",
                         hint="add the host to the inventory first, then run add-node with its name")
-    d = apply_mod.apply_command(inventory, bundle, pub, root, common.options(root, known_hosts, host_keys), focus=focus)
+    d = apply_mod.apply_command(inventory, bundle, pub, root, common.options(root, known_hosts, host_keys, jobs),
+                                focus=focus)
     emit(d, as_json, _apply_text)
 
 
@@ -102,10 +105,12 @@ def add_node(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """Join new hosts: only they change, plus the shared files of the others (/etc/hosts); masters stay."""
-    converge(bundle, inventory, pub, state, known_hosts, host_keys, as_json, focus=node, command="add-node")
+    converge(bundle, inventory, pub, state, known_hosts, host_keys, jobs, as_json, focus=node,
+             command="add-node")
 
 
 def remove_node(
@@ -146,6 +151,7 @@ def check(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """etcd, /healthz via the VIP, componentstatuses, leaders, nodes Ready, pod network, pulls (exit 1 if not)."""
@@ -163,7 +169,7 @@ def check(
             raise Error(f"no site PKI in {p.dir}", context="checking the cluster",
                         hint="pass the --state directory that apply used")
         conns = common.connectors(root, known_hosts, host_keys)
-        rep = checks_mod.run_all(inv, p, apply_mod.default_session(), conns)
+        rep = checks_mod.run_all(inv, p, apply_mod.default_session(), conns, jobs)
         rep.results += egress_results(inv, root, apply_mod.default_session())
         emit(rep.as_dict(), as_json, lambda d: rep.text())
         if not rep.ok:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from installer.hosts.connector import DEFAULT_PARALLEL
 from installer.hosts.known_hosts import DEFAULT_MODE as DEFAULT_HOST_KEYS
 from installer.hosts.known_hosts import MODES as HOST_KEY_MODES
 
@@ -42,6 +43,11 @@ HOST_KEYS = typer.Option(DEFAULT_HOST_KEYS, "--host-keys", metavar="|".join(HOST
                          "contact (printing its fingerprint) and refuses changed keys; strict also refuses hosts "
                          "not in known_hosts.")
 
+JOBS = typer.Option(DEFAULT_PARALLEL, "--jobs", "-j", min=1, metavar="N",
+                    help="How many hosts are handled at once (SSH sessions, each waiting on its host). An SSH "
+                    "session is I/O bound, so the default is 4 per CPU of this control host, at least 4 and at "
+                    "most 32.")
+
 
 def out(line: str) -> None:
     import sys
@@ -58,13 +64,15 @@ def connectors(state: Path, known_hosts: Optional[Path], host_keys: str):
     return apply_mod.ssh_connectors(known_hosts=str(path), host_keys=host_keys, out=out)
 
 
-def options(state: Path, known_hosts: Optional[Path], host_keys: str, checks: bool = True):
-    """Executor collaborators for the commands: OpenSSH, a proxy-free session, progress on stderr."""
+def options(state: Path, known_hosts: Optional[Path], host_keys: str, jobs: int, checks: bool = True):
+    """Executor collaborators for the commands: OpenSSH, a proxy-free session, progress on stderr, `jobs` hosts
+    at once."""
     from installer import apply as apply_mod
 
     return apply_mod.Options(
         connector_for=connectors(state, known_hosts, host_keys),
         session=apply_mod.default_session(),
         out=out,
+        max_parallel=jobs,
         checks=checks,
     )

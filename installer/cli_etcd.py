@@ -10,7 +10,7 @@ import typer
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer import runlock
-from installer.cli_common import HOST_KEYS, INVENTORY, JSON, KNOWN_HOSTS, STATE
+from installer.cli_common import HOST_KEYS, INVENTORY, JOBS, JSON, KNOWN_HOSTS, STATE
 from installer.cliutil import emit, guarded
 
 app = typer.Typer(help="The cluster's etcd.", no_args_is_help=True)
@@ -48,6 +48,7 @@ def etcd_restore(
     state: Optional[Path] = STATE,
     known_hosts: Optional[Path] = KNOWN_HOSTS,
     host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
     as_json: bool = JSON,
 ) -> None:
     """Disaster recovery: stop the apiservers and etcd, restore the snapshot on every member (old data moved
@@ -65,7 +66,7 @@ def etcd_restore(
             for line in er.plan_lines(inv, snapshot, members):
                 common.out(line)
             d = er.restore(inv, p, snapshot, members, apply_mod.default_session(),
-                           common.connectors(root, known_hosts, host_keys), common.out)
+                           common.connectors(root, known_hosts, host_keys), common.out, max_parallel=jobs)
         emit(d, as_json, lambda d: f"etcd restored from {d['snapshot']}; run `installer check`")
 
     guarded(body, as_json=as_json)

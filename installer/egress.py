@@ -224,7 +224,7 @@ def bundle_images(layout_dir: Path, endpoint: str, project: str, naming: str) ->
 
 
 def _parse(ref: str):
-    from installer.registry.seed import Reference
+    from contract.reference import Reference
 
     try:
         return Reference.parse(ref)
@@ -239,7 +239,7 @@ def _same_registry(domain: str, endpoint: str) -> bool:
 
 def _match(r, endpoint: str, bundle: Sequence[BundleImage]) -> Optional[BundleImage]:
     """The bundle image a parsed site-registry reference names (by digest when it has one, else by tag)."""
-    repo = f"{endpoint}/{r.path}"
+    repo = f"{endpoint}/{r.repository}"
     for b in bundle:
         if b.repo == repo and (b.digest == r.digest if r.digest else b.tag == r.tag):
             return b
@@ -273,8 +273,8 @@ def judge(refs: Sequence[ImageRef], endpoint: str, bundle: Sequence[BundleImage]
         if parsed is None:
             problems.append(Problem(r.where, r.ref, "not an image reference"))
             continue
-        if not _same_registry(parsed.domain, endpoint):
-            problems.append(Problem(r.where, r.ref, f"registry {parsed.domain} is not the site registry {endpoint} "
+        if not _same_registry(parsed.registry, endpoint):
+            problems.append(Problem(r.where, r.ref, f"registry {parsed.registry} is not the site registry {endpoint} "
                                     "(a pull would leave the site)"))
             continue
         b = _match(parsed, endpoint, bundle)
@@ -284,7 +284,7 @@ def judge(refs: Sequence[ImageRef], endpoint: str, bundle: Sequence[BundleImage]
             continue
         if registry is None:
             continue
-        key = (parsed.path, parsed.digest or parsed.tag or "")
+        key = (parsed.repository, parsed.digest or parsed.tag or "")
         if key not in asked:
             try:
                 asked[key] = (_served_digest(registry, *key), "")

@@ -29,7 +29,7 @@ from installer import checks as checks_mod
 from installer import render as render_mod
 from installer.errors import Error
 from installer.etcd_backup import OnMember, sidecar_of
-from installer.hosts.connector import Connector, failures, run_on
+from installer.hosts.connector import DEFAULT_PARALLEL, Connector, failures, run_on
 from installer.inventory import Host, Inventory
 from installer.pki import Pki
 
@@ -94,8 +94,9 @@ def verify_snapshot(snapshot: Path) -> str:
 
 
 def _all(hosts: List[Host], conns: Dict[str, Connector], fn: Callable[[Host, Connector], None],
-         what: str) -> None:
-    results = run_on([h.name for h in hosts], lambda n: fn(next(h for h in hosts if h.name == n), conns[n]), 10)
+         what: str, max_parallel: int) -> None:
+    results = run_on([h.name for h in hosts], lambda n: fn(next(h for h in hosts if h.name == n), conns[n]),
+                     max_parallel)
     bad = failures(results)
     if bad:
         raise Error(f"{what} failed on {', '.join(sorted(bad))}", context=DOING,
@@ -128,7 +129,9 @@ def _wait(probe: Callable[[], tuple], what: str, timeout: float, sleep, clock) -
 def restore(inv: Inventory, pki: Pki, snapshot: Path, members: List[MemberPlan], session: requests.Session,
             connector_for: Callable[[Inventory, Host], Connector], out: Callable[[str], None], *,
             on: OnMember = OnMember(), sleep=time.sleep, clock=time.monotonic,
-            now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> dict:
+            now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+            max_parallel: int = DEFAULT_PARALLEL) -> dict:
+    """Stop, restore on every member, start again; each step on at most max_parallel hosts at once."""
     digest = verify_snapshot(snapshot)
     stamp = now().strftime("%Y%m%dT%H%M%SZ")
     token = f"{inv.cluster.name}-etcd-restore-{stamp}"
@@ -136,10 +139,14 @@ def restore(inv: Inventory, pki: Pki, snapshot: Path, members: List[MemberPlan],
     hosts = {h.name: h for h in list(inv.masters) + [m.host for m in members] + list(inv.nodes)}
     conns = {n: connector_for(inv, h) for n, h in hosts.items()}
     masters, etcd_hosts = list(inv.masters), [m.host for m in members]
+
+    def each(on_hosts: List[Host], fn: Callable[[Host, Connector], None], what: str) -> None:
+        _all(on_hosts, conns, fn, what, max_parallel)
+
     try:
-        _all(masters, conns, lambda h, c: _run(c, h, "systemctl stop kube-apiserver"), "stopping kube-apiserver")
+        each(masters, lambda h, c: _run(c, h, "systemctl stop kube-apiserver"), "stopping kube-apiserver")
         out("kube-apiserver stopped on " + ", ".join(h.name for h in masters))
-        _all(etcd_hosts, conns, lambda h, c: _run(c, h, "systemctl stop etcd"), "stopping etcd")
+        each(etcd_hosts, lambda h, c: _run(c, h, "systemctl stop etcd"), "stopping etcd")
         out("etcd stopped on " + ", ".join(h.name for h in etcd_hosts))
         by_name = {m.host.name: m for m in members}
 
@@ -156,20 +163,20 @@ def restore(inv: Inventory, pki: Pki, snapshot: Path, members: List[MemberPlan],
                         "--initial-advertise-peer-urls", m.peer_url, "--data-dir", m.data_dir], timeout=600)
             _run(c, h, ["rm", "-f", "--", REMOTE_COPY])
 
-        _all(etcd_hosts, conns, one, "restoring the snapshot")
+        each(etcd_hosts, one, "restoring the snapshot")
         out(f"snapshot restored on {', '.join(h.name for h in etcd_hosts)} (cluster token {token}); data "
             f"from before kept as <data dir>.before-restore-{stamp}")
-        _all(etcd_hosts, conns, lambda h, c: _run(c, h, "systemctl --no-block start etcd"), "starting etcd")
+        each(etcd_hosts, lambda h, c: _run(c, h, "systemctl --no-block start etcd"), "starting etcd")
         detail = _wait(lambda: checks_mod.all_ok(checks_mod.etcd_health(inv, pki, session)), "etcd health",
                        HEALTH_TIMEOUT, sleep, clock)
         out(f"etcd healthy: {detail}")
         checks_mod.put_flannel_config(inv, pki, session, render_mod.flannel_network_config(inv))
         flannel_hosts = [h for h in hosts.values() if h.has("master") or h.has("node")]
-        _all(flannel_hosts, conns, lambda h, c: _run(c, h, "systemctl restart flanneld", timeout=180),
+        each(flannel_hosts, lambda h, c: _run(c, h, "systemctl restart flanneld", timeout=180),
              "restarting flanneld")
         out("flannel network config written again; flanneld restarted on "
             + ", ".join(h.name for h in flannel_hosts))
-        _all(masters, conns, lambda h, c: _run(c, h, "systemctl start kube-apiserver", timeout=180),
+        each(masters, lambda h, c: _run(c, h, "systemctl start kube-apiserver", timeout=180),
              "starting kube-apiserver")
         detail = _wait(lambda: checks_mod.apiserver_healthz(inv, pki, session, inv.cluster.vip, inv.cluster.lb_port),
                        "/healthz through the VIP", HEALTH_TIMEOUT, sleep, clock)

@@ -12,7 +12,7 @@ import requests
 
 from installer import harbor_install
 from installer.errors import Error
-from installer.hosts.connector import Connector
+from installer.hosts.connector import DEFAULT_PARALLEL, Connector
 from installer.inventory import Host, Inventory
 
 Out = Callable[[str], None]
@@ -25,7 +25,7 @@ class Options:
     connector_for: Callable[[Inventory, Host], Connector]
     session: requests.Session
     out: Out = lambda line: None
-    max_parallel: int = 10
+    max_parallel: int = DEFAULT_PARALLEL  # hosts handled at once (--jobs)
     gate_timeout: float = 120.0
     harbor_timeout: float = 600.0  # Harbor's containers take minutes after install.sh on a real host
     sleep: Callable[[float], None] = time.sleep

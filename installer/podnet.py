@@ -19,7 +19,7 @@ import uuid
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from installer.checks import Result
-from installer.hosts.connector import Connector, run_on
+from installer.hosts.connector import DEFAULT_PARALLEL, Connector, run_on
 from installer.inventory import Host, Inventory
 from installer.podnet_probe import PROBE_SCRIPT, REACH_SCRIPT
 from installer.render import CNI_BIN_DIR, CNI_CONF_DIR, parse_env_file
@@ -69,7 +69,7 @@ def _reach(conn: Connector, targets: Sequence[Tuple[str, str]], netns: Optional[
     return got
 
 
-def pod_network(inv: Inventory, connector_for: ConnectorFor, max_parallel: int = 10) -> List[Result]:
+def pod_network(inv: Inventory, connector_for: ConnectorFor, max_parallel: int = DEFAULT_PARALLEL) -> List[Result]:
     """Probes on every node, reachability from every host and probe, flanneld state; probes removed after."""
     results: List[Result] = []
     nodes = list(inv.nodes)
@@ -173,7 +173,7 @@ def pause_image(conn: Connector) -> Optional[str]:
     return None
 
 
-def image_pulls(inv: Inventory, connector_for: ConnectorFor, max_parallel: int = 10) -> List[Result]:
+def image_pulls(inv: Inventory, connector_for: ConnectorFor, max_parallel: int = DEFAULT_PARALLEL) -> List[Result]:
     """Every node's docker pulls the pause image it runs pods with, from the site registry."""
     def pull(h: Host) -> Result:
         conn = connector_for(inv, h)

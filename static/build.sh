@@ -29,7 +29,7 @@ die() {
 sources_digest() {
   (
     cd "$root"
-    { find installer static -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print; echo pyproject.toml; } \
+    { find contract installer static -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print; echo pyproject.toml; } \
       | LC_ALL=C sort | while IFS= read -r f; do sha256sum -- "$f"; done
     echo "python $("$python" -c 'import sys; print(sys.version.split()[0])')"
   ) | sha256sum | cut -d' ' -f1
@@ -93,13 +93,13 @@ trap 'rm -rf "$stage"' EXIT INT TERM
 
 # A private copy of the sources, so the generated _build_info.py never touches the work tree.
 mkdir -p "$stage/src"
-(cd "$root" && tar -cf - --exclude=__pycache__ --exclude='*.pyc' installer) | tar -xf - -C "$stage/src"
+(cd "$root" && tar -cf - --exclude=__pycache__ --exclude='*.pyc' contract installer) | tar -xf - -C "$stage/src"
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/installer/__init__.py")
 [ -n "$version" ] || die "no __version__ in installer/__init__.py"
 commit=${K8S_OFFLINE_COMMIT:-$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)}
 dirty=False
 if [ -z "${K8S_OFFLINE_COMMIT:-}" ] && [ "$commit" != unknown ] \
-    && [ -n "$(git -C "$root" status --porcelain -- installer pyproject.toml static 2>/dev/null)" ]; then
+    && [ -n "$(git -C "$root" status --porcelain -- contract installer pyproject.toml static 2>/dev/null)" ]; then
   dirty=True
 fi
 digest=$(sources_digest)
@@ -121,6 +121,7 @@ SOURCE_DATE_EPOCH=315532800 PYTHONHASHSEED=0 "$py" -m PyInstaller --noconfirm --
   --name "$name" --distpath "$stage/dist" --workpath "$stage/work" --specpath "$stage" \
   --paths "$stage/src" \
   --collect-submodules installer \
+  --collect-submodules contract \
   --add-data "$stage/src/installer/templates:installer/templates" \
   --collect-submodules rich._unicode_data \
   --runtime-hook "$here/rthook_env.py" \

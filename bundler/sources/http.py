@@ -19,6 +19,7 @@ import urllib3
 from bundler.cache import CHUNK, Cache, hex_of
 from bundler.sources import Progress, ProgressLike, as_progress
 from bundler.spec import SHA256_RE, Binary, Mirrors, UrlMirror
+from contract.errors import DigestMismatch
 from installer.errors import Error
 
 Timeout = Union[float, Tuple[float, float]]
@@ -363,7 +364,7 @@ class _Download:
             details.append(f"expected size: {it.size} bytes, actual: {size}")
         if it.fetch_url != it.url:
             details.append(f"fetched from {it.fetch_url}")
-        return Error(f"sha256 mismatch for {it.url}", context=f"verifying {it.label}", details=details,
+        return DigestMismatch(f"sha256 mismatch for {it.url}", context=f"verifying {it.label}", details=details,
                      hint=RELOCK_HINT)
 
     def _gave_up(self, attempts: int, last: str) -> Error:

@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 import tarfile
 import tempfile
-import threading
-import time
-import weakref
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import requests
-import urllib3
-
 from bundler.sources import ProgressLike, as_progress, credentials
-from bundler.spec import Image, ImageRef, Mirrors, RegistryMirror, parse_ref
+from bundler.sources.pull import Endpoint, Registry, client_for, endpoint
+from bundler.spec import Image, Mirrors
+from contract import oci
+from contract.errors import DigestMismatch
+from contract.reference import parse_ref
+from contract.registry import UnexpectedStatus, sha256_digest
 from installer.errors import Error
 
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
-INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
-ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
-
 CHUNK = 1 << 20
-MANIFEST_LIMIT = 4 << 20
-RETRIES = 4
-TIMEOUT = (10, 60)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-# what a flaky network looks like: worth another attempt (raw streams raise urllib3's own errors)
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-              urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 Blob = tuple  # (digest, size, media_type)
 
@@ -76,190 +56,7 @@ class ImageArtifact:
                    source=data.get("source", "registry"))
 
 
-# ---------------------------------------------------------------- where to pull from
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """The repository actually asked after mirrors: scheme://host/v2/<repository>/..."""
-
-    upstream: str  # registry/repository as named in the spec (docker.io/coredns/coredns)
-    host: str
-    repository: str
-    scheme: str
-    rule: RegistryMirror | None
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}/{self.repository}"
-
-    def describe(self) -> list[str]:
-        """Error details: the registry asked and the mirror rule that chose it."""
-        lines = [f"registry asked: {self.scheme}://{self.host} (repository {self.repository})"]
-        if self.rule is None:
-            lines.append("no mirror rule applied (pulled from the upstream registry itself)")
-        else:
-            lines.append(f"mirror rule: {self.rule.from_} -> {self.rule.to}" + (" (insecure)" if self.rule.insecure
-                                                                                  else ""))
-        return lines
-
-
-def endpoint(ref: ImageRef, mirrors: Mirrors) -> Endpoint:
-    """Apply the registry mirrors to a parsed reference."""
-    target, rule = mirrors.registry_for(ref.name)
-    host, _, repository = target.partition("/")
-    if not repository:
-        raise Error(f"mirror rule {rule.from_} -> {rule.to} leaves no repository for {ref}",
-                    context="applying registry mirrors", hint="a mirror's `to` is host[:port][/path]")
-    if host == "docker.io":  # Docker Hub's API lives on another name than its references
-        host = "registry-1.docker.io"
-    return Endpoint(ref.name, host, repository, "http" if rule is not None and rule.insecure else "https", rule)
-
-
-# ---------------------------------------------------------------- registry v2 client
-
-
-def _challenge(header: str) -> tuple[str, dict]:
-    """'Bearer realm="x",service="y"' -> ('bearer', {'realm': 'x', 'service': 'y'})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
-    return scheme.lower(), params
-
-
-class Registry:
-    """One registry host: ping, bearer tokens (cached per scope) or basic auth, retries on 5xx/resets."""
-
-    def __init__(self, session, scheme: str, host: str, rule: RegistryMirror | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.session, self.scheme, self.host, self.rule, self.sleep = session, scheme, host, rule, sleep
-        self._lock = threading.Lock()
-        self._challenge: tuple[str, dict] | None = None
-        self._pinged = False
-        self._tokens: dict[str, str] = {}
-
-    @property
-    def base(self) -> str:
-        return f"{self.scheme}://{self.host}"
-
-    def _credentials(self) -> tuple[str, str] | None:
-        if self.rule is None or not self.rule.username:
-            return None
-        return self.rule.username, credentials.password(self.rule, self.host)
-
-    def _send(self, method: str, url: str, headers: dict, stream: bool, what: str) -> requests.Response:
-        """One request with retries on resets, timeouts, 5xx and 429."""
-        last = ""
-        for attempt in range(RETRIES + 1):
-            if attempt:
-                self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-            try:
-                resp = self.session.request(method, url, headers=headers, stream=stream, timeout=TIMEOUT)
-            except requests.exceptions.SSLError as e:  # a TLS problem is not a flaky network: no retries
-                raise credentials.tls_error(e, url, self.rule, what) from None
-            except _TRANSIENT as e:
-                last = str(e) or type(e).__name__
-                continue
-            except requests.RequestException as e:
-                raise Error(f"cannot reach {url}: {e}", context=what) from None
-            if resp.status_code >= 500 or resp.status_code == 429:
-                last = f"HTTP {resp.status_code}"
-                resp.close()
-                continue
-            return resp
-        raise Error(f"cannot reach {url}: gave up after {RETRIES + 1} attempts (last: {last})", context=what,
-                    hint="the registry keeps failing: retry later or point a mirror (mirrors.registries) at a copy")
-
-    def ping(self, what: str) -> None:
-        """GET /v2/ once: learn whether and how this registry wants authentication."""
-        with self._lock:
-            if self._pinged:
-                return
-            resp = self._send("GET", f"{self.base}/v2/", {}, False, what)
-            resp.close()
-            if resp.status_code == 401:
-                self._challenge = _challenge(resp.headers.get("WWW-Authenticate", ""))
-            elif resp.status_code not in (200, 404):  # some mirrors do not answer /v2/ itself
-                raise Error(f"{self.base}/v2/ answers HTTP {resp.status_code}: not a registry v2 API",
-                            context=what, hint="check the registry mirror's host and port")
-            self._pinged = True
-
-    def _auth(self, scope: str, what: str, renew: bool = False) -> dict:
-        """The Authorization header for a scope (a cached token unless renew)."""
-        if self._challenge is None:
-            return {}
-        scheme, params = self._challenge
-        creds = self._credentials()
-        if scheme == "basic":
-            if creds is None:
-                raise Error(f"{self.host} asks for a username and password", context=what,
-                            hint=credentials.refused_hint(self.rule))
-            return {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()}
-        if scheme != "bearer" or "realm" not in params:
-            raise Error(f"{self.host} asks for unsupported authentication {scheme!r}", context=what)
-        with self._lock:
-            token = None if renew else self._tokens.get(scope)
-            if token is None:
-                token = self._token(params, scope, creds, what)
-                self._tokens[scope] = token
-        return {"Authorization": f"Bearer {token}"}
-
-    def _token(self, params: dict, scope: str, creds, what: str) -> str:
-        query = {"scope": scope}
-        if params.get("service"):
-            query["service"] = params["service"]
-        try:
-            resp = self.session.get(params["realm"], params=query, auth=creds, timeout=TIMEOUT)
-        except requests.RequestException as e:
-            raise Error(f"cannot get a token from {params['realm']}: {e}", context=what) from None
-        if resp.status_code in (401, 403):
-            raise Error(f"the token service {params['realm']} refused "
-                        + (f"the credentials of {creds[0]}" if creds else "an anonymous token")
-                        + f" (HTTP {resp.status_code})", context=what, hint=credentials.refused_hint(self.rule))
-        try:
-            body = resp.json()
-            return body.get("token") or body["access_token"]
-        except (ValueError, KeyError):
-            raise Error(f"the token service {params['realm']} answered HTTP {resp.status_code} without a token",
-                        context=what) from None
-
-    def get(self, repository: str, path: str, what: str, headers: dict | None = None,
-            stream: bool = False) -> requests.Response:
-        """GET /v2/<repository>/<path> with authentication; the caller checks the status."""
-        self.ping(what)
-        scope = f"repository:{repository}:pull"
-        url = f"{self.base}/v2/{repository}/{path}"
-        headers = dict(headers or {})
-        resp = self._send("GET", url, {**headers, **self._auth(scope, what)}, stream, what)
-        if resp.status_code == 401:  # an expired token, or the registry challenges only here
-            resp.close()
-            if self._challenge is None:
-                self._challenge = _challenge(resp.headers.get("WWW-Authenticate", ""))
-            resp = self._send("GET", url, {**headers, **self._auth(scope, what, renew=True)}, stream, what)
-        return resp
-
-
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_clients_lock = threading.Lock()
-
-
-def client_for(ep: Endpoint, session) -> Registry:
-    """One Registry per (session, host): tokens are reused across resolve and fetch."""
-    with _clients_lock:
-        try:
-            per_session = _clients.setdefault(session, {})
-        except TypeError:  # a session that cannot be weakly referenced: no reuse
-            return Registry(session, ep.scheme, ep.host, ep.rule)
-        key = (ep.scheme, ep.host, ep.rule)
-        if key not in per_session:
-            per_session[key] = Registry(session, ep.scheme, ep.host, ep.rule)
-        return per_session[key]
-
-
 # ---------------------------------------------------------------- manifests
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def verify_manifest(body: bytes, reference: str, header_digest: str | None, what: str, ep: Endpoint) -> str:
@@ -280,37 +77,33 @@ def media_type_of(body: bytes, header: str | None) -> tuple[str, dict]:
     except ValueError as e:
         raise Error(f"not a JSON manifest: {e}", context="reading an image manifest") from None
     mt = doc.get("mediaType") or (header or "").split(";")[0].strip()
-    if doc.get("schemaVersion") == 1 or mt.startswith("application/vnd.docker.distribution.manifest.v1"):
+    if doc.get("schemaVersion") == 1 or mt.startswith(oci.DOCKER_SCHEMA1_PREFIX):
         raise Error("the registry only offers a schema 1 manifest", context="reading an image manifest",
                     hint="schema 1 images cannot be kept with their digest; use a newer tag or registry")
-    if mt not in MANIFEST_TYPES + INDEX_TYPES:
-        mt = MT_OCI_INDEX if "manifests" in doc else MT_OCI_MANIFEST if "layers" in doc else mt
-    if mt not in MANIFEST_TYPES + INDEX_TYPES:
+    if mt not in oci.MANIFEST_TYPES:
+        mt = oci.OCI_INDEX if "manifests" in doc else oci.OCI_MANIFEST if "layers" in doc else mt
+    if mt not in oci.MANIFEST_TYPES:
         raise Error(f"unsupported manifest media type {mt!r}", context="reading an image manifest")
     return mt, doc
 
 
 def get_manifest(client: Registry, ep: Endpoint, reference: str, what: str) -> tuple[bytes, str, str, dict]:
     """(bytes, digest, media type, document) of a manifest by tag or digest, verified."""
-    resp = client.get(ep.repository, f"manifests/{reference}", what, {"Accept": ACCEPT}, stream=True)
-    with resp:
-        if resp.status_code == 404:
+    try:
+        body, content_type, header_digest = client.pull_manifest(ep.repository, reference, what, name=ep.upstream)
+    except UnexpectedStatus as e:
+        if e.status == 404:
             raise Error(f"image not found: {ep.upstream}:{reference}" if not _DIGEST_RE.match(reference)
                         else f"image not found: {ep.upstream}@{reference}",
                         context=what, details=ep.describe(),
                         hint="check the reference in the spec; with a mirror rule, check that the mirror holds "
-                             "the image under the rewritten name")
-        if resp.status_code in (401, 403):
-            raise Error(f"access to {ep.name} denied (HTTP {resp.status_code})", context=what,
-                        details=ep.describe(), hint=credentials.refused_hint(ep.rule))
-        if resp.status_code != 200:
-            raise Error(f"HTTP {resp.status_code} for the manifest of {ep.upstream}:{reference}", context=what,
-                        details=ep.describe())
-        body = resp.raw.read(MANIFEST_LIMIT + 1, decode_content=True)
-    if len(body) > MANIFEST_LIMIT:
-        raise Error(f"the manifest of {ep.upstream}:{reference} is larger than {MANIFEST_LIMIT} bytes", context=what)
-    digest = verify_manifest(body, reference, resp.headers.get("Docker-Content-Digest"), what, ep)
-    mt, doc = media_type_of(body, resp.headers.get("Content-Type"))
+                             "the image under the rewritten name") from None
+        if e.status in (401, 403):
+            raise Error(f"access to {ep.name} denied (HTTP {e.status})", context=what,
+                        details=ep.describe(), hint=credentials.refused_hint(ep.rule)) from None
+        raise Error(e.message, context=what, details=ep.describe()) from None
+    digest = verify_manifest(body, reference, header_digest, what, ep)
+    mt, doc = media_type_of(body, content_type)
     return body, digest, mt, doc
 
 
@@ -352,7 +145,7 @@ def resolve(image: Image, mirrors: Mirrors, session) -> ImageArtifact:
     client = client_for(ep, session)
     body, digest, mt, doc = get_manifest(client, ep, ref.digest or ref.tag, what)
     platforms = tuple(image.platforms)
-    if mt in INDEX_TYPES:
+    if mt in oci.INDEX_TYPES:
         try:
             chosen = [choose(doc, p) for p in platforms]
         except Error as e:
@@ -361,7 +154,7 @@ def resolve(image: Image, mirrors: Mirrors, session) -> ImageArtifact:
         children = []
         for d in chosen:
             cbody, _cdigest, cmt, cdoc = get_manifest(client, ep, d["digest"], what)
-            if cmt in INDEX_TYPES:
+            if cmt in oci.INDEX_TYPES:
                 raise Error(f"{image.ref}: nested indexes are not supported", context=what)
             children.append(((d["digest"], len(cbody), cmt), cdoc))
         if len(platforms) == 1:
@@ -430,40 +223,24 @@ def fetch(artifact: ImageArtifact, mirrors: Mirrors, cache, session, progress: P
 
 def _fetch_blob(client: Registry, ep: Endpoint, ref: str, digest: str, size: int, mt: str, cache,
                 update: Callable[[int], None]) -> int:
-    """Stream one blob (or a manifest, by digest) into the cache; retry when the body breaks off."""
+    """Stream one blob (or a manifest, by digest) into the cache; the client retries when the body breaks off."""
     what = f"copying {digest} of {ref}"
-    kind = "manifests" if mt in MANIFEST_TYPES + INDEX_TYPES else "blobs"
-    headers = {"Accept": ACCEPT} if kind == "manifests" else {}
-    for attempt in range(RETRIES + 1):
-        resp = client.get(ep.repository, f"{kind}/{digest}", what, headers, stream=True)
-        with resp:
-            if resp.status_code == 404:
-                raise Error(f"{kind[:-1]} {digest} of {ref} not found", context=what, details=ep.describe(),
-                            hint="the registry lost the blob, or the mirror holds another image under that name")
-            if resp.status_code != 200:
-                raise Error(f"HTTP {resp.status_code} for {kind[:-1]} {digest} of {ref}", context=what,
-                            details=ep.describe())
-            try:
-                with cache.writer(expected_sha256=_hex(digest), expected_size=size) as w:
-                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                        w.write(chunk)
-                        update(len(chunk))
-                        if w.size > size:  # stop early: it cannot match any more
-                            break
-                return w.size
-            except _TRANSIENT as e:
-                if attempt == RETRIES:
-                    raise Error(f"copying {digest} of {ref} kept breaking off: {e}", context=what,
-                                details=ep.describe()) from None
-                client.sleep(0.5 * 2 ** attempt)
-            except Error as e:
-                if e.context is not None:
-                    raise
-                raise Error(f"blob {digest} of {ref} does not match its digest: refused", context=what,
-                            details=e.details + ep.describe(),
-                            hint="the registry or something between us and it altered the blob; nothing was kept") \
-                    from None
-    raise AssertionError("unreachable")
+    manifest = mt in oci.MANIFEST_TYPES
+    kind = "manifest" if manifest else "blob"
+    try:
+        return client.pull_blob(ep.repository, digest, size,
+                                lambda: cache.writer(expected_sha256=_hex(digest), expected_size=size), what,
+                                update, manifest=manifest, name=f" of {ref}", details=ep.describe())
+    except UnexpectedStatus as e:
+        if e.status == 404:
+            raise Error(f"{kind} {digest} of {ref} not found", context=what, details=ep.describe(),
+                        hint="the registry lost the blob, or the mirror holds another image under that name") \
+                from None
+        raise
+    except DigestMismatch as e:
+        raise Error(f"blob {digest} of {ref} does not match its digest: refused", context=what,
+                    details=e.details + ep.describe(),
+                    hint="the registry or something between us and it altered the blob; nothing was kept") from None
 
 
 # ---------------------------------------------------------------- images from a local docker daemon
@@ -524,16 +301,16 @@ def convert_docker_save(tar_path: Path, ref: str, cache=None) -> Converted:
     # the config bytes are docker's own, so the image ID stays what `docker images` shows
     manifest = {
         "schemaVersion": 2,
-        "mediaType": MT_OCI_MANIFEST,
-        "config": {"mediaType": MT_OCI_CONFIG, "size": len(config), "digest": config_digest},
-        "layers": [{"mediaType": MT_OCI_LAYER, "size": size, "digest": digest} for digest, size in layers],
+        "mediaType": oci.OCI_MANIFEST,
+        "config": {"mediaType": oci.OCI_CONFIG, "size": len(config), "digest": config_digest},
+        "layers": [{"mediaType": oci.OCI_LAYER, "size": size, "digest": digest} for digest, size in layers],
     }
     body = json.dumps(manifest, indent=3).encode()
     with writer() as w:
         w.write(body)
     digest = "sha256:" + w.sha256
-    blobs = [(digest, len(body), MT_OCI_MANIFEST), (config_digest, len(config), MT_OCI_CONFIG)]
-    blobs += [(d, s, MT_OCI_LAYER) for d, s in layers]
+    blobs = [(digest, len(body), oci.OCI_MANIFEST), (config_digest, len(config), oci.OCI_CONFIG)]
+    blobs += [(d, s, oci.OCI_LAYER) for d, s in layers]
     return Converted(body, digest, tuple(_unique(blobs)))
 
 

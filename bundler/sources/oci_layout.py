@@ -1,4 +1,4 @@
-"""The bundle's ONE OCI image layout: index.json (see installer/bundle/oci_index.py), oci-layout, each blob once."""
+"""The bundle's ONE OCI image layout: index.json (see contract/oci.py), oci-layout, each blob once."""
 
 from __future__ import annotations
 
@@ -9,20 +9,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from bundler.sources.images import (
-    MT_DOCKER_LIST,
-    MT_DOCKER_MANIFEST,
-    MT_OCI_INDEX,
-    Blob,
-    ImageArtifact,
-    _hex,
-    parse_platform,
-)
-from bundler.spec import parse_ref
-from installer.bundle.oci_index import COMPAT_FOR, ORIGINAL_REF, REF_NAME
+from bundler.sources.images import Blob, ImageArtifact, _hex, parse_platform
+from contract import oci
+from contract.oci import COMPAT_FOR, ORIGINAL_REF, REF_NAME
+from contract.reference import parse_ref
 from installer.errors import Error
-
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 def ref_name(ref: str) -> str:
@@ -48,7 +39,7 @@ def wrapper_index(a: ImageArtifact) -> bytes:
     """A one-entry OCI index whose only child is a Docker schema 2 manifest, with its type and platform: what
     skopeo 1.9 finds by name and reads the manifest through (its own digest is not the image's)."""
     child = {"mediaType": a.media_type, "digest": a.digest, "size": a.size, "platform": _platform(a.platforms[0])}
-    doc = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [child], "annotations": {COMPAT_FOR: a.digest}}
+    doc = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [child], "annotations": {COMPAT_FOR: a.digest}}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -61,15 +52,15 @@ def _index(artifacts: Sequence[ImageArtifact]) -> tuple[bytes, dict[str, bytes]]
         annotations = {REF_NAME: name, ORIGINAL_REF: a.ref}
         entries.append({"mediaType": a.media_type, "digest": a.digest, "size": a.size, "annotations": annotations})
         compat = dict(annotations, **{COMPAT_FOR: a.digest})
-        if a.media_type == MT_DOCKER_MANIFEST:
+        if a.media_type == oci.DOCKER_MANIFEST:
             body = wrapper_index(a)
             sha = hashlib.sha256(body).hexdigest()
             extra[sha] = body
-            entries.append({"mediaType": MT_OCI_INDEX, "digest": f"sha256:{sha}", "size": len(body),
+            entries.append({"mediaType": oci.OCI_INDEX, "digest": f"sha256:{sha}", "size": len(body),
                             "annotations": compat})
-        elif a.media_type == MT_DOCKER_LIST:
-            entries.append({"mediaType": MT_OCI_INDEX, "digest": a.digest, "size": a.size, "annotations": compat})
-    index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries}
+        elif a.media_type == oci.DOCKER_LIST:
+            entries.append({"mediaType": oci.OCI_INDEX, "digest": a.digest, "size": a.size, "annotations": compat})
+    index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": entries}
     return json.dumps(index, indent=2, sort_keys=True).encode() + b"\n", extra
 
 
@@ -81,8 +72,8 @@ def index_json(artifacts: Sequence[ImageArtifact]) -> bytes:
 def layout_entries(artifacts: Sequence[ImageArtifact], cache) -> list[tuple[str, Path | bytes, int, str]]:
     """(path in the layout, cache file or bytes, size, sha256 hex) of every file of the layout, each blob once."""
     index, wrappers = _index(artifacts)
-    out: list = [("oci-layout", OCI_LAYOUT, len(OCI_LAYOUT), hashlib.sha256(OCI_LAYOUT).hexdigest()),
-                 ("index.json", index, len(index), hashlib.sha256(index).hexdigest())]
+    out: list = [(oci.LAYOUT_FILE, oci.LAYOUT_VERSION, len(oci.LAYOUT_VERSION), hashlib.sha256(oci.LAYOUT_VERSION).hexdigest()),
+                 (oci.INDEX_FILE, index, len(index), hashlib.sha256(index).hexdigest())]
     blobs: dict = {}
     for a in artifacts:
         for digest, size, _mt in map(as_blob, a.blobs):

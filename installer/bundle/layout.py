@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from contract import oci
 from installer.errors import Error
 
 FORMAT_VERSION = 1
@@ -24,8 +25,8 @@ RPMS_UNCHECKED_DIR = "rpms/unchecked"  # a second yum repository: RPMs of spec r
 RPM_KEYS_DIR = "rpms/keys"  # the pinned signing keys of the repos (yum ignores this directory)
 RPM_KEY_PREFIX = "RPM-GPG-KEY-k8s-offline-"
 IMAGES_DIR = "images"  # ONE OCI image layout holding every image, each blob once
-IMAGES_OCI_LAYOUT = "images/oci-layout"
-IMAGES_INDEX = "images/index.json"
+IMAGES_OCI_LAYOUT = f"{IMAGES_DIR}/{oci.LAYOUT_FILE}"
+IMAGES_INDEX = f"{IMAGES_DIR}/{oci.INDEX_FILE}"
 IMAGES_BLOBS_DIR = "images/blobs/sha256"
 MANIFESTS_DIR = "manifests"  # addon manifests (templates)
 INSTALLER_DIR = "installer"  # the installer's wheels and its dependencies' wheels

@@ -7,6 +7,7 @@ and their quoting is tested once, here.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shlex
@@ -254,9 +255,19 @@ class ShellConnector(ABC):
 H = TypeVar("H", bound=Hashable)
 R = TypeVar("R")
 
+def default_parallel(cpus: Optional[int]) -> int:
+    """How many hosts are handled at once by default (`--jobs`) on a control host with `cpus` CPUs: an SSH
+    session is I/O bound (the control host mostly waits on the remote command and the network), so 4 per CPU;
+    at least 4 on a small control host, at most 32 so a large site does not start hundreds of ssh processes
+    and parallel transfers at once."""
+    return min(32, max(4, 4 * (cpus or 1)))
+
+
+DEFAULT_PARALLEL = default_parallel(os.cpu_count())
+
 
 def run_on(hosts: Iterable[H], fn: Callable[[H], R],
-           max_parallel: int = 10) -> Dict[H, Union[R, BaseException]]:
+           max_parallel: int = DEFAULT_PARALLEL) -> Dict[H, Union[R, BaseException]]:
     """fn(host) for every host, at most max_parallel at once; {host: result or the exception it raised}."""
     hosts = list(hosts)
     if not hosts:

@@ -25,6 +25,10 @@ class ProjectResult:
     created: bool
 
 
+class NoHarborAPI(Error):
+    """The server answers neither Harbor systeminfo endpoint: a plain registry v2, which has no projects."""
+
+
 class HarborAPI:
     """Harbor's REST API over an injected requests Session, with basic auth."""
 
@@ -149,7 +153,7 @@ class HarborAPI:
                 if resp.status_code == 401:
                     raise self._fail(resp, doing, "")
             else:
-                raise Error(
+                raise NoHarborAPI(
                     f"no Harbor API at {self.base_url}",
                     context=doing,
                     hint="neither /api/v2.0/systeminfo nor /api/systeminfo answered: is this Harbor? "

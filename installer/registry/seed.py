@@ -21,55 +21,24 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Ty
 
 import requests
 
-from installer.bundle import oci_index
+from contract import oci
+from contract.oci import ORIGINAL_REF_ANNOTATIONS
+from contract.reference import InvalidReference, Reference
 from installer.errors import Error
-from installer.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, sha256_digest
+from installer.registry.client import RegistryClient, sha256_digest
 
-# index.json annotations (installer/bundle/oci_index.py): the reference as the spec wrote it comes first,
-# then full ones.
-ORIGINAL_REF_ANNOTATIONS = (oci_index.ORIGINAL_REF, "io.containerd.image.name", oci_index.REF_NAME)
 NAMINGS = ("last-component", "keep-path")
-DOCKER_HUB = "docker.io"
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (bytes done, bytes to do) over blobs pushed or mounted
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A parsed image reference: registry host, repository path, tag and/or digest."""
-
-    domain: str
-    path: str
-    tag: Optional[str]
-    digest: Optional[str]
-
-    @classmethod
-    def parse(cls, text: str) -> "Reference":
-        """Parse like docker does: a first component with '.' or ':' (or localhost) is the registry."""
-        name, _, digest = text.partition("@")
-        tag = None
-        colon = name.rfind(":")
-        if colon > name.rfind("/"):
-            name, tag = name[:colon], name[colon + 1 :]
-        first, _, rest = name.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
-            domain, path = first, rest
-        else:
-            domain, path = DOCKER_HUB, name
-        if domain == DOCKER_HUB and "/" not in path:
-            path = "library/" + path
-        if not path or not all(path.split("/")) or (tag is None and not digest and text.endswith(":")):
-            raise ValueError(f"not an image reference: {text!r}")
-        return cls(domain, path, tag or (None if digest else "latest"), digest or None)
-
-
 def target_repository(ref: Reference, project: str, naming: str) -> str:
     """The repository an image gets in the site registry (see the module docstring)."""
     if naming == "last-component":
-        return f"{project}/{ref.path.split('/')[-1]}"
+        return f"{project}/{ref.repository.split('/')[-1]}"
     if naming == "keep-path":
-        return f"{project}/{ref.domain.replace(':', '-')}/{ref.path}"
+        return f"{project}/{ref.registry.replace(':', '-')}/{ref.repository}"
     raise Error(f"unknown image naming rule {naming!r}", hint=f"use one of: {', '.join(NAMINGS)}")
 
 
@@ -96,7 +65,7 @@ class Layout:
 
     def __init__(self, root: Union[str, Path]) -> None:
         self.root = Path(root)
-        index = self.root / "index.json"
+        index = self.root / oci.INDEX_FILE
         try:
             self.index = json.loads(index.read_text())
         except (OSError, ValueError) as e:
@@ -136,9 +105,9 @@ class Layout:
         """Every image listed in index.json, with its manifests and blobs, targeted at project/naming."""
         result = []
         entries = self.index.get("manifests", [])
-        true_digests = {e.get("digest") for e in entries if oci_index.compat_for(e) is None}
+        true_digests = {e.get("digest") for e in entries if oci.compat_for(e) is None}
         for entry in entries:
-            stands_for = oci_index.compat_for(entry)
+            stands_for = oci.compat_for(entry)
             if stands_for is not None:  # skopeo 1.9's second entry of a Docker image: no image of its own
                 if stands_for not in true_digests:
                     raise Error(
@@ -149,10 +118,17 @@ class Layout:
                     )
                 continue
             original = original_ref(entry)
-            ref = Reference.parse(original)
+            try:
+                ref = Reference.parse(original)
+            except InvalidReference as e:
+                raise Error(
+                    f"image {entry.get('digest')} in index.json: {e.message}",
+                    context="reading the bundle's images",
+                    hint="unpack and verify the bundle again; rebuild it if it persists",
+                ) from None
             manifests: List[Tuple[str, str]] = []
             blobs: Dict[str, int] = {}
-            self._walk(entry["digest"], oci_index.listed_media_type(entry), manifests, blobs)
+            self._walk(entry["digest"], oci.listed_media_type(entry), manifests, blobs)
             result.append(
                 Image(
                     original,
@@ -172,13 +148,13 @@ class Layout:
     ) -> None:
         doc = json.loads(self.read_manifest(digest))
         media_type = doc.get("mediaType") or media_type  # the document's own type is authoritative
-        if media_type not in MANIFEST_TYPES:
+        if media_type not in oci.MANIFEST_TYPES:
             raise Error(
                 f"manifest {digest} has the unsupported media type {media_type!r}",
                 context="reading the bundle's images",
-                hint=f"the layout must hold one of: {', '.join(MANIFEST_TYPES)}",
+                hint=f"the layout must hold one of: {', '.join(oci.MANIFEST_TYPES)}",
             )
-        if media_type in INDEX_TYPES:
+        if media_type in oci.INDEX_TYPES:
             for child in doc.get("manifests", []):
                 self._walk(child["digest"], child.get("mediaType", ""), manifests, blobs)
         else:

@@ -16,6 +16,7 @@ from bundler import spec as specmod
 from bundler.cache import Cache
 from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror
+from contract import oci as mediatypes
 from installer.errors import Error
 from tests.fixtures.harbor import registry as harbor_registry
 
@@ -53,9 +54,9 @@ def test_every_image_resolves_to_the_stand_in_digest(resolved, upstreams):
 def test_coredns_list_gives_amd64_by_default_and_whole_index_for_two(resolved, spec, session, upstreams):
     info = upstreams.images[COREDNS]
     one = resolved[COREDNS]
-    assert one.media_type == images.MT_DOCKER_MANIFEST and info["digest"] not in [b[0] for b in one.blobs]
+    assert one.media_type == mediatypes.DOCKER_MANIFEST and info["digest"] not in [b[0] for b in one.blobs]
     two = images.resolve(Image(ref=COREDNS, platforms=("linux/amd64", "linux/arm64")), spec.mirrors, session)
-    assert two.digest == info["digest"] and two.media_type == images.MT_DOCKER_LIST
+    assert two.digest == info["digest"] and two.media_type == mediatypes.DOCKER_LIST
     digests = [b[0] for b in two.blobs]
     assert info["platforms"]["linux/amd64"] in digests and info["platforms"]["linux/arm64"] in digests
     assert info["platforms"]["linux/arm"] not in digests
@@ -165,11 +166,11 @@ def test_layout_passes_skopeo_for_every_image(fetched, resolved, spec, session, 
     images.fetch(both, spec.mirrors, cache, session)
     # the multi-platform index replaces the single-platform coredns entry
     arts = [a for a in arts if a.ref != COREDNS] + [both]
-    assert {a.media_type for a in arts} == {images.MT_DOCKER_MANIFEST, images.MT_OCI_MANIFEST, images.MT_DOCKER_LIST}
+    assert {a.media_type for a in arts} == {mediatypes.DOCKER_MANIFEST, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_LIST}
     out = tmp_path / "layout"
     written = oci_layout.write_layout(arts, cache, out)
     blobs = [p for p in written if p.parent.name == "sha256"]
-    wrappers = sum(a.media_type == images.MT_DOCKER_MANIFEST for a in arts)  # skopeo 1.9's one-entry indexes
+    wrappers = sum(a.media_type == mediatypes.DOCKER_MANIFEST for a in arts)  # skopeo 1.9's one-entry indexes
     assert len(blobs) == len({b[0] for a in arts for b in a.blobs}) + wrappers
     assert len(blobs) == len(list((out / "blobs/sha256").iterdir()))
     with harbor_registry.start_registry(tmp_path / "registry", tls=False) as reg:
@@ -179,7 +180,7 @@ def test_layout_passes_skopeo_for_every_image(fetched, resolved, spec, session, 
             assert r.returncode == 0, (a.ref, r.stderr)
             assert json.loads(r.stdout)["Architecture"] == "amd64"
             # the platform's manifest as upstream served it: pushed byte for byte under the tag
-            platform_digest = a.blobs[1][0] if a.media_type == images.MT_DOCKER_LIST else a.digest
+            platform_digest = a.blobs[1][0] if a.media_type == mediatypes.DOCKER_LIST else a.digest
             r = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", name,
                                 f"docker://{reg.endpoint}/t{n}/image:1"], capture_output=True, text=True, check=False)
             assert r.returncode == 0, (a.ref, r.stderr)

@@ -1,4 +1,5 @@
-"""The installer runs offline: nothing under installer/ may import bundler (DESIGN.md)."""
+"""The installer runs offline: nothing under installer/ may import bundler (DESIGN.md); contract/, which both
+programs share, imports neither of them."""
 
 import ast
 from pathlib import Path
@@ -16,17 +17,36 @@ def imported_modules(path):
             yield node.module
 
 
-def test_installer_never_imports_bundler():
-    offenders = [
+def offenders(package, forbidden):
+    return [
         f"{p.relative_to(ROOT)} imports {m}"
-        for p in sorted((ROOT / "installer").rglob("*.py"))
+        for p in sorted((ROOT / package).rglob("*.py"))
         for m in imported_modules(p)
-        if m == "bundler" or m.startswith("bundler.")
+        if m.split(".")[0] in forbidden
     ]
-    assert offenders == []
 
 
-def test_the_check_can_fail(tmp_path):
+def test_installer_never_imports_bundler():
+    assert offenders("installer", {"bundler"}) == []
+
+
+def test_contract_imports_neither_installer_nor_bundler():
+    assert sorted((ROOT / "contract").glob("*.py")), "contract/ is where the shared modules live"
+    assert offenders("contract", {"installer", "bundler"}) == []
+
+
+def test_contract_has_no_cli_and_no_host_access():
+    """The shared package is a library: no argument parsing, no processes, no SSH (the two programs do that)."""
+    banned = {"typer", "click", "argparse", "subprocess", "paramiko", "socket"}
+    assert offenders("contract", banned) == []
+
+
+def test_the_check_can_fail(tmp_path, monkeypatch):
     bad = tmp_path / "x.py"
     bad.write_text("import os\nfrom bundler.spec import load\n")
     assert "bundler.spec" in list(imported_modules(bad))
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("from installer.errors import Error\nimport subprocess\n")
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
+    assert offenders("pkg", {"installer"}) == ["pkg/m.py imports installer.errors"]
+    assert offenders("pkg", {"subprocess"}) == ["pkg/m.py imports subprocess"]

@@ -121,3 +121,24 @@ def test_flannel_key_read_and_write(inv, pki):
     with pytest.raises(Error) as e:
         C.put_flannel_config(inv, pki, bad, "{}")
     assert "enable-v2" in e.value.hint and len(e.value.details) == 3
+
+
+@pytest.mark.parametrize("failure,expected", [
+    ("plain", "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"),
+    ("other", None),
+])
+def test_ensure_project_branches_on_the_error_type(inv, monkeypatch, failure, expected):
+    """A plain registry (NoHarborAPI) is skipped; any other failure, even one that names Harbor, is raised."""
+    from installer.registry import harbor
+
+    def api(self):
+        if failure == "plain":
+            raise harbor.NoHarborAPI("a registry without projects")
+        raise Error("no Harbor API here, but for another reason")
+
+    monkeypatch.setattr(harbor.HarborAPI, "api", api)
+    if expected is None:
+        with pytest.raises(Error, match="another reason"):
+            C.ensure_project(inv, requests.Session(), password="pw", verify=True)
+    else:
+        assert C.ensure_project(inv, requests.Session(), password="pw", verify=True) == expected

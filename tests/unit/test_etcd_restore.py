@@ -92,3 +92,18 @@ def test_restore_stops_restores_everywhere_then_starts_in_order(inv, snap, monke
     assert {h for h, c in log if c == "systemctl restart flanneld"} == {"h1", "h2", "h3", "h4"}
     assert first(lambda h, c: c == "systemctl restart flanneld") < first(lambda h, c: "start kube-apiserver" in c)
     assert all("mv /var/lib/etcd /var/lib/etcd.before-restore-" in c for h, c in log if c.startswith("if [ -e"))
+
+
+def test_restore_handles_at_most_max_parallel_hosts_at_once(inv, snap, monkeypatch):
+    digest = hashlib.sha256(b"snapshot bytes").hexdigest()
+    monkeypatch.setattr(checks_mod, "etcd_health", lambda inv, pki, s: [
+        checks_mod.Result("etcd health", m.name, True, "healthy") for m in inv.etcd_members])
+    monkeypatch.setattr(checks_mod, "put_flannel_config", lambda *a: None)
+    monkeypatch.setattr(checks_mod, "apiserver_healthz", lambda *a: (True, "ok"))
+    widths = []
+    real_run_on = er.run_on
+    monkeypatch.setattr(er, "run_on", lambda hosts, fn, max_parallel: widths.append(max_parallel)
+                        or real_run_on(hosts, fn, max_parallel))
+    er.restore(inv, None, snap, er.plan(inv, snap), None, lambda i, h: Conn(h.name, [], digest), lambda s: None,
+               max_parallel=2)
+    assert widths == [2] * 6  # stop apiservers, stop etcd, restore, start etcd, restart flanneld, start apiservers

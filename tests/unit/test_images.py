@@ -20,7 +20,9 @@ import requests
 from bundler.cache import Cache
 from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror, parse_ref
-from installer.bundle.oci_index import COMPAT_FOR, ORIGINAL_REF, REF_NAME
+from contract import oci as mediatypes
+from contract.oci import COMPAT_FOR, ORIGINAL_REF, REF_NAME
+from contract.registry_transport import Challenge, parse_challenge
 from installer.errors import Error
 
 # ---------------------------------------------------------------- pure parts
@@ -56,21 +58,22 @@ def test_endpoint_applies_mirrors(ref, rules, want):
 
 
 def test_challenge_parsing():
-    scheme, params = images._challenge(
+    """The pull side parses challenges with the contract's one parser."""
+    c = parse_challenge(
         'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull"')
-    assert scheme == "bearer" and params["realm"] == "https://auth.docker.io/token"
-    assert params["service"] == "registry.docker.io"
-    assert images._challenge('Basic realm="Registry Realm"') == ("basic", {"realm": "Registry Realm"})
+    assert c.scheme == "bearer" and c.params["realm"] == "https://auth.docker.io/token"
+    assert c.params["service"] == "registry.docker.io"
+    assert parse_challenge('Basic realm="Registry Realm"') == Challenge("basic", {"realm": "Registry Realm"})
 
 
-INDEX = {"schemaVersion": 2, "mediaType": images.MT_DOCKER_LIST, "manifests": [
-    {"digest": "sha256:" + "1" * 64, "size": 1, "mediaType": images.MT_DOCKER_MANIFEST,
+INDEX = {"schemaVersion": 2, "mediaType": mediatypes.DOCKER_LIST, "manifests": [
+    {"digest": "sha256:" + "1" * 64, "size": 1, "mediaType": mediatypes.DOCKER_MANIFEST,
      "platform": {"os": "linux", "architecture": "amd64"}},
-    {"digest": "sha256:" + "2" * 64, "size": 1, "mediaType": images.MT_DOCKER_MANIFEST,
+    {"digest": "sha256:" + "2" * 64, "size": 1, "mediaType": mediatypes.DOCKER_MANIFEST,
      "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
-    {"digest": "sha256:" + "3" * 64, "size": 1, "mediaType": images.MT_DOCKER_MANIFEST,
+    {"digest": "sha256:" + "3" * 64, "size": 1, "mediaType": mediatypes.DOCKER_MANIFEST,
      "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-    {"digest": "sha256:" + "4" * 64, "size": 1, "mediaType": images.MT_DOCKER_MANIFEST,
+    {"digest": "sha256:" + "4" * 64, "size": 1, "mediaType": mediatypes.DOCKER_MANIFEST,
      "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
 ]}
 
@@ -101,16 +104,16 @@ def test_manifest_digest_is_over_the_exact_bytes():
 
 
 def test_media_types():
-    assert images.media_type_of(json.dumps(INDEX).encode(), None)[0] == images.MT_DOCKER_LIST
-    assert images.media_type_of(b'{"schemaVersion":2,"layers":[]}', images.MT_OCI_MANIFEST + "; x=y")[0] == \
-        images.MT_OCI_MANIFEST
+    assert images.media_type_of(json.dumps(INDEX).encode(), None)[0] == mediatypes.DOCKER_LIST
+    assert images.media_type_of(b'{"schemaVersion":2,"layers":[]}', mediatypes.OCI_MANIFEST + "; x=y")[0] == \
+        mediatypes.OCI_MANIFEST
     with pytest.raises(Error, match="schema 1"):
         images.media_type_of(b'{"schemaVersion":1,"fsLayers":[]}', None)
 
 
 def test_artifact_round_trip():
-    a = images.ImageArtifact("k8s.gcr.io/pause-amd64:3.1", "sha256:" + "a" * 64, images.MT_DOCKER_MANIFEST, 10,
-                             ("linux/amd64",), (("sha256:" + "a" * 64, 10, images.MT_DOCKER_MANIFEST),))
+    a = images.ImageArtifact("k8s.gcr.io/pause-amd64:3.1", "sha256:" + "a" * 64, mediatypes.DOCKER_MANIFEST, 10,
+                             ("linux/amd64",), (("sha256:" + "a" * 64, 10, mediatypes.DOCKER_MANIFEST),))
     assert images.ImageArtifact.from_dict(a.to_dict()) == a
     assert "source" not in a.to_dict()
     d = dict(a.to_dict(), blobs=[{"digest": "sha256:" + "a" * 64, "size": 10, "media_type": "x"}])
@@ -152,9 +155,9 @@ class FakeRegistry:
         self.blobs[digest(cfg)] = cfg
         for data in layers:
             self.blobs[digest(data)] = data
-        mt = images.MT_OCI_MANIFEST if oci else images.MT_DOCKER_MANIFEST
-        cfg_mt, layer_mt = (images.MT_OCI_CONFIG, images.MT_OCI_LAYER) if oci else \
-            (images.MT_DOCKER_CONFIG, images.MT_DOCKER_LAYER)
+        mt = mediatypes.OCI_MANIFEST if oci else mediatypes.DOCKER_MANIFEST
+        cfg_mt, layer_mt = (mediatypes.OCI_CONFIG, mediatypes.OCI_LAYER) if oci else \
+            (mediatypes.DOCKER_CONFIG, mediatypes.DOCKER_LAYER)
         body = json.dumps({"schemaVersion": 2, "mediaType": mt,
                            "config": {"mediaType": cfg_mt, "size": len(cfg), "digest": digest(cfg)},
                            "layers": [{"mediaType": layer_mt, "size": len(d), "digest": digest(d)}
@@ -165,10 +168,10 @@ class FakeRegistry:
         return body
 
     def add_index(self, repo, tag, children):
-        body = json.dumps({"schemaVersion": 2, "mediaType": images.MT_DOCKER_LIST, "manifests": [
-            {"mediaType": images.MT_DOCKER_MANIFEST, "size": len(b), "digest": digest(b),
+        body = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.DOCKER_LIST, "manifests": [
+            {"mediaType": mediatypes.DOCKER_MANIFEST, "size": len(b), "digest": digest(b),
              "platform": {"os": "linux", "architecture": arch}} for arch, b in children]}).encode()
-        self.manifests[(repo, tag)] = self.manifests[(repo, digest(body))] = (body, images.MT_DOCKER_LIST)
+        self.manifests[(repo, tag)] = self.manifests[(repo, digest(body))] = (body, mediatypes.DOCKER_LIST)
         return body
 
     def handler(reg):  # the registry is the closure; self is the request
@@ -281,7 +284,7 @@ def test_resolve_and_fetch_single_manifest(registry, tmp_path):
     m = mirror_to(reg)
     session = requests.Session()
     art = images.resolve(Image(ref="k8s.gcr.io/pause-amd64:3.1"), m, session)
-    assert art.digest == digest(top) and art.media_type == images.MT_DOCKER_MANIFEST and art.size == len(top)
+    assert art.digest == digest(top) and art.media_type == mediatypes.DOCKER_MANIFEST and art.size == len(top)
     assert art.blobs[0][0] == digest(top) and len(art.blobs) == 4
     assert not any("/blobs/" in r for r in reg.requests)  # resolve downloads no layer
     cache = Cache(tmp_path / "c")
@@ -300,11 +303,11 @@ def test_index_gives_amd64_by_default_and_whole_index_for_two(registry, tmp_path
     idx = reg.add_index("docker.io/coredns/coredns", "1.1.3", [("amd64", amd), ("arm64", arm)])
     m = mirror_to(reg, "docker.io")
     one = images.resolve(Image(ref="docker.io/coredns/coredns:1.1.3"), m, requests.Session())
-    assert one.digest == digest(amd) and one.media_type == images.MT_DOCKER_MANIFEST
+    assert one.digest == digest(amd) and one.media_type == mediatypes.DOCKER_MANIFEST
     assert digest(idx) not in [b[0] for b in one.blobs] and digest(arm) not in [b[0] for b in one.blobs]
     two = images.resolve(Image(ref="docker.io/coredns/coredns:1.1.3", platforms=("linux/amd64", "linux/arm64")),
                          m, requests.Session())
-    assert two.digest == digest(idx) and two.media_type == images.MT_DOCKER_LIST
+    assert two.digest == digest(idx) and two.media_type == mediatypes.DOCKER_LIST
     ds = [b[0] for b in two.blobs]
     assert ds[0] == digest(idx) and digest(amd) in ds and digest(arm) in ds
     assert ds.count(digest(BASE_LAYER)) == 1
@@ -427,18 +430,18 @@ def test_layout_entries_hold_each_blob_once(registry, tmp_path):
     compat = [d for d in index["manifests"] if COMPAT_FOR in d["annotations"]]
     kube_dns, sidecar = arts
     # every image under its true type and upstream digest, OCI or Docker
-    assert true["k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"]["mediaType"] == images.MT_OCI_MANIFEST
-    assert true["k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"]["mediaType"] == images.MT_DOCKER_MANIFEST
+    assert true["k8s.gcr.io/k8s-dns-sidecar-amd64:1.14.10"]["mediaType"] == mediatypes.OCI_MANIFEST
+    assert true["k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"]["mediaType"] == mediatypes.DOCKER_MANIFEST
     assert {d["digest"] for d in true.values()} == {a.digest for a in arts}
     # the Docker one once more, for skopeo 1.9: a one-entry OCI index naming the upstream manifest
     (wrapper,) = compat
-    assert wrapper["mediaType"] == images.MT_OCI_INDEX and wrapper["annotations"][COMPAT_FOR] == kube_dns.digest
+    assert wrapper["mediaType"] == mediatypes.OCI_INDEX and wrapper["annotations"][COMPAT_FOR] == kube_dns.digest
     assert wrapper["annotations"][REF_NAME] == "k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"
     assert index["manifests"].index(true["k8s.gcr.io/k8s-dns-kube-dns-amd64:1.14.10"]) < \
         index["manifests"].index(wrapper)  # the true entry first: newer tools take the first match
     body = dict((p, src) for p, src, _, _ in entries)[f"blobs/sha256/{wrapper['digest'][7:]}"]
     (child,) = json.loads(body)["manifests"]
-    assert child == {"mediaType": images.MT_DOCKER_MANIFEST, "digest": kube_dns.digest, "size": kube_dns.size,
+    assert child == {"mediaType": mediatypes.DOCKER_MANIFEST, "digest": kube_dns.digest, "size": kube_dns.size,
                      "platform": {"architecture": "amd64", "os": "linux"}}
     assert all(d["annotations"][ORIGINAL_REF] in {a.ref for a in arts} for d in index["manifests"])
 
@@ -509,11 +512,11 @@ def test_docker_save_conversion(tmp_path, new_style):
     cache = Cache(tmp_path / "c")
     conv = images.convert_docker_save(tmp_path / "save.tar", "example.com/app:1.0", cache)
     manifest = json.loads(conv.manifest)
-    assert manifest["mediaType"] == images.MT_OCI_MANIFEST and manifest["schemaVersion"] == 2
+    assert manifest["mediaType"] == mediatypes.OCI_MANIFEST and manifest["schemaVersion"] == 2
     assert manifest["config"]["digest"] == digest(cfg)  # the image ID is kept
     assert conv.digest == digest(conv.manifest) and cache.path(conv.digest[7:]).read_bytes() == conv.manifest
     for desc, raw in zip(manifest["layers"], tars):
-        assert desc["mediaType"] == images.MT_OCI_LAYER
+        assert desc["mediaType"] == mediatypes.OCI_LAYER
         assert gzip.decompress(cache.path(desc["digest"][7:]).read_bytes()) == raw
     # hashing without storing gives the same digests: resolve and fetch agree
     again = images.convert_docker_save(tmp_path / "save.tar", "example.com/app:1.0")
@@ -531,7 +534,7 @@ def test_docker_save_conversion_gives_a_valid_layout(tmp_path):
     docker_save_tar(tmp_path / "save.tar")
     cache = Cache(tmp_path / "c")
     conv = images.convert_docker_save(tmp_path / "save.tar", "example.com/app:1.0", cache)
-    art = images.ImageArtifact("example.com/app:1.0", conv.digest, images.MT_OCI_MANIFEST, len(conv.manifest),
+    art = images.ImageArtifact("example.com/app:1.0", conv.digest, mediatypes.OCI_MANIFEST, len(conv.manifest),
                                ("linux/amd64",), conv.blobs, source="docker")
     oci_layout.write_layout([art], cache, tmp_path / "layout")
     r = subprocess.run(["skopeo", "inspect", f"oci:{tmp_path / 'layout'}:example.com/app:1.0"],

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from contract.reference import Reference
 from installer.errors import Error
 from installer.registry.client import FileSlice, failure_from_response, parse_challenge
-from installer.registry.seed import Layout, Reference, original_ref, seeded_refs, target_repository
+from installer.registry.seed import Layout, original_ref, seeded_refs, target_repository
 from tests.fixtures.harbor import layout as L
 
 
@@ -60,7 +61,7 @@ def test_parse_challenge(header, scheme, params):
 )
 def test_reference_parse(text, expected):
     r = Reference.parse(text)
-    assert (r.domain, r.path, r.tag, r.digest) == expected
+    assert (r.registry, r.repository, r.tag, r.digest) == expected
 
 
 @pytest.mark.parametrize(
@@ -228,3 +229,13 @@ def test_bundler_annotations_true_media_type_and_spec_reference(tmp_path, legacy
     assert seeded_refs(tmp_path, "h:8443", "kubernetes") == {
         "coredns/coredns:1.1.3": "h:8443/kubernetes/coredns:1.1.3"
     }
+
+
+def test_a_bad_reference_in_index_json_is_an_error_not_a_traceback(tmp_path):
+    w = L.LayoutWriter(tmp_path)
+    w.tag(w.image([w.layer({"f": b"x"}, L.DOCKER_LAYER)], oci=False, label="x"), "example.com/UPPER/x:1")
+    w.finish()
+    with pytest.raises(Error) as err:
+        seeded_refs(tmp_path, "h", "p")
+    assert "not a valid image reference: 'example.com/UPPER/x:1'" in err.value.message
+    assert err.value.context == "reading the bundle's images" and err.value.hint
