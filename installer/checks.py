@@ -290,8 +290,9 @@ def images_missing(inv: Inventory, layout_dir: Path, naming: str, session: reque
 
 
 def ensure_project(inv: Inventory, session: requests.Session, *, password: Optional[str] = None,
-                   verify: Union[bool, str, None] = None) -> str:
-    """Create the Harbor project when the registry is Harbor; a plain registry needs none."""
+                   verify: Union[bool, str, None] = None) -> Tuple[bool, str]:
+    """Create the Harbor project when the registry is Harbor; a plain registry needs none.
+    (whether the registry is Harbor, what was done)."""
     from installer.registry.harbor import HarborAPI, NoHarborAPI
 
     r = inv.registry
@@ -301,6 +302,6 @@ def ensure_project(inv: Inventory, session: requests.Session, *, password: Optio
     try:
         api.api()
     except NoHarborAPI:
-        return "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"
+        return False, "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"
     res = api.ensure_project(r.project, r.public)
-    return f"project {r.project} " + ("created" if res.created else "exists")
+    return True, f"project {r.project} " + ("created" if res.created else "exists")

@@ -19,7 +19,6 @@ from installer.plan_model import CONTROL, Gate, Name, Plan, Step, StepKind
 from installer.site import Site, record_etcd_members
 
 JOURNAL_LINES = 30
-NOT_HARBOR = "skipped: not Harbor"  # how checks.ensure_project begins its answer for a plain registry
 
 
 # ------------------------------------------------------------------ executing
@@ -143,9 +142,8 @@ class Executor:
         return StepResult(Status.DONE, self._seed())
 
     def _harbor_project(self, s: Step) -> StepResult:
-        detail = checks_mod.ensure_project(self.site.inv, self.opts.session, **self.site.registry_access)
-        # checks.ensure_project says that a plain registry has no projects only in the text it returns
-        return StepResult(Status.SKIPPED if detail.startswith(NOT_HARBOR) else Status.DONE, detail)
+        harbor, detail = checks_mod.ensure_project(self.site.inv, self.opts.session, **self.site.registry_access)
+        return StepResult(Status.DONE if harbor else Status.SKIPPED, detail)
 
     def _rewrite_secrets(self, s: Step) -> StepResult:
         n, summary = secrets_rewrite.rewrite(self.site.inv, self.site.pki, self.opts.session)

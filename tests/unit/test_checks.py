@@ -124,7 +124,7 @@ def test_flannel_key_read_and_write(inv, pki):
 
 
 @pytest.mark.parametrize("failure,expected", [
-    ("plain", "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects"),
+    ("plain", (False, "skipped: not Harbor (no /api/systeminfo): a plain registry has no projects")),
     ("other", None),
 ])
 def test_ensure_project_branches_on_the_error_type(inv, monkeypatch, failure, expected):
