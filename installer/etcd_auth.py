@@ -47,10 +47,12 @@ TIMEOUT = 120.0
 
 
 def etcdctl(on: OnMember, address: str, cert: str, key: str, *args: str) -> str:
-    """One etcdctl v3 command line against a member's client URL (sh syntax; args are quoted)."""
+    """One etcdctl v3 command line against the client URL of a member (or of several: address may be a
+    comma-separated list); sh syntax, args quoted."""
     q = shlex.quote
+    endpoints = ",".join(f"https://{a}:2379" for a in address.split(","))
     return " ".join([
-        "env", "ETCDCTL_API=3", q(on.etcdctl), q(f"--endpoints=https://{address}:2379"), q(f"--cacert={on.cacert}"),
+        "env", "ETCDCTL_API=3", q(on.etcdctl), q(f"--endpoints={endpoints}"), q(f"--cacert={on.cacert}"),
         q(f"--cert={cert}"), q(f"--key={key}"), "--dial-timeout=3s", "--command-timeout=10s",
         *(q(a) for a in args)])
 

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import etcd_auth, gates, harbor_install, plan_model, plan_rules, secrets_rewrite
+from installer import etcd_auth, etcd_member, gates, harbor_install, plan_model, plan_rules, secrets_rewrite
 from installer import render as render_mod
 from installer.bundle import layout
 from installer.errors import Error
@@ -153,6 +153,10 @@ class Executor:
     def _etcd_auth(self, s: Step) -> StepResult:
         return StepResult(Status.DONE, etcd_auth.enable(self.hosts[s.host], self.site.inv.host(s.host)))
 
+    def _etcd_join(self, s: Step) -> StepResult:
+        inv = self.site.inv
+        return StepResult(Status.DONE, etcd_member.join(self.hosts[s.host], inv, inv.host(s.host)))
+
     def _flannel_key(self, s: Step) -> StepResult:
         checks_mod.put_flannel_config(self.site.inv, self.site.pki, self.opts.session, s.command or "")
         return StepResult(Status.DONE, "written")
@@ -261,6 +265,7 @@ HANDLERS: Dict[StepKind, Callable[[Executor, Step], StepResult]] = {
     StepKind.REWRITE_SECRETS: Executor._rewrite_secrets,
     StepKind.FLANNEL_KEY: Executor._flannel_key,
     StepKind.ETCD_AUTH: Executor._etcd_auth,
+    StepKind.ETCD_JOIN: Executor._etcd_join,
     StepKind.PUT: Executor._put,
     StepKind.BINARY: Executor._binary,
     StepKind.REPO: Executor._repo,

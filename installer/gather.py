@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import requests
 
 from installer import checks as checks_mod
-from installer import etcd_auth, harbor_install, plan_rules
+from installer import etcd_auth, etcd_member, harbor_install, plan_rules
 from installer import facts as facts_mod
 from installer.bundle import layout
 from installer.errors import Error
@@ -26,7 +26,7 @@ def gather_states(site: Site, hosts: Hosts, names: Sequence[str], opts: Options)
         d = site.desired[name]
         units = list(d.units) + list(EXTRA_UNITS)
         f = facts_mod.gather(hosts[name], d.managed_paths(), units,
-                             probes=etcd_auth.probes(site.inv.host(name)))
+                             probes=etcd_auth.probes(site.inv.host(name)) + etcd_member.probes(site.inv.host(name)))
         contents = {}
         for path, want in d.files.items():
             have = f.files.get(path)
@@ -65,4 +65,5 @@ def control_state(site: Site, session: requests.Session) -> ControlState:
     value = checks_mod.flannel_config(inv, site.pki, session)
     unhealthy = tuple(r.target for r in checks_mod.etcd_health(inv, site.pki, session) if not r.ok)
     return ControlState(images_missing=missing, images_total=total, flannel_config=value, harbor_up=up,
-                        harbor_detail=detail, etcd_unhealthy=unhealthy)
+                        harbor_detail=detail, etcd_unhealthy=unhealthy,
+                        etcd_recorded=site.state.etcd_members() is not None)

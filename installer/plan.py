@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from installer import etcd_auth
+from installer import etcd_auth, etcd_member
 from installer import secrets_rewrite as sr
 from installer.inventory import Host, Inventory
 from installer.plan_model import (
@@ -65,7 +65,7 @@ from installer.render import PATHS, UNIT_DIR
 
 
 def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], states: Mapping[str, HostState],
-                  control: ControlState, inv: Inventory, gate: Step) -> Tuple[Wave, ...]:
+                  control: ControlState, inv: Inventory, gate: Step, joining: Sequence[str] = ()) -> Tuple[Wave, ...]:
     """Quorum-safe rolling waves: members that do not run or are unhealthy first (starting them can only
     restore quorum), then the healthy ones, each after a gate that every *other* member is healthy, so a
     healthy member is never restarted while another one is down."""
@@ -79,10 +79,11 @@ def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], st
              + [h for h in active if not down(h) and h.name not in unhealthy])
     waves: List[Wave] = []
     for h in order:
-        if not down(h) and h.name not in unhealthy:
+        if h.name in joining or (not down(h) and h.name not in unhealthy):
             others = tuple(m.name for m in inv.etcd_members if m.name != h.name)
             waves.append(Wave((Step(CONTROL, StepKind.GATE, Gate.ETCD_OTHERS_HEALTHY, f"every etcd member but {h.name} "
-                                    f"answers /health before {h.name} restarts (quorum kept)", items=others,
+                                    f"answers /health before {h.name} "
+                                    f"{'rejoins' if h.name in joining else 'restarts'} (quorum kept)", items=others,
                                     units=("etcd",)),)))
         waves.append(Wave(tuple(per_host[h.name]), (gate,)))
     return tuple(waves)
@@ -175,6 +176,9 @@ def build(
     # etcd: all members at once when none runs (Type=notify: each start waits for quorum), else rolling
     members = [h for h in hosts if h.has("etcd") and in_focus(h)]
     per_host = {h.name: host_phase(h, "etcd") for h in members}
+    joining = [n for n in etcd_member.joiners(inv, states, control) if n in per_host]
+    for n in joining:
+        per_host[n] = etcd_member.with_join(per_host[n], inv.host(n))
     active = [h for h in members if per_host.get(h.name)]
     any_running = any((states[h.name].facts.units or {}).get("etcd") and
                       states[h.name].facts.units["etcd"].running for h in hosts if h.has("etcd"))
@@ -182,7 +186,8 @@ def build(
     gate = Step(CONTROL, StepKind.GATE, Gate.ETCD_HEALTH, "every member answers /health over TLS",
                 items=tuple(m.name for m in inv.etcd_members), units=("etcd",))
     if active and any_running and restarting:
-        phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, inv, gate), rolling=True))
+        phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, inv, gate, joining),
+                            rolling=True))
     elif active:
         waves_e = (Wave(tuple(s for h in active for s in per_host[h.name]), (gate,) if restarting else ()),)
         phases.append(Phase("etcd", waves_e))

@@ -391,3 +391,64 @@ def test_clock_skew_counts_the_measurements_uncertainty(inv, desired, offset, rt
     states["h4"] = plan_model.HostState(replace(states["h4"].facts, time_offset=offset, rtt=rtt))
     plan = P.build(inv, desired, states, control_ok(inv))
     assert ("clock" in {c.name for c in plan.problems}) is (not ok)
+
+
+# ------------------------------------------------------------------ a member whose data is gone rejoins
+
+
+def _fresh_member(inv, desired, name="h3", data=1):
+    from installer import etcd_member
+
+    states = converged(inv, desired)
+    for n in ("h1", "h2", "h3"):
+        f = states[n].facts
+        probes = dict(f.probes, **{etcd_member.PROBE_DATA: 0})
+        if n == name:  # re-installed: no data, etcd not running, its files gone
+            probes[etcd_member.PROBE_DATA] = data
+            units = dict(f.units, etcd=UnitState("loaded", "inactive", "dead", "disabled"))
+            files = {p: s for p, s in f.files.items() if not p.startswith("/etc/etcd/")}
+            f = replace(f, units=units, files=files)
+        states[n] = plan_model.HostState(replace(f, probes=probes))
+    return states
+
+
+def test_a_recorded_member_without_data_rejoins_behind_the_others_gate(inv, desired):
+    states = _fresh_member(inv, desired)
+    plan = P.build(inv, desired, states, replace(control_ok(inv), etcd_recorded=True))
+    etcd = next(p for p in plan.phases if p.name == "etcd")
+    assert etcd.rolling
+    first, second = etcd.waves[0], etcd.waves[1]
+    [gate] = first.steps
+    assert gate.target == plan_model.Gate.ETCD_OTHERS_HEALTHY and gate.items == ("h1", "h2")
+    assert "rejoins" in gate.reason
+    kinds = [(s.kind, s.target) for s in second.steps]
+    assert kinds[-2:] == [(plan_model.StepKind.ETCD_JOIN, "etcd cluster"), (plan_model.StepKind.RESTART, "etcd")]
+    assert second.steps[-2].line().startswith("rejoin etcd cluster: no etcd data on this member")
+    assert all(s.host == "h3" for s in second.steps) and [g.target for g in second.gates] == ["etcd-health"]
+    assert [k for k, t in kinds].count(plan_model.StepKind.RESTART) == 1  # started once, after the join
+
+
+@pytest.mark.parametrize("recorded, data", [(False, 1), (True, 0), (True, 127)])
+def test_no_rejoin_when_the_cluster_is_formed_by_this_run_or_the_data_is_there_or_unknown(inv, desired,
+                                                                                          recorded, data):
+    states = _fresh_member(inv, desired, data=data)
+    plan = P.build(inv, desired, states, replace(control_ok(inv), etcd_recorded=recorded))
+    steps = [s for p in plan.phases for w in p.waves for s in w.steps]
+    assert not any(s.kind is plan_model.StepKind.ETCD_JOIN for s in steps)
+
+
+def test_no_rejoin_when_no_other_member_runs_and_one_at_a_time(inv, desired):
+    from installer import etcd_member
+
+    states = _fresh_member(inv, desired)
+    for n in ("h1", "h2"):  # nobody to join: restoring a snapshot is the way then
+        f = states[n].facts
+        states[n] = plan_model.HostState(replace(f, units=dict(f.units, etcd=UnitState("loaded", "failed", "dead",
+                                                                                          "enabled"))))
+    assert etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True)) == []
+    states = _fresh_member(inv, desired)
+    f = states["h2"].facts
+    states["h2"] = plan_model.HostState(replace(f, probes=dict(f.probes, **{etcd_member.PROBE_DATA: 1}),
+                                                units=dict(f.units, etcd=UnitState("loaded", "inactive", "dead",
+                                                                                   "disabled"))))
+    assert etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True)) == ["h2"]  # one per run

@@ -1,0 +1,103 @@
+"""Replacing a dead etcd member: a recorded member whose host has no etcd data any more (re-installed, disk
+replaced) rejoins the running cluster under its name, instead of starting a new cluster of its own.
+
+When: the cluster was formed (etcd-members.json exists), the member's facts say its data directory holds no
+`member/` (the facts probe PROBE_DATA), its etcd does not run, and another member runs. One member per apply
+("never two changes at once"); a second one is planned by the next run.
+
+How (the etcd phase, rolling, behind the gates): first a gate that every *other* member is healthy (removing
+and adding a member of three leaves two that must both answer); then on the host itself, after its files and
+executables are in place, the join step: with etcdctl and the etcd-admin certificate against the other members,
+`member remove` of the entry with its name or peer URL that was started before (the identity whose data is
+gone), `member add NAME --peer-urls` unless an unstarted entry with its peer URL is already there (a re-run
+after a failure), and a runtime drop-in (/run, gone at the next boot) that starts etcd with
+ETCD_INITIAL_CLUSTER_STATE=existing and the inventory's members as ETCD_INITIAL_CLUSTER (etcd reads both only
+while its data directory is empty); then etcd is restarted on it and the all-members gate follows. The
+recorded membership does not change: the same names at the same addresses.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import List, Mapping, Sequence
+
+from installer.errors import Error
+from installer.etcd_auth import etcdctl
+from installer.etcd_backup import OnMember
+from installer.inventory import Host, Inventory
+from installer.plan_model import ControlState, HostState, Step, StepKind
+
+PROBE_DATA = "etcd-data"
+DATA_DIR = "/var/lib/etcd"  # ETCD_DATA_DIR in etcd.conf.j2
+JOIN_ENV = "/run/k8s-offline/etcd-join.env"
+JOIN_DROPIN = "/run/systemd/system/etcd.service.d/50-k8s-offline-join.conf"
+TARGET = "etcd cluster"
+TIMEOUT = 120.0
+
+
+def probes(host: Host) -> list:
+    """The facts probe of an etcd host: exit status 0 when its data directory holds a member, 1 when not."""
+    return [(PROBE_DATA, f"[ -d {shlex.quote(DATA_DIR + '/member')} ]")] if host.has("etcd") else []
+
+
+def _running(st: HostState) -> bool:
+    u = (st.facts.units or {}).get("etcd")
+    return u is not None and u.running
+
+
+def joiners(inv: Inventory, states: Mapping[str, HostState], control: ControlState) -> List[str]:
+    """The member that rejoins in this run (at most one), by the rules in the module docstring."""
+    if not control.etcd_recorded:
+        return []  # the cluster is formed by this run, not joined
+    running = {m.name for m in inv.etcd_members if m.name in states and _running(states[m.name])}
+    for m in inv.etcd_members:
+        st = states.get(m.name)
+        if st is None or st.facts.probes.get(PROBE_DATA) != 1 or m.name in running:
+            continue
+        if running - {m.name}:
+            return [m.name]
+    return []
+
+
+def with_join(steps: Sequence[Step], host: Host) -> List[Step]:
+    """The host's etcd-phase steps with the join step right before etcd (re)starts."""
+    join = Step(host.name, StepKind.ETCD_JOIN, TARGET, "no etcd data on this member: it rejoins the running "
+                "cluster (member remove of its old entry, member add, initial-cluster-state existing)")
+    out = [s for s in steps if not (s.kind is StepKind.RESTART and s.target == "etcd")]
+    return out + [join, Step(host.name, StepKind.RESTART, "etcd", "joins the cluster")]
+
+
+def join_script(inv: Inventory, host: Host, on: OnMember = OnMember()) -> str:
+    """sh run on the joining host (see the module docstring)."""
+    q = shlex.quote
+    others = [m for m in inv.etcd_members if m.name != host.name]
+    e = etcdctl(on, ",".join(m.address for m in others), on.admin_cert, on.admin_key)
+    peer = f"https://{host.address}:2380"
+    cluster = ",".join(f"{m.name}=https://{m.address}:2380" for m in inv.etcd_members)
+    return "\n".join([
+        "set -e",
+        f"e() {{ {e} \"$@\"; }}",
+        f"name={q(host.name)} peer={q(peer)}",
+        # `member list`: "ID, started|unstarted, NAME, PEER URLS, CLIENT URLS[, IS LEARNER]" (3.3 and 3.4)
+        "old=$(e member list | awk -F', ' -v n=\"$name\" -v p=\"$peer\" '$2 == \"started\" && ($3 == n || $4 == p) "
+        "{ print $1 }')",
+        "for id in $old; do e member remove \"$id\" >/dev/null; done",
+        "if ! e member list | awk -F', ' -v p=\"$peer\" '$2 == \"unstarted\" && $4 == p { f = 1 } END { exit !f }'; "
+        "then e member add \"$name\" --peer-urls=\"$peer\" >/dev/null; fi",
+        f"mkdir -p {q(JOIN_ENV.rsplit('/', 1)[0])} {q(JOIN_DROPIN.rsplit('/', 1)[0])}",
+        f"printf 'ETCD_INITIAL_CLUSTER_STATE=existing\\nETCD_INITIAL_CLUSTER=%s\\n' {q(cluster)} > {q(JOIN_ENV)}",
+        f"printf '[Service]\\nEnvironmentFile=%s\\n' {q(JOIN_ENV)} > {q(JOIN_DROPIN)}",
+        "systemctl daemon-reload",
+    ]) + "\n"
+
+
+def join(conn, inv: Inventory, host: Host, on: OnMember = OnMember()) -> str:
+    """Run the join step on the member's host; the summary for the journal."""
+    r = conn.run(join_script(inv, host, on), timeout=TIMEOUT, check=False)
+    if r.rc != 0:
+        raise Error(f"{host.name}: re-adding it to the etcd cluster failed (exit status {r.rc})",
+                    context=f"replacing etcd member {host.name} (its data is gone)",
+                    details=(r.stderr.strip() or r.stdout.strip()).splitlines()[-5:],
+                    hint="check the other members (installer check); the step is idempotent: the next apply "
+                         "finds an entry it already added and goes on")
+    return f"{host.name} is a member again (old entry removed, added with its peer URL); etcd starts next"
