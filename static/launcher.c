@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -387,10 +388,31 @@ static void write_file(const char *path, const struct item *it)
     free(buf);
 }
 
+/* Remove what interrupted unpacks left behind (.tmp-*, .stale-*): only when older than ten minutes, so that
+ * a start unpacking right now keeps its directory. */
+static void remove_leftovers(const char *cache)
+{
+    DIR *d = opendir(cache);
+    char path[PATH_MAX];
+    time_t now = time(NULL);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));) {
+        struct stat st;
+        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".stale-", 7))
+            continue;
+        join(path, cache, e->d_name);
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_mtime < now - 600)
+            remove_tree(path);
+    }
+    closedir(d);
+}
+
 /* Unpack into a fresh private directory beside the entry, then rename it into place. */
 static void unpack(const char *cache, const char *entry)
 {
     char tmp[PATH_MAX], path[PATH_MAX], stale[PATH_MAX];
+    remove_leftovers(cache);
     snprintf(tmp, sizeof tmp, "%s/.tmp-%.16s-XXXXXX", cache, key);
     if (!mkdtemp(tmp))
         die("set " ENV_CACHE " to a writable directory", "cannot create a directory in %s: %s", cache,
