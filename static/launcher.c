@@ -2,16 +2,17 @@
  *
  * The file is this launcher (linked statically: it runs on any x86-64 Linux, CentOS 7's glibc 2.17 included)
  * followed by a payload written by static/pack.py: a manifest of the PyInstaller onedir program and the
- * Debian glibc it needs, in its _internal/ (one line per directory and file, with each file's sha256), the files compressed
- * with zlib, and a trailer naming the sha256 of the manifest (the KEY).
+ * Debian glibc it needs, in its _internal/ (one line per directory and file, with each file's sha256), the
+ * files compressed with zlib, and a trailer naming the sha256 of the manifest (the KEY).
  *
  * Every start: find <cache>/<KEY>, check that every file in it is exactly what the manifest lists (and that
  * nothing else is there), then exec its ld.so with the program. The first start (or one that finds the entry
  * missing, damaged or tampered with) unpacks the payload into <cache>/.tmp-*, checks each file's sha256
  * and renames the directory to <cache>/<KEY>: an interrupted unpack is never used.
  * <cache> is $K8S_OFFLINE_INSTALLER_CACHE, else $XDG_CACHE_HOME/k8s-offline-installer, else
- * $HOME/.cache/k8s-offline-installer (HOME unset: the home /etc/passwd names): created 0700, refused when another user owns it, when group or
- * others can write it, or when a directory above it can be changed by other users. */
+ * $HOME/.cache/k8s-offline-installer (HOME unset: the home /etc/passwd names): created 0700, refused when
+ * another user owns it, when group or others can write it, or when a directory above it can be changed by
+ * other users. */
 
 #define _GNU_SOURCE
 /* SHA256_Init/Update/Final: the low-level digest (SHA-NI where the CPU has it) without linking OpenSSL 3's
