@@ -102,7 +102,8 @@ def write(launcher: Path, onedir: Path, out: Path) -> str:
             continue
         data = Path(src).read_bytes()
         blob = zlib.compress(data, 9)
-        lines.append(f"f {_mode(Path(src).stat()):04o} {len(data)} {len(blob)} {hashlib.sha256(data).hexdigest()} {rel}\n")
+        sha = hashlib.sha256(data).hexdigest()
+        lines.append(f"f {_mode(Path(src).stat()):04o} {len(data)} {len(blob)} {sha} {rel}\n")
         blobs.append(blob)
     manifest = "".join(lines).encode()
     key = hashlib.sha256(manifest).hexdigest()
