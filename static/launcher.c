@@ -59,6 +59,9 @@ static char key[65];
 static const unsigned char *image; /* the whole executable, mapped */
 static size_t image_size;
 static char reason[PATH_MAX + 256]; /* why a cache entry was not used */
+static char unpacking[PATH_MAX];      /* the .tmp-* directory being unpacked: removed when we give up */
+
+static void remove_tree(const char *dir);
 
 static void die(const char *hint, const char *fmt, ...)
 {
@@ -70,6 +73,8 @@ static void die(const char *hint, const char *fmt, ...)
     fprintf(stderr, "\n");
     if (hint)
         fprintf(stderr, "  hint: %s\n", hint);
+    if (unpacking[0])
+        remove_tree(unpacking);
     exit(EXIT_LAUNCHER);
 }
 
@@ -418,6 +423,7 @@ static void unpack(const char *cache, const char *entry)
     if (!mkdtemp(tmp))
         die("set " ENV_CACHE " to a writable directory", "cannot create a directory in %s: %s", cache,
             strerror(errno));
+    snprintf(unpacking, sizeof unpacking, "%s", tmp);
     for (int i = 0; i < nitems; i++) {
         join(path, tmp, items[i].path);
         if (items[i].kind == 'd') {
@@ -428,12 +434,15 @@ static void unpack(const char *cache, const char *entry)
         }
     }
     for (int attempt = 0; attempt < 3; attempt++) {
-        if (rename(tmp, entry) == 0)
+        if (rename(tmp, entry) == 0) {
+            unpacking[0] = 0;
             return;
+        }
         if (errno != EEXIST && errno != ENOTEMPTY)
             die(NULL, "cannot rename %s to %s: %s", tmp, entry, strerror(errno));
         if (verify(entry) == 0) { /* another start unpacked it meanwhile */
             remove_tree(tmp);
+            unpacking[0] = 0;
             return;
         }
         /* a damaged or altered entry: move it aside (rename is atomic), then remove it */

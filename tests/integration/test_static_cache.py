@@ -175,6 +175,32 @@ def test_an_interrupted_unpack_is_never_used(fake_exe, tmp_path):
         assert r.returncode == 0 and r.stdout == "after\n" and "not used" not in r.stderr
 
 
+def test_first_starts_at_the_same_time_all_run_and_leave_one_entry(fake_exe, tmp_path):
+    cache = tmp_path / "cache"
+    env = {ENV_CACHE: str(cache), "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen([str(fake_exe), f"n{i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    assert [o[0] for o in outs] == [f"n{i}\n" for i in range(4)]
+    assert sorted(os.listdir(cache)) == [payload(fake_exe)[0]]  # the losers removed their copies
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="a full file system for the cache needs root and unshare (util-linux)")
+def test_a_failed_unpack_leaves_nothing_behind(fake_exe, tmp_path):
+    """A cache too small for the payload: a clear error, and the half-written .tmp-* directory is removed."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    script = ('mount -t tmpfs -o size=64k,mode=0700 tmpfs "$1" && '
+              f'{ENV_CACHE}="$1" "$2" x; echo "rc=$?"; ls -A "$1"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(cache),
+                        str(fake_exe)], capture_output=True, text=True, timeout=60, check=False)
+    assert "rc=2" in r.stdout.splitlines() and "cannot write" in r.stderr, r.stdout + r.stderr
+    assert "free some space in the cache" in r.stderr
+    assert r.stdout.splitlines()[-1] == "rc=2"  # nothing listed after it: the cache is empty again
+
+
 @pytest.mark.parametrize("bits", [0o770, 0o707, 0o777])
 def test_a_cache_others_can_write_is_refused(fake_exe, tmp_path, bits):
     cache = tmp_path / "cache"
