@@ -121,6 +121,7 @@ VERSION_TEXT = "$version (commit $commit$suffix, sources $(echo "$digest" | cut 
 EOF
 
 echo "static: PyInstaller --onedir ($version, commit $commit$suffix)" >&2
+# zstandard's cffi backend (12 MB) is never imported: zstandard uses its C extension (backend_c) by default.
 # Same bytes for the same inputs where PyInstaller allows it (fixed hash seed and timestamps).
 SOURCE_DATE_EPOCH=315532800 PYTHONHASHSEED=0 "$py" -m PyInstaller --noconfirm --onedir --log-level WARN \
   --name "$name" --distpath "$stage/dist" --workpath "$stage/work" --specpath "$stage" \
@@ -130,6 +131,7 @@ SOURCE_DATE_EPOCH=315532800 PYTHONHASHSEED=0 "$py" -m PyInstaller --noconfirm --
   --collect-submodules rich._unicode_data \
   --runtime-hook "$here/rthook_env.py" \
   --exclude-module tkinter --exclude-module bundler --exclude-module tests \
+  --exclude-module zstandard.backend_cffi --exclude-module zstandard._cffi \
   "$here/installer_main.py" >&2
 
 echo "static: launcher (gcc -static) and payload" >&2
