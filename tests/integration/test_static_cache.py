@@ -15,6 +15,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -244,14 +245,30 @@ def test_a_cache_owned_by_another_user_is_refused(fake_exe, tmp_path):
     assert list(cache.iterdir()) == []
 
 
-def test_no_home_and_no_passwd_entry_is_a_clear_error(fake_exe, tmp_path):
-    r = subprocess.run([str(fake_exe), "x"], capture_output=True, text=True, env={}, check=False,
-                       preexec_fn=None, timeout=60)
-    # as root the home comes from /etc/passwd (env -i, cron); only a user without one gets the error
-    if r.returncode == 0:
-        assert r.stdout == "x\n"
-        return
-    assert r.returncode == 2 and "HOME is not set" in r.stderr and ENV_CACHE in r.stderr
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="covering /root and switching users needs root and unshare (util-linux)")
+def test_without_home_the_home_etc_passwd_names_else_a_clear_error(fake_exe, tmp_path):
+    home = next(line.split(":")[5] for line in Path("/etc/passwd").read_text().splitlines()
+                if line.split(":")[2] == "0")
+    fake_home = tmp_path / "root-home"
+    fake_home.mkdir(mode=0o700)
+    # `env -i` as root: the cache goes to root's home from /etc/passwd (here a directory of the test over it)
+    script = 'mount --bind "$1" "$2" && exec env -i "$3" x'
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(fake_home),
+                        home, str(fake_exe)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout == "x\n", r.stderr
+    assert (fake_home / ".cache" / "k8s-offline-installer" / payload(fake_exe)[0]).is_dir()
+    # a user /etc/passwd does not know, without HOME: nowhere to unpack, said so
+    uid = 54321
+    assert not [ln for ln in Path("/etc/passwd").read_text().splitlines() if ln.split(":")[2] == str(uid)]
+    with tempfile.TemporaryDirectory() as d:  # a directory that user may enter (tmp_path's parents are 0700)
+        os.chmod(d, 0o755)
+        exe = Path(d) / "exe"
+        shutil.copy2(fake_exe, exe)
+        r = subprocess.run([str(exe), "x"], capture_output=True, text=True, env={}, check=False, timeout=60,
+                           user=uid)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "HOME is not set and /etc/passwd names no home for uid 54321" in r.stderr and ENV_CACHE in r.stderr
 
 
 # ---------------------------------------------------------------- the real executable
