@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv docker-registry etcd-server etcd-client skopeo rpm createrepo-c haproxy \
   keepalived systemd-container debootstrap containernetworking-plugins gnupg apache2-utils zstd openssl \
-  iproute2 curl procps psmisc tar openssh-client openssh-server util-linux python3 python3-grpcio patchelf \
-  binutils libpython3.11
+  iproute2 curl procps psmisc tar openssh-client openssh-server util-linux python3 python3-grpcio \
+  binutils libpython3.11 gcc libc6-dev libssl-dev zlib1g-dev
 PYTEST_ARGS ?=
 DEMO_DIR ?= /var/tmp/k8s-offline-demo
 
@@ -52,7 +52,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
 # The installer as one static executable (static/README.md); apt installs only what is missing.
-STATIC_APT := python3 python3-venv patchelf binutils
+STATIC_APT := python3 python3-venv binutils gcc libc6-dev libssl-dev zlib1g-dev
 .PHONY: static
 static:
 	@v=$$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \

@@ -33,7 +33,9 @@ BUNDLE_PATH = layout.installer_path(EXECUTABLE)  # installer/installer-linux-amd
 BOOTSTRAP_SUFFIX = ".bootstrap.tar"
 DEFAULT_PYTHON = "/usr/bin/python3"
 # Executables the build needs, with the apt package that provides each.
-TOOLS = {"patchelf": "patchelf", "objdump": "binutils", "sha256sum": "coreutils", "tar": "tar"}
+TOOLS = {"objdump": "binutils", "gcc": "gcc", "ldd": "libc-bin", "sha256sum": "coreutils", "tar": "tar"}
+# Static libraries the launcher (static/launcher.c) is linked with, with the apt package of each.
+STATIC_LIBS = {"libc.a": "libc6-dev", "libcrypto.a": "libssl-dev", "libz.a": "zlib1g-dev"}
 _CACHE_DIR = "static"
 _WORK_DIR = "work"  # <cache>/static/work: build.sh's venvs and scratch (STATIC_WORK)
 _MTIME = 315532800  # 1980-01-01: bootstrap.tar is the same bytes for the same inputs
@@ -86,6 +88,11 @@ def unavailable() -> Optional[str]:
     for tool, package in TOOLS.items():
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt {package})"
+    for lib, package in STATIC_LIBS.items():
+        # gcc prints the bare name back when it has no such file
+        found = subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True, check=False)
+        if found.stdout.strip() == lib:
+            return f"{lib} is not installed (apt {package})"
     return None
 
 
@@ -98,7 +105,7 @@ def build(out: PathLike, log: Optional[Callable[[str], None]] = None, work: Opti
         raise Error(f"cannot build the static installer: {reason}", context="building installer-linux-amd64",
                     hint="run `make static` once as root: it installs the missing apt packages")
     if log:
-        log(f"static: building {out.name} (PyInstaller + staticx, about a minute)")
+        log(f"static: building {out.name} (PyInstaller onedir + static launcher, about a minute)")
     env = dict(os.environ, STATIC_WORK=str(work)) if work is not None else None
     proc = subprocess.run(["sh", str(BUILD_SCRIPT), str(out)], check=False, cwd=ROOT, capture_output=True,
                           text=True, env=env)
@@ -193,5 +200,6 @@ def sbom_item(executable: PathLike, version: str, sha256: Optional[str] = None):
     # built here, not downloaded: no download location
     return sbom.Item("installer", "k8s-offline-installer-static", version, sha256 or sha256_file(Path(executable)),
                      "", f"pkg:generic/k8s-offline-installer-static@{version}", supplier=suppliers.PROJECT,
-                     comment="the installer CLI frozen with PyInstaller and linked statically with staticx",
+                     comment="the installer CLI frozen with PyInstaller (onedir) and Debian's glibc behind a statically "
+                     "linked launcher that unpacks it once into a private cache",
                      extra={"file": BUNDLE_PATH})

@@ -1,12 +1,13 @@
 #!/bin/sh
-# Build the installer CLI as ONE statically linked executable: PyInstaller --onefile, then staticx.
+# Build the installer CLI as ONE statically linked executable: PyInstaller --onedir, Debian's glibc added to it,
+# packed behind static/launcher.c (linked statically) by static/pack.py.
 #
 #   static/build.sh OUT                 build into OUT (e.g. dist/installer-linux-amd64)
 #   static/build.sh --sources-digest    print the cache key of the current sources and exit
 #
-# Built with Debian's /usr/bin/python3 (staticx rejects a pyenv build: its DT_RUNPATH) in a build venv
-# holding exactly static/requirements-build.txt (--require-hashes). Needs apt python3-venv, patchelf,
-# binutils and libpython3.X (`make static` installs what is missing).
+# Built with Debian's /usr/bin/python3 (the glibc it links against is the one the payload carries) in a build
+# venv holding exactly static/requirements-build.txt (--require-hashes). Needs apt python3-venv, binutils,
+# libpython3.X, gcc, libc6-dev, libssl-dev and zlib1g-dev (`make static` installs what is missing).
 # Environment: STATIC_PYTHON (default /usr/bin/python3), STATIC_WORK (venvs and scratch, default
 # ${K8S_OFFLINE_CACHE:-~/.cache/k8s-offline}/static/work, the bundler's cache; created 0700 and refused when
 # another user owns it or group/others may write it: its venv builds what is signed into the bundle),
@@ -62,8 +63,12 @@ private_dir "$work"
 # Prerequisites, each with the apt package that provides it.
 [ -x "$python" ] || die "$python not found (apt python3)"
 "$python" -c 'import ensurepip, venv' 2>/dev/null || die "$python cannot make venvs (apt python3-venv)"
-command -v patchelf >/dev/null || die "patchelf not found (apt patchelf)"
 command -v objdump >/dev/null || die "objdump not found (apt binutils)"
+command -v gcc >/dev/null || die "gcc not found (apt gcc)"
+# gcc prints the bare name when it has no such file: the static libraries the launcher links
+for lib in libc.a:libc6-dev libcrypto.a:libssl-dev libz.a:zlib1g-dev; do
+  [ "$(gcc -print-file-name="${lib%%:*}")" != "${lib%%:*}" ] || die "${lib%%:*} not found (apt ${lib#*:})"
+done
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 libdir=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 [ -e "$libdir/libpython$pyver.so.1.0" ] || die "libpython$pyver.so.1.0 not found (apt libpython$pyver)"
@@ -115,9 +120,10 @@ SOURCES_SHA256 = "$digest"
 VERSION_TEXT = "$version (commit $commit$suffix, sources $(echo "$digest" | cut -c1-12), static)"
 EOF
 
-echo "static: PyInstaller --onefile ($version, commit $commit$suffix)" >&2
+echo "static: PyInstaller --onedir ($version, commit $commit$suffix)" >&2
+# zstandard's cffi backend (12 MB) is never imported: zstandard uses its C extension (backend_c) by default.
 # Same bytes for the same inputs where PyInstaller allows it (fixed hash seed and timestamps).
-SOURCE_DATE_EPOCH=315532800 PYTHONHASHSEED=0 "$py" -m PyInstaller --noconfirm --onefile --log-level WARN \
+SOURCE_DATE_EPOCH=315532800 PYTHONHASHSEED=0 "$py" -m PyInstaller --noconfirm --onedir --log-level WARN \
   --name "$name" --distpath "$stage/dist" --workpath "$stage/work" --specpath "$stage" \
   --paths "$stage/src" \
   --collect-submodules installer \
@@ -126,12 +132,16 @@ SOURCE_DATE_EPOCH=315532800 PYTHONHASHSEED=0 "$py" -m PyInstaller --noconfirm --
   --collect-submodules rich._unicode_data \
   --runtime-hook "$here/rthook_env.py" \
   --exclude-module tkinter --exclude-module bundler --exclude-module tests \
+  --exclude-module zstandard.backend_cffi --exclude-module zstandard._cffi \
   "$here/installer_main.py" >&2
 
-echo "static: staticx" >&2
-"$py" -m staticx --strip "$stage/dist/$name" "$stage/$name" >&2
-# Fails here, not on site, if the result does not start.
-"$stage/$name" --version >/dev/null || die "the built executable does not run"
+echo "static: launcher (gcc -static) and payload" >&2
+gcc -static -s -O2 -Wall -Wextra -Werror -o "$stage/launcher" "$here/launcher.c" -lcrypto -lz >&2
+"$py" "$here/pack.py" "$stage/launcher" "$stage/dist/$name" "$stage/$name" || die "static/pack.py failed"
+# Fails here, not on site, if the result does not start (its cache: a directory of the stage, not ~/.cache).
+mkdir -m 0700 "$stage/run-cache"
+K8S_OFFLINE_INSTALLER_CACHE="$stage/run-cache" "$stage/$name" --version >/dev/null \
+  || die "the built executable does not run"
 mkdir -p "$(dirname "$out")"
 chmod 0755 "$stage/$name"
 mv -f "$stage/$name" "$out.tmp.$$"

@@ -14,6 +14,21 @@ UPSTREAM_CACHE = Path(os.environ.get("UPSTREAM_CACHE", "/var/tmp/k8s-offline-ups
 os.environ.setdefault("K8S_OFFLINE_STATIC_CACHE", "/var/tmp/k8s-offline-static-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def installer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The static executable unpacks itself into a cache of this session, not into ~/.cache (static/README.md)."""
+    old = os.environ.get("K8S_OFFLINE_INSTALLER_CACHE")
+    path = tmp_path_factory.mktemp("installer-cache")
+    os.environ["K8S_OFFLINE_INSTALLER_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("K8S_OFFLINE_INSTALLER_CACHE", None)
+        else:
+            os.environ["K8S_OFFLINE_INSTALLER_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
     """Local stand-ins for every real upstream (HTTP mirror, yum repos, registries), once per session."""

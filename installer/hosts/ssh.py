@@ -2,7 +2,7 @@
 
 Why the `ssh` binary rather than paramiko or asyncssh:
 - The control host is CentOS 7 (OpenSSH 7.4, in every install incl. minimal) and the installer may
-  run as a PyInstaller/staticx executable. A pure-Python SSH library would add native wheels
+  run as the static PyInstaller executable. A pure-Python SSH library would add native wheels
   (bcrypt, pynacl, cryptography's OpenSSL) to bundle and sign; the ssh client is already there and
   is the one the site's admins debug with.
 - It honours what the site already configured: ~/.ssh/config (ProxyJump, per-host keys), ssh-agent,
