@@ -25,8 +25,9 @@ def gather_states(site: Site, hosts: Hosts, names: Sequence[str], opts: Options)
     def one(name: str) -> HostState:
         d = site.desired[name]
         units = list(d.units) + list(EXTRA_UNITS)
-        f = facts_mod.gather(hosts[name], d.managed_paths(), units,
-                             probes=etcd_auth.probes(site.inv.host(name)) + etcd_member.probes(site.inv.host(name)))
+        members = {h.name: h for h in site.inv.etcd_members}  # the registry host is not in inv.hosts
+        probes = etcd_auth.probes(members[name]) + etcd_member.probes(members[name]) if name in members else []
+        f = facts_mod.gather(hosts[name], d.managed_paths(), units, probes=probes)
         contents = {}
         for path, want in d.files.items():
             have = f.files.get(path)
