@@ -2,7 +2,8 @@
 
 Every apply reads the facts of every host, and those include the sha256 of every managed file. At release
 size the managed executables (hyperkube, kube-apiserver, kubelet, ...) are hundreds of MB per host, so the
-section keeps a cache on the host (HASH_CACHE, root's, 0600, in a 0700 directory) with one line per file:
+section keeps a cache on the host (HASH_CACHE, root's, 0600, its directory created 0700 when missing) with
+one line per file:
 
     <sha256> <device> <inode> <size> <mtime> <ctime> <path>
 
