@@ -36,8 +36,9 @@ from installer.site import (  # noqa: F401  (re-exported)
 SETTLE_TRIES, SETTLE_PAUSE = 10, 3.0
 
 
-def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[str]] = None) -> Plan:
-    """Gather facts of the hosts concerned and plan."""
+def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[str]] = None, *,
+              read_only: bool = False) -> Plan:
+    """Gather facts of the hosts concerned and plan (read_only: `plan`, which writes nothing to the hosts)."""
     names = [h.name for h in site.inv.hosts]
     if site.registry_host is not None:
         names.append(site.registry_host.name)
@@ -50,7 +51,7 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
                          f"role on exactly {', '.join(sorted(recorded or {}))} (recorded in "
                          f"{site.state.root / 'etcd-members.json'}), or change the membership by hand with "
                          "`etcdctl member add/remove` and update that file; nothing was changed")
-    states = gather_states(site, hosts, names, opts)
+    states = gather_states(site, hosts, names, opts, read_only=read_only)
     control = control_state(site, opts.session)
     plan = plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
                           registry_host=site.registry_host)
@@ -81,7 +82,7 @@ def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path,
         site = load_site(inventory, bundle_path, pub, scratch.root, opts.out)
         hosts = Hosts(site.inv, opts)
         try:
-            plan = make_plan(site, hosts, opts)
+            plan = make_plan(site, hosts, opts, read_only=True)
         finally:
             hosts.close()
         return scratch.result(plan, site)
