@@ -57,7 +57,8 @@ def release(version: str, what: str) -> Tuple[int, int, int]:
     if m is None:
         raise Error(f"{what} {version!r} is not a Kubernetes release version (MAJOR.MINOR.PATCH, e.g. 1.10.4)",
                     context=UPGRADING, exit_code=EXIT_INVALID,
-                    hint="the bundle's kubernetes-server version comes from its spec; build it with a release version")
+                    hint="a bundle's Kubernetes version is its spec's kubernetes-server version (apply records it): "
+                         "build the bundle with a release version; nothing was changed")
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
