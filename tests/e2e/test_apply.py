@@ -450,8 +450,8 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
     assert after["h1"] == before["h1"] and after["h2"] == before["h2"]
     r = ctl("get", "/probe/rejoin", "--print-value-only", endpoints=(3,))
     assert r.returncode == 0 and r.stdout.strip(), r.stderr  # h3 serves the data it got from the others
-    run = site.check()
-    assert run.rc == 0, _fail(run)
+    check = site.check()
+    assert check.rc == 0, _fail(check)
     print(f"\netcd member rejoin: {len(fails)} probes, longest failure {worst:.1f} s, apply {run.seconds:.1f} s")
 
 
