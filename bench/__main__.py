@@ -14,6 +14,7 @@ BENCHES = [
     ("bundle size vs docker save|gzip, build/verify RSS small vs 10x", ["bench/bench_size.py"]),
     ("seed: push_missing vs skopeo copy one by one", ["-m", "bench.bench_seed"]),
     ("static installer: start-up vs the venv entry point, size", ["bench/bench_static.py"]),
+    ("facts: ~500 MB of managed files, first run vs hash cache", ["bench/bench_facts.py"]),
     ("apply: first apply on 3 vs 6 booted hosts, converged re-apply", ["bench/bench_apply.py"]),
 ]
 

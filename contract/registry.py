@@ -139,10 +139,12 @@ class RegistryClient(Transport):
             return sorted(self._known.get(digest, ()))
 
     def blob_size(self, repo: str, digest: str) -> Optional[int]:
-        """HEAD a blob: its size when the repository has it, else None."""
-        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=[self.scope(repo)], ok=(200, 404),
+        """HEAD a blob: its size when the repository has it, else None. A 500 for one blob is the registry
+        failing to read what it stored for it (docker-registry killed while writing the blob's link file
+        answers so until the blob is uploaded again): not there, so it is uploaded."""
+        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=[self.scope(repo)], ok=(200, 404, 500),
                             doing=f"checking blob {digest[:19]} in {repo}")
-        if resp.status_code == 404:
+        if resp.status_code in (404, 500):
             return None
         self.note_blob(repo, digest)
         return int(resp.headers.get("Content-Length", "-1"))

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import requests
 
 from installer import checks as checks_mod
-from installer import egress, etcd_backup, preflight
+from installer import egress, etcd_backup, preflight, versions
 from installer import plan as plan_mod
 from installer.bundle import layout
 from installer.errors import Error
@@ -36,8 +36,9 @@ from installer.site import (  # noqa: F401  (re-exported)
 SETTLE_TRIES, SETTLE_PAUSE = 10, 3.0
 
 
-def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[str]] = None) -> Plan:
-    """Gather facts of the hosts concerned and plan."""
+def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[str]] = None, *,
+              read_only: bool = False) -> Plan:
+    """Gather facts of the hosts concerned and plan (read_only: `plan`, which writes nothing to the hosts)."""
     names = [h.name for h in site.inv.hosts]
     if site.registry_host is not None:
         names.append(site.registry_host.name)
@@ -50,7 +51,7 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
                          f"role on exactly {', '.join(sorted(recorded or {}))} (recorded in "
                          f"{site.state.root / 'etcd-members.json'}), or change the membership by hand with "
                          "`etcdctl member add/remove` and update that file; nothing was changed")
-    states = gather_states(site, hosts, names, opts)
+    states = gather_states(site, hosts, names, opts, read_only=read_only)
     control = control_state(site, opts.session)
     plan = plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
                           registry_host=site.registry_host)
@@ -81,17 +82,22 @@ def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path,
         site = load_site(inventory, bundle_path, pub, scratch.root, opts.out)
         hosts = Hosts(site.inv, opts)
         try:
-            plan = make_plan(site, hosts, opts)
+            plan = make_plan(site, hosts, opts, read_only=True)
         finally:
             hosts.close()
         return scratch.result(plan, site)
 
 
 def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options,
-                  focus: Optional[Sequence[str]] = None) -> dict:
-    """`installer apply` (and add-node with focus): the whole pipeline; returns the evidence report."""
+                  focus: Optional[Sequence[str]] = None, upgrade: Optional[versions.Decision] = None) -> dict:
+    """`installer apply` (and add-node with focus, upgrade with the decision of its version policy): the whole
+    pipeline; returns the evidence report. Only upgrade changes the Kubernetes version a cluster was recorded with."""
     t0 = opts.clock()
     site = load_site(inventory, bundle_path, pub, state_dir, opts.out)
+    previous = site.state.applied()  # what the last successful run converged to (None before the first)
+    if upgrade is None:
+        versions.guard_apply(previous, site.bundle.components, site.state.applied_path)
+    now = versions.host_versions(site.inv, versions.component_versions(site.bundle.components))
     hosts = Hosts(site.inv, opts)
     try:
         plan = make_plan(site, hosts, opts, focus=focus)
@@ -124,7 +130,9 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for, opts.max_parallel)
     if results is not None:  # seeded by now: every reference must be there with the bundle's digest
         results.results += images_results(site, opts.session)
-    report = dict(evidence(site, plan, outcome, results, opts.clock() - t0), etcd_backup=backup)
+    changed = {"upgrade": upgrade.to_dict() if upgrade else None,
+               "hosts": versions.changes(previous, now, list(focus) if focus else None)}
+    report = dict(evidence(site, plan, outcome, results, opts.clock() - t0), etcd_backup=backup, versions=changed)
     site.state.write_report(report, evidence_text(report))
     if results is not None and not results.ok:
         raise Error("the cluster checks failed after apply", context="verifying the cluster",
@@ -132,9 +140,39 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
                     hint=f"see {site.state.root}/report.txt; `installer check` repeats the checks")
     if results is not None:
         record_etcd_members(site)  # a cluster formed before the record existed: its healthy members
+    b = site.bundle
+    site.state.set_applied(versions.applied_record(
+        {"name": b.name, "version": b.version, "manifest_sha256": b.digest},
+        versions.component_versions(b.components), now, previous, list(focus) if focus else None))
     return report
 
 
+def upgrade_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options) -> dict:
+    """`installer upgrade`: apply with a newer bundle, behind the version policy (installer.versions.decide).
+
+    The signed manifest says the bundle's Kubernetes version (its signature is checked first); the cluster's is
+    what the last successful apply recorded. A later patch release converges as apply does (the bundle verified
+    member by member while it is unpacked); a refusal, or the same release (nothing to do), verifies the whole
+    bundle too before saying so."""
+    from installer import bundle as fmt
+    from installer.state import StateDir
+
+    st = StateDir(Path(state_dir))
+    key = fmt.load_public_key(Path(pub))
+    manifest, _, _ = fmt.read_manifest(Path(bundle_path), key)
+    try:
+        decision = versions.decide(st.applied(), manifest.components, st.applied_path)
+    except Error:
+        fmt.verify_bundle(Path(bundle_path), key)  # a damaged bundle is said first, as apply would
+        raise
+    if not decision.same:
+        opts.out(f"upgrade: Kubernetes {decision.current} -> {decision.target}")
+        return apply_command(inventory, bundle_path, pub, state_dir, opts, upgrade=decision)
+    fmt.verify_bundle(Path(bundle_path), key)
+    opts.out(f"upgrade: already at v{decision.target.lstrip('v')}: nothing to do")
+    return {"upgrade": decision.to_dict(), "already_at": decision.target, "nothing_to_do": True}
+
+
 __all__ = ["Options", "ssh_connectors", "default_session", "prepare_bundle", "desired_state", "load_site",
-           "make_plan", "plan_command", "apply_command", "Executor", "Hosts", "evidence", "evidence_text",
-           ]
+           "make_plan", "plan_command", "apply_command", "upgrade_command", "Executor", "Hosts", "evidence",
+           "evidence_text"]

@@ -13,7 +13,7 @@ from installer import cli_certs, cli_etcd, runlock
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer.cli_bundle import unpack, verify  # bundler's `verify` is this command too
-from installer.cli_cluster import add_node, apply, check, plan, remove_node
+from installer.cli_cluster import add_node, apply, check, plan, remove_node, upgrade
 from installer.cli_common import JSON, STATE
 from installer.cli_seed import seed
 from installer.cliutil import emit, guarded, new_app
@@ -92,6 +92,7 @@ app.command()(verify)
 app.command()(unpack)
 app.command()(plan)
 app.command()(apply)
+app.command()(upgrade)
 app.command("add-node")(add_node)
 app.command("remove-node")(remove_node)
 app.command()(check)

@@ -1,4 +1,5 @@
-"""The commands that converge or change the cluster (plan, apply, add-node, remove-node) and `installer check`."""
+"""The commands that converge or change the cluster (plan, apply, upgrade, add-node, remove-node) and
+`installer check`."""
 
 from __future__ import annotations
 
@@ -95,6 +96,37 @@ def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts:
     d = apply_mod.apply_command(inventory, bundle, pub, root, common.options(root, known_hosts, host_keys, jobs),
                                 focus=focus)
     emit(d, as_json, _apply_text)
+
+
+def upgrade(
+    bundle: Path = BUNDLE,
+    inventory: Path = INVENTORY,
+    pub: Path = PUB,
+    state: Optional[Path] = STATE,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    host_keys: str = HOST_KEYS,
+    jobs: int = JOBS,
+    as_json: bool = JSON,
+) -> None:
+    """apply with a newer bundle: a later Kubernetes patch release of the same MAJOR.MINOR (exit 2 on a minor or
+    major jump or a downgrade; "already at" and exit 0 on the same release); the evidence lists every version change."""
+    from installer import apply as apply_mod
+
+    def body() -> None:
+        root = state or common.default_state()
+        inventory_mod.load(inventory)  # a bad inventory is refused before the lock creates the state dir
+        with runlock.hold(root, "upgrade"):
+            d = apply_mod.upgrade_command(inventory, bundle, pub, root,
+                                          common.options(root, known_hosts, host_keys, jobs))
+        emit(d, as_json, _upgrade_text)
+
+    guarded(body, as_json=as_json)
+
+
+def _upgrade_text(d: dict) -> str:
+    if "already_at" in d:  # the same release: nothing was done, no report written
+        return f"already at v{d['already_at'].lstrip('v')}: nothing to do"
+    return _apply_text(d)
 
 
 def add_node(

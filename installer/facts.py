@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
+from installer import facts_hashes
 from installer.errors import Error
-from installer.hosts.connector import Connector, check_path
+from installer.hosts.connector import Connector
 
 MARK = "@@k8s-facts@@"
 UNIT_PROPS = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState")
@@ -111,13 +112,15 @@ class Facts:
 # -- the script ----------------------------------------------------------------------------------
 
 def script(managed_files: Sequence[str] = (), units: Sequence[str] = (),
-           commands: Sequence[str] = DEFAULT_COMMANDS, probes: Sequence[Tuple[str, str]] = ()) -> str:
+           commands: Sequence[str] = DEFAULT_COMMANDS, probes: Sequence[Tuple[str, str]] = (), *,
+           hash_cache: Optional[str] = facts_hashes.HASH_CACHE, update_cache: bool = True) -> str:
     """The POSIX sh script that prints every section, each after a line `@@k8s-facts@@ <name>`.
 
     probes: (name, sh command) pairs run in a subshell with no output kept; the `probes` section lists
-    "<name> <exit status>" (what role-specific facts such as etcd's authentication state need)."""
+    "<name> <exit status>" (what role-specific facts such as etcd's authentication state need).
+    hash_cache: where the host keeps the sums of unchanged files (installer.facts_hashes; None: no cache);
+    update_cache=False reads it but never writes it (plan changes nothing on the hosts)."""
     q = shlex.quote
-    files = " ".join(q(check_path(f)) for f in managed_files)
     unit_args = " ".join(q(u) for u in units)
     cmds = " ".join(q(c) for c in commands)
     has = "command -v {} >/dev/null 2>&1".format
@@ -139,10 +142,7 @@ def script(managed_files: Sequence[str] = (), units: Sequence[str] = (),
     ]
     if managed_files:
         # one line per file, in the order asked: "<sha256> <mode> <owner> <group>" or "-" if not a file
-        lines.append(
-            f"m files; for f in {files}; do "
-            "if [ -f \"$f\" ] && s=$(sha256sum < \"$f\" 2>/dev/null); then "
-            "printf '%s %s\\n' \"${s%% *}\" \"$(stat -c '%a %U %G' \"$f\")\"; else echo -; fi; done")
+        lines += ["m files", *facts_hashes.files_section(managed_files, hash_cache, update_cache)]
     if units:
         lines.append(
             f"if {has('systemctl')} && [ -d /run/systemd/system ]; then m units; "
@@ -401,9 +401,10 @@ def parse(output: str, *, host: str, managed_files: Sequence[str] = (), units: S
 
 def gather(connector: Connector, managed_files: Sequence[str] = (), units: Sequence[str] = (), *,
            commands: Sequence[str] = DEFAULT_COMMANDS, probes: Sequence[Tuple[str, str]] = (),
-           timeout: float = 120, clock: Callable[[], float] = time.time) -> Facts:
-    """Read a host's facts with one command over the connector."""
-    text = script(managed_files, units, commands, probes)
+           timeout: float = 120, clock: Callable[[], float] = time.time,
+           hash_cache: Optional[str] = facts_hashes.HASH_CACHE, update_cache: bool = True) -> Facts:
+    """Read a host's facts with one command over the connector (hash cache as in `script`)."""
+    text = script(managed_files, units, commands, probes, hash_cache=hash_cache, update_cache=update_cache)
     start = clock()
     res = connector.run(text, timeout=timeout)
     end = clock()

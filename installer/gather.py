@@ -19,14 +19,18 @@ from installer.plan_model import ControlState, HostState
 from installer.site import EXTRA_UNITS, Site
 
 
-def gather_states(site: Site, hosts: Hosts, names: Sequence[str], opts: Options) -> Dict[str, HostState]:
-    """Facts of every host in parallel, plus the current content of changed text files (for diffs)."""
+def gather_states(site: Site, hosts: Hosts, names: Sequence[str], opts: Options, *,
+                  read_only: bool = False) -> Dict[str, HostState]:
+    """Facts of every host in parallel, plus the current content of changed text files (for diffs).
+
+    read_only (plan): the hosts' hash caches are used but not updated, so nothing is written to a host."""
 
     def one(name: str) -> HostState:
         d = site.desired[name]
         units = list(d.units) + list(EXTRA_UNITS)
-        f = facts_mod.gather(hosts[name], d.managed_paths(), units,
-                             probes=etcd_auth.probes(site.inv.host(name)) + etcd_member.probes(site.inv.host(name)))
+        members = {h.name: h for h in site.inv.etcd_members}  # the registry host is not in inv.hosts
+        probes = etcd_auth.probes(members[name]) + etcd_member.probes(members[name]) if name in members else []
+        f = facts_mod.gather(hosts[name], d.managed_paths(), units, probes=probes, update_cache=not read_only)
         contents = {}
         for path, want in d.files.items():
             have = f.files.get(path)

@@ -61,7 +61,7 @@ from installer.plan_rules import (
 )
 from installer.plan_steps import files_steps, os_prep_steps, packages_step, registry_host_steps, unit_steps
 from installer.preflight import preflight
-from installer.render import PATHS, UNIT_DIR
+from installer.render import BIN_DIR, PATHS, UNIT_DIR
 
 
 def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], states: Mapping[str, HostState],
@@ -87,6 +87,13 @@ def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], st
                                     units=("etcd",)),)))
         waves.append(Wave(tuple(per_host[h.name]), (gate,)))
     return tuple(waves)
+
+
+def _replaces_running_node(steps: Sequence[Step], st: HostState) -> bool:
+    """Whether a node's steps replace the kubelet or kube-proxy executable while its kubelet runs."""
+    kubelet = (st.facts.units or {}).get("kubelet")
+    return kubelet is not None and kubelet.running and any(
+        s.kind is StepKind.BINARY and s.target in (f"{BIN_DIR}/kubelet", f"{BIN_DIR}/kube-proxy") for s in steps)
 
 
 def build(
@@ -243,9 +250,11 @@ def build(
                 waves_m.append(Wave(tuple(steps), (gate_for(h),) if restarts else ()))
         phases.append(Phase(phase, tuple(waves_m), rolling=True))
 
-    # nodes: in parallel, then every changed node must be Ready
+    # nodes: in parallel, then every changed node must be Ready; a running node whose kubelet or kube-proxy
+    # executable is replaced (an upgrade) goes one at a time after those, each behind its own Ready gate
     steps = []
     changed_nodes = []
+    one_by_one: List[Tuple[str, List[Step]]] = []
     for h in hosts:
         if not h.has("node"):
             continue
@@ -253,12 +262,20 @@ def build(
         if not in_focus(h):
             deferred += [f"{h.name}: {s.line()}" for s in s_h if s.acts]
             continue
+        if _replaces_running_node(s_h, states[h.name]):
+            one_by_one.append((h.name, s_h))
+            continue
         steps += s_h
         if any(s.kind is StepKind.RESTART for s in s_h):
             changed_nodes.append(h.name)
-    gates = (Step(CONTROL, StepKind.GATE, Gate.NODE_READY, "registered and Ready: " + ", ".join(changed_nodes),
-                  items=tuple(changed_nodes), units=("kubelet", "docker")),) if changed_nodes else ()
-    phases.append(Phase("nodes", (Wave(tuple(steps), gates),) if steps else ()))
+
+    def ready(names: Sequence[str]) -> Tuple[Step, ...]:
+        return (Step(CONTROL, StepKind.GATE, Gate.NODE_READY, "registered and Ready: " + ", ".join(names),
+                     items=tuple(names), units=("kubelet", "docker")),) if names else ()
+
+    node_waves = ((Wave(tuple(steps), ready(changed_nodes)),) if steps else ()) + tuple(
+        Wave(tuple(s_h), ready([name])) for name, s_h in one_by_one)
+    phases.append(Phase("nodes", node_waves, rolling=bool(one_by_one)))
 
     # addons on the first master
     steps = []

@@ -27,7 +27,7 @@ UNIT_DIR = "/etc/systemd/system"
 DEFAULT_REPO_URL = "file:///var/lib/k8s-offline/repo"
 MARKER = ".rendered-by-k8s-offline"
 
-# Where PKI material lives on the hosts; templates and pki.material_for both read this one table.
+# Where PKI material lives on the hosts; templates and pki_material.material_for both read this one table.
 PATHS = {
     "ca": "/etc/kubernetes/pki/ca.crt",
     "ca_key": "/etc/kubernetes/pki/ca.key",

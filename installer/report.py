@@ -1,11 +1,12 @@
-"""The evidence report of an apply: what was planned, done, skipped and checked, and the bundle's trust.
+"""The evidence report of an apply: what was planned, done, skipped and checked, the bundle's trust, and the
+version changes per host (apply_command adds them: installer.versions).
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Mapping
 
-from installer import etcd_backup
+from installer import etcd_backup, versions
 from installer.executor import Outcome
 from installer.plan_model import Plan
 from installer.site import Site
@@ -73,6 +74,7 @@ def evidence_text(r: dict) -> str:
     if r["nothing_to_do"]:
         lines.append("nothing to do: every host matched the desired state")
     lines += etcd_backup.evidence_lines(r.get("etcd_backup"))  # taken before the changes below
+    lines += versions.evidence_lines(r.get("versions"))  # component: old -> new, per host
     for host, items in sorted(r["changed"].items()):
         lines.append(f"{host}: {len(items)} change(s)")
         lines += [f"  {i}" for i in items]

@@ -15,6 +15,7 @@ from installer import addons as addons_mod
 from installer import egress, harbor_install, pki_material, plan_rules
 from installer import pki as pki_mod
 from installer import render as render_mod
+from installer import versions as versions_mod
 from installer.bundle import layout
 from installer.errors import Error
 from installer.inventory import Host, Inventory
@@ -34,9 +35,6 @@ BINARY_SOURCES = {
     "mk-docker-opts.sh": ("flannel-v*-linux-amd64.tar.gz", "mk-docker-opts.sh"),
 }
 CNI_ARCHIVE = "cni-plugins-amd64-v*.tgz"
-COMPONENT_VERSIONS = {"binary/kubernetes-server": "kubernetes", "binary/etcd": "etcd", "binary/flannel": "flannel",
-                      "binary/cni-plugins": "cni", "rpm/docker-ce": "docker", "rpm/haproxy": "haproxy",
-                      "rpm/keepalived": "keepalived"}
 
 
 # ------------------------------------------------------------------ the bundle
@@ -166,7 +164,7 @@ def image_roles(bundle: Bundle, inv: Inventory) -> Tuple[Dict[str, str], str]:
 
 
 def versions_of(bundle: Bundle) -> Dict[str, str]:
-    return {v: bundle.components[k] for k, v in COMPONENT_VERSIONS.items() if k in bundle.components}
+    return versions_mod.component_versions(bundle.components)
 
 
 # ------------------------------------------------------------------ desired state

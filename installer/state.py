@@ -9,6 +9,8 @@ Layout of <state>:
   etcd-members.json    the etcd members (name: address) the cluster was formed with
   backups/             etcd snapshots (etcd-<UTC time>-<revision>.db, 0600) and their sidecars (installer.etcd_backup)
   hosts.json           every host an apply managed (its inventory entry), until remove-node forgets it
+  applied.json         the bundle the last successful apply/upgrade converged to: its component versions and
+                       per host the versions it runs (installer.versions; what upgrade compares with)
   report.json/.txt     the evidence report of the last apply
   known_hosts          ssh host keys of the hosts (learned on first contact unless --host-keys strict)
 
@@ -38,6 +40,7 @@ REPORT_JSON = "report.json"
 REPORT_TEXT = "report.txt"
 KNOWN_HOSTS = "known_hosts"
 HOSTS = "hosts.json"
+APPLIED = "applied.json"
 
 # What removing a state file on purpose costs: said in the error that refuses to guess around a damaged one.
 IF_REMOVED = {
@@ -48,6 +51,9 @@ IF_REMOVED = {
     ETCD_MEMBERS: "the membership guard is re-armed from the current inventory: its etcd members are recorded "
                   "as those the cluster was formed with after the next healthy etcd gate",
     JOURNAL: "the history of earlier runs is lost (resuming needs only pending.json)",
+    APPLIED: "`installer upgrade` refuses until the next successful `installer apply` records the versions again "
+             "(apply with the bundle the cluster runs: it changes nothing on a converged cluster), and the next "
+             "report lists no version change",
     HOSTS: "remove-node cannot reach hosts already taken out of the inventory (the next apply records the "
            "inventory's hosts again)",
 }
@@ -164,6 +170,27 @@ class StateDir:
 
     def set_hosts(self, hosts: Dict[str, Dict[str, Any]]) -> None:
         write_atomic(self.root / HOSTS, (json.dumps({"hosts": hosts}, indent=2, sort_keys=True) + "\n").encode())
+
+    @property
+    def applied_path(self) -> Path:
+        return self.root / APPLIED
+
+    def applied(self) -> Optional[Dict[str, Any]]:
+        """What the last successful apply converged to (installer.versions.applied_record), or None before."""
+        path, doing = self.applied_path, "reading the versions the last successful apply recorded"
+        data = read_state_json(path, doing)
+        if data is None:
+            return None
+        hosts = data.get("hosts")
+        if not (isinstance(data.get("kubernetes"), (str, type(None))) and isinstance(data.get("bundle"), dict)
+                and isinstance(hosts, dict) and all(isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+                                                    for v in hosts.values())):
+            raise state_file_error(path, 'expected {"bundle": {...}, "kubernetes": VERSION, "versions": {...}, '
+                                         '"hosts": {name: {component: version}}}', doing)
+        return data
+
+    def set_applied(self, record: Dict[str, Any]) -> None:
+        write_atomic(self.applied_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
     def write_report(self, data: dict, text: str) -> Tuple[Path, Path]:
         """The evidence report of a run, as JSON and as text."""

@@ -34,8 +34,9 @@ class BuiltBundle:
     seconds: float
 
 
-def build_bundle(workdir: Path) -> BuiltBundle:
-    """Start the stand-in upstreams, build the default spec's bundle (Python 3.11 wheels only), stop them."""
+def build_bundle(workdir: Path, release: str = "v1.10.3") -> BuiltBundle:
+    """Start the stand-in upstreams, build the default spec's bundle (Python 3.11 wheels only), stop them;
+    `release`: another Kubernetes release the stand-ins serve (its spec differs only there)."""
     from bundler.build import run_build
     from bundler.cache import Cache
     from installer.bundle import generate_keypair
@@ -48,7 +49,7 @@ def build_bundle(workdir: Path) -> BuiltBundle:
         priv, pub = generate_keypair(workdir / "keys")
         spec = workdir / "bundle-spec.yaml"
         # the stand-ins write the project's spec with their test signing keys pinned, when they sign RPMs
-        fixture_spec = ups.dir / "bundle-spec.yaml"
+        fixture_spec = ups.dir / "bundle-spec.yaml" if release == "v1.10.3" else ups.spec_for(release)
         shutil.copy(fixture_spec if fixture_spec.exists() else ROOT / "bundle-spec.yaml", spec)
         summary = run_build(spec, ups.mirrors_file, priv, workdir / "dist", Cache(workdir / "cache"),
                             pythons=["3.11"], progress=lambda event, **fields: None)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from installer import etcd_auth, etcd_backup, etcd_users, facts, inventory, pki, render
+from installer import etcd_auth, etcd_backup, etcd_users, facts, inventory, pki, pki_material, render
 from installer.hosts.local import LocalConnector
 from tests.integration.test_rendered_etcd import localise, logs, need, stop
 
@@ -68,7 +68,7 @@ def site(tmp_path_factory):
     inv = inventory.load(d / "inventory.yaml")
     p = pki.Pki(d / "state", clock=lambda: T0)
     p.ensure(inv)
-    rendered = render.render_all(inv, pki_files={h.name: p.material_for(inv, h) for h in inv.hosts})
+    rendered = render.render_all(inv, pki_files={h.name: pki_material.material_for(p, inv, h) for h in inv.hosts})
     tree = d / "tree"
     render.write_tree(rendered, tree)
     env = render.parse_env_file(rendered["m1"]["/etc/etcd/etcd.conf"].content.decode())

@@ -23,6 +23,7 @@ BUNDLE_ARGS = ["-b", "bundle.tar.zst", "--pub", "bundle.pub", "-i", INVENTORY]
 COMMANDS = {  # command -> its arguments besides --jobs and --state
     "plan": ["plan", *BUNDLE_ARGS],
     "apply": ["apply", *BUNDLE_ARGS],
+    "upgrade": ["upgrade", *BUNDLE_ARGS],
     "add-node": ["add-node", "k8s-node1", *BUNDLE_ARGS],
     "certs renew": ["certs", "renew", *BUNDLE_ARGS],
     "check": ["check", "-i", INVENTORY],
@@ -46,6 +47,8 @@ def seen(monkeypatch, tmp_path):
     monkeypatch.setattr(apply_mod, "plan_command", lambda inv, b, pub, root, opts: stop("plan", opts.max_parallel))
     monkeypatch.setattr(apply_mod, "apply_command",
                         lambda inv, b, pub, root, opts, focus=None: stop("apply", opts.max_parallel))
+    monkeypatch.setattr(apply_mod, "upgrade_command",
+                        lambda inv, b, pub, root, opts: stop("upgrade", opts.max_parallel))
 
     def run_all(inv, pki, session, connector_for=None, max_parallel=None):
         got["check"] = max_parallel

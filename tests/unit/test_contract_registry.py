@@ -168,3 +168,13 @@ def test_pull_blob_verifies_size_and_digest():
         c.pull_blob("a", "sha256:" + "0" * 64, len(data), Writer, "t")
     with pytest.raises(DigestMismatch, match="size mismatch"):
         c.pull_blob("a", good, len(data) - 1, Writer, "t")
+
+
+def test_a_blob_the_registry_cannot_read_counts_as_missing():
+    """docker-registry killed while it wrote a blob's link answers HEAD with 500 until the blob is pushed again."""
+    c = client({"/v2/": [Resp(200)], "/v2/a/blobs/sha256:x": [Resp(500)], "/v2/a/blobs/sha256:y": [Resp(503)]},
+               check_login=False)
+    assert c.blob_size("a", "sha256:x") is None
+    with pytest.raises(UnexpectedStatus) as err:  # the whole registry failing is still an error
+        c.blob_size("a", "sha256:y")
+    assert err.value.status == 503

@@ -452,3 +452,32 @@ def test_no_rejoin_when_no_other_member_runs_and_one_at_a_time(inv, desired):
                                                 units=dict(f.units, etcd=UnitState("loaded", "inactive", "dead",
                                                                                    "disabled"))))
     assert etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True)) == ["h2"]  # one per run
+
+
+def test_nodes_whose_kubelet_is_replaced_go_one_at_a_time_each_behind_its_ready_gate(inv, desired):
+    """An upgrade replaces kubelet on running nodes: h4, then h5, each waited for; the executor stops at the
+    first node that does not come back, with the ones after it untouched."""
+    d = dict(desired)
+    for n in ("h4", "h5"):
+        bins = {"/usr/local/bin/kubelet": plan_model.Source(sha(b"kubelet 1.10.4"), "k.tar.gz!kubelet")}
+        d[n] = replace(desired[n], binaries=bins)
+    plan = P.build(inv, d, converged(inv, desired), control_ok(inv))
+    nodes = next(p for p in plan.phases if p.name == "nodes")
+    assert nodes.rolling
+    assert [({s.host for s in w.steps}, [g.items for g in w.gates]) for w in nodes.waves] == [
+        ({"h4"}, [("h4",)]), ({"h5"}, [("h5",)])]
+    assert all(any(s.kind == "binary" for s in w.steps) for w in nodes.waves)
+
+
+def test_new_nodes_and_config_changes_still_go_together(inv, desired):
+    states = converged(inv, desired)
+    for n in ("h4", "h5"):  # not running yet: a first apply
+        f = states[n].facts
+        states[n] = plan_model.HostState(replace(f, units=dict(f.units, kubelet=UnitState("loaded", "inactive",
+                                                                                          "dead", "disabled")),
+                                                 files={p: s for p, s in f.files.items()
+                                                        if p != "/usr/local/bin/kubelet"}))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    nodes = next(p for p in plan.phases if p.name == "nodes")
+    assert not nodes.rolling and len(nodes.waves) == 1
+    assert [g.items for g in nodes.waves[0].gates] == [("h4", "h5")]

@@ -94,8 +94,15 @@ class FakeConn:
 
 
 def fake_hosts(monkeypatch, facts_for):
-    """Facts come from facts_for(host, managed paths); the control host sees a seeded registry and flannel key."""
-    monkeypatch.setattr(facts_mod, "gather", lambda conn, managed, units, **kw: facts_for(conn.name, managed))
+    """Facts come from facts_for(host, managed paths); the control host sees a seeded registry and flannel key.
+
+    plan must never write the hosts' hash caches: every gather is asked not to (update_cache=False)."""
+
+    def gather(conn, managed, units, **kw):
+        assert kw.get("update_cache") is False, "plan would write the hash cache on " + conn.name
+        return facts_for(conn.name, managed)
+
+    monkeypatch.setattr(facts_mod, "gather", gather)
     monkeypatch.setattr(apply_mod, "control_state", lambda site, session: plan_model.ControlState(
         images_missing=(), images_total=0, flannel_config=flannel_network_config(site.inv)))
     opts = apply_mod.Options(connector_for=lambda inv, host: FakeConn(host.name), session=None)

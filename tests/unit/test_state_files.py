@@ -6,13 +6,14 @@ import threading
 import pytest
 
 from installer.errors import Error
-from installer.state import BUNDLE_INFO, ETCD_MEMBERS, JOURNAL, PENDING, StateDir
+from installer.state import APPLIED, BUNDLE_INFO, ETCD_MEMBERS, JOURNAL, PENDING, StateDir
 
 READERS = {
     ETCD_MEMBERS: (lambda st: st.etcd_members(), None, "membership guard is re-armed from the current inventory"),
     PENDING: (lambda st: st.pending.load(), {}, "pending restarts are forgotten"),
     BUNDLE_INFO: (lambda st: st.bundle_info(), None, "verified and unpacked again"),
     JOURNAL: (lambda st: st.journal.entries(), [], "history of earlier runs is lost"),
+    APPLIED: (lambda st: st.applied(), None, "`installer upgrade` refuses until the next successful `installer apply`"),
 }
 
 
@@ -39,7 +40,7 @@ def test_unreadable_file_is_an_error_with_the_way_out(st, name):
     assert consequence in e.value.hint
 
 
-@pytest.mark.parametrize("name", [ETCD_MEMBERS, PENDING, BUNDLE_INFO])
+@pytest.mark.parametrize("name", [ETCD_MEMBERS, PENDING, BUNDLE_INFO, APPLIED])
 @pytest.mark.parametrize("content", ['{"members": {"m1": "10.0.0.1"', "", "\xff\xfe", "[1, 2]", "null"])
 def test_invalid_json_is_an_error_not_none(st, name, content):
     read, _, consequence = READERS[name]
@@ -107,3 +108,19 @@ def test_journal_lines_of_parallel_hosts_stay_whole(st):
         t.join()
     lines = j.path.read_text().splitlines()
     assert len(lines) == 400 and all(json.loads(x)["event"] == "step" for x in lines)
+
+
+@pytest.mark.parametrize("content", ['{"kubernetes": "1.10.3"}', '{"bundle": {}, "kubernetes": 1, "hosts": {}}',
+                                     '{"bundle": {}, "kubernetes": "1.10.3", "hosts": {"m1": {"etcd": 3}}}'])
+def test_applied_record_of_the_wrong_shape(st, content):
+    (st.root / APPLIED).write_text(content)
+    with pytest.raises(Error) as e:
+        st.applied()
+    assert "expected" in e.value.message and "`installer upgrade` refuses" in e.value.hint
+
+
+def test_applied_record_round_trips(st):
+    record = {"bundle": {"name": "k8s"}, "kubernetes": "1.10.4", "versions": {"kubernetes": "1.10.4"},
+              "hosts": {"m1": {"kubernetes": "1.10.4"}}}
+    st.set_applied(record)
+    assert st.applied() == record
