@@ -9,7 +9,16 @@ from typing import Callable, Dict, List, Optional
 
 from installer import addons as addons_mod
 from installer import checks as checks_mod
-from installer import etcd_auth, etcd_member, gates, harbor_install, plan_model, plan_rules, secrets_rewrite
+from installer import (
+    drain,
+    etcd_auth,
+    etcd_member,
+    gates,
+    harbor_install,
+    plan_model,
+    plan_rules,
+    secrets_rewrite,
+)
 from installer import render as render_mod
 from installer.bundle import layout
 from installer.errors import Error
@@ -157,6 +166,12 @@ class Executor:
         inv = self.site.inv
         return StepResult(Status.DONE, etcd_member.join(self.hosts[s.host], inv, inv.host(s.host)))
 
+    def _drain(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, drain.drain(self.site.inv, self.site.pki, self.opts.session, str(s.target)))
+
+    def _uncordon(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, drain.uncordon(self.site.inv, self.site.pki, self.opts.session, str(s.target)))
+
     def _flannel_key(self, s: Step) -> StepResult:
         checks_mod.put_flannel_config(self.site.inv, self.site.pki, self.opts.session, s.command or "")
         return StepResult(Status.DONE, "written")
@@ -266,6 +281,8 @@ HANDLERS: Dict[StepKind, Callable[[Executor, Step], StepResult]] = {
     StepKind.FLANNEL_KEY: Executor._flannel_key,
     StepKind.ETCD_AUTH: Executor._etcd_auth,
     StepKind.ETCD_JOIN: Executor._etcd_join,
+    StepKind.DRAIN: Executor._drain,
+    StepKind.UNCORDON: Executor._uncordon,
     StepKind.PUT: Executor._put,
     StepKind.BINARY: Executor._binary,
     StepKind.REPO: Executor._repo,

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import requests
 
 from installer import checks as checks_mod
-from installer import etcd_auth, etcd_member, harbor_install, plan_rules
+from installer import drain, etcd_auth, etcd_member, harbor_install, plan_rules
 from installer import facts as facts_mod
 from installer.bundle import layout
 from installer.errors import Error
@@ -70,4 +70,5 @@ def control_state(site: Site, session: requests.Session) -> ControlState:
     unhealthy = tuple(r.target for r in checks_mod.etcd_health(inv, site.pki, session) if not r.ok)
     return ControlState(images_missing=missing, images_total=total, flannel_config=value, harbor_up=up,
                         harbor_detail=detail, etcd_unhealthy=unhealthy,
-                        etcd_recorded=site.state.etcd_members() is not None)
+                        etcd_recorded=site.state.etcd_members() is not None,
+                        cordoned=drain.marked(inv, site.pki, session) if inv.nodes else ())

@@ -273,8 +273,17 @@ def build(
         return (Step(CONTROL, StepKind.GATE, Gate.NODE_READY, "registered and Ready: " + ", ".join(names),
                      items=tuple(names), units=("kubelet", "docker")),) if names else ()
 
-    node_waves = ((Wave(tuple(steps), ready(changed_nodes)),) if steps else ()) + tuple(
-        Wave(tuple(s_h), ready([name])) for name, s_h in one_by_one)
+    node_waves = ((Wave(tuple(steps), ready(changed_nodes)),) if steps else ())
+    for name, s_h in one_by_one:  # cordon + drain, replace and restart, Ready, uncordon: one node at a time
+        node_waves += (Wave((Step(CONTROL, StepKind.DRAIN, name, "its kubelet is replaced: cordon it, evict its "
+                                  "pods (DaemonSet and mirror pods stay)"),)),
+                       Wave(tuple(s_h), ready([name])),
+                       Wave((Step(CONTROL, StepKind.UNCORDON, name, "upgraded and Ready"),)))
+    left = [n for n in control.cordoned if n not in {name for name, _ in one_by_one}
+            and any(h.name == n and in_focus(h) for h in hosts)]
+    if left:  # an earlier run stopped between the drain and the uncordon
+        node_waves += (Wave(tuple(Step(CONTROL, StepKind.UNCORDON, n, "cordoned by an earlier run that stopped "
+                                       "before its uncordon") for n in left)),)
     phases.append(Phase("nodes", node_waves, rolling=bool(one_by_one)))
 
     # addons on the first master

@@ -46,6 +46,8 @@ class StepKind(Name):
     FLANNEL_KEY = "flannel-key"
     ETCD_AUTH = "etcd-auth"  # turn on etcd v3 authentication (installer.etcd_auth)
     ETCD_JOIN = "etcd-join"  # a member whose data is gone rejoins the running cluster (installer.etcd_member)
+    DRAIN = "drain"  # cordon a node and evict its pods before its kubelet is replaced (installer.drain)
+    UNCORDON = "uncordon"  # make it schedulable again once Ready
     KUBECTL_APPLY = "kubectl-apply"
     REWRITE_SECRETS = "rewrite-secrets"  # secrets stored before the encryption config, re-written
     SKIP = "skip"  # a line saying what is not done, and why
@@ -66,7 +68,7 @@ LABELS = {StepKind.PUT: "file", StepKind.BINARY: "binary", StepKind.REPO: "repo"
           StepKind.COMMAND: "run", StepKind.DAEMON_RELOAD: "systemctl", StepKind.ENABLE: "enable",
           StepKind.RESTART: "restart", StepKind.GATE: "wait for", StepKind.SEED: "seed",
           StepKind.HARBOR_PROJECT: "harbor", StepKind.HARBOR_UNPACK: "unpack", StepKind.HARBOR_INSTALL: "run",
-          StepKind.FLANNEL_KEY: "etcd v2 key", StepKind.ETCD_AUTH: "etcd", StepKind.ETCD_JOIN: "rejoin", StepKind.KUBECTL_APPLY: "kubectl apply",
+          StepKind.FLANNEL_KEY: "etcd v2 key", StepKind.ETCD_AUTH: "etcd", StepKind.ETCD_JOIN: "rejoin", StepKind.DRAIN: "drain", StepKind.UNCORDON: "uncordon", StepKind.KUBECTL_APPLY: "kubectl apply",
           StepKind.REWRITE_SECRETS: "rewrite-secrets", StepKind.SKIP: "skip"}  # how a plan line starts
 
 
@@ -131,6 +133,7 @@ class ControlState:
     flannel_config: Optional[str] = None  # the current v2 value; None: missing or etcd not reachable
     etcd_unhealthy: Optional[Tuple[str, ...]] = None  # members whose /health failed; None: not probed
     etcd_recorded: bool = False  # the cluster was formed (etcd-members.json exists): members join, not form
+    cordoned: Tuple[str, ...] = ()  # nodes an earlier run cordoned for their upgrade and did not uncordon
 
 
 # ------------------------------------------------------------------ outputs

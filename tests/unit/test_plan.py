@@ -225,7 +225,9 @@ def test_changed_binary_restarts_its_unit(inv, desired):
     files = dict(f.files, **{"/usr/local/bin/kubelet": FileState("1" * 64, 0o755, "root", "root")})
     states["h4"] = plan_model.HostState(replace(f, files=files))
     plan = P.build(inv, desired, states, control_ok(inv))
-    assert acting(plan) == [("h4", "binary", "/usr/local/bin/kubelet"), ("h4", "restart", "kubelet")]
+    # a running node's kubelet is replaced: drained first, uncordoned once Ready (as in an upgrade)
+    assert acting(plan) == [("control", "drain", "h4"), ("h4", "binary", "/usr/local/bin/kubelet"),
+                            ("h4", "restart", "kubelet"), ("control", "uncordon", "h4")]
 
 
 def test_control_side_registry_and_flannel(inv, desired):
@@ -464,9 +466,17 @@ def test_nodes_whose_kubelet_is_replaced_go_one_at_a_time_each_behind_its_ready_
     plan = P.build(inv, d, converged(inv, desired), control_ok(inv))
     nodes = next(p for p in plan.phases if p.name == "nodes")
     assert nodes.rolling
-    assert [({s.host for s in w.steps}, [g.items for g in w.gates]) for w in nodes.waves] == [
-        ({"h4"}, [("h4",)]), ({"h5"}, [("h5",)])]
-    assert all(any(s.kind == "binary" for s in w.steps) for w in nodes.waves)
+    assert [([(s.host, s.kind, s.target) for s in w.steps if s.host == "control"] or sorted({s.host for s in w.steps}),
+             [g.items for g in w.gates]) for w in nodes.waves] == [
+        ([("control", "drain", "h4")], []), (["h4"], [("h4",)]), ([("control", "uncordon", "h4")], []),
+        ([("control", "drain", "h5")], []), (["h5"], [("h5",)]), ([("control", "uncordon", "h5")], [])]
+    assert all(any(s.kind == "binary" for s in w.steps) for w in nodes.waves[1::3])
+
+
+def test_a_node_left_cordoned_by_a_stopped_run_is_uncordoned(inv, desired):
+    plan = P.build(inv, desired, converged(inv, desired), replace(control_ok(inv), cordoned=("h5",)))
+    nodes = next(p for p in plan.phases if p.name == "nodes")
+    assert [(s.host, s.kind, s.target) for w in nodes.waves for s in w.steps] == [("control", "uncordon", "h5")]
 
 
 def test_new_nodes_and_config_changes_still_go_together(inv, desired):
