@@ -46,7 +46,7 @@ bench: setup
 	$(PY) -m bench
 
 lint: venv
-	$(VENV)/bin/ruff check bundler installer tests bench
+	$(VENV)/bin/ruff check contract bundler installer tests bench static
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from installer.bundle import (
+from contract.bundle import (
     Entry,
     generate_keypair,
     load_private_key,

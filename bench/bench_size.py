@@ -123,7 +123,7 @@ def run_scale(scale: float, work: Path) -> dict:
             with open(f, "rb") as fh:
                 base_bins += gz_size(iter(lambda: fh.read(1 << 20), b""))
         # ours: the same images and binaries as one bundle (same writer as bundler build)
-        from installer.bundle import Entry, load_private_key, read_manifest, write_bundle
+        from contract.bundle import Entry, load_private_key, read_manifest, write_bundle
 
         manifest, _, _ = read_manifest(bundle)
         entries = [Entry(f.path, site / f.path, f.size, f.sha256, f.mode) for f in manifest.files

@@ -1,5 +1,5 @@
 """Connected side: build a signed offline bundle from bundle-spec.yaml."""
 
-from installer import __version__  # one version for the whole distribution
+from contract.version import __version__  # one version for the whole distribution
 
 __all__ = ["__version__"]

@@ -15,9 +15,9 @@ from bundler import sbom, suppliers
 from bundler.cache import Cache
 from bundler.lock import Lock
 from bundler.spec import Spec
+from contract.bundle import Entry, layout
+from contract.digest import sha256_and_size
 from contract.reference import parse_ref
-from installer.bundle import Entry, layout
-from installer.digest import sha256_and_size
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"

@@ -16,11 +16,11 @@ from bundler import lock as lock_mod
 from bundler import spec as spec_mod
 from bundler.cache import Cache
 from bundler.sources import TqdmProgress
-from installer import __version__
-from installer import bundle as fmt
-from installer.bundle import signature
-from installer.bundle.manifest import now_created
-from installer.errors import Error
+from contract import bundle as fmt
+from contract.bundle import signature
+from contract.bundle.manifest import now_created
+from contract.errors import Error
+from contract.version import __version__
 
 
 @dataclass
@@ -190,6 +190,6 @@ def selected(spec: spec_mod.Spec, lk: lock_mod.Lock) -> lock_mod.Lock:
 
 
 def _bar(desc: str):
-    from installer.progress import bar
+    from contract.progress import bar
 
     return bar(desc)

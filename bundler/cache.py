@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, Set, Tuple, Union
 
-from contract.errors import DigestMismatch
-from installer.errors import Error
+from contract.errors import DigestMismatch, Error
 
 CHUNK = 1024 * 1024
 ENV = "K8S_OFFLINE_CACHE"

@@ -3,16 +3,54 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from bundler import spec as spec_mod
-from installer import cli as installer_cli
-from installer.cliutil import emit, guarded, new_app
+from contract import cliutil
+from contract.bundle import commands
+from contract.cliutil import emit, guarded
+from contract.version import __version__, with_commit
 
-app = new_app("bundler", "Build a signed offline bundle for a Kubernetes 1.10.3 HA cluster (connected side).")
+
+def _new_app(name: str, help_text: str) -> typer.Typer:
+    """A typer app with --debug and --version (installer/cli_common.py builds the installer's: contract/ has no CLI)."""
+    app = typer.Typer(name=name, help=help_text, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+    def _version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {_version_text()}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+        version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit."),
+    ) -> None:
+        cliutil.set_debug(debug)
+
+    return app
+
+
+def _version_text() -> str:
+    """The version, with the git commit of the checkout when run from one."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return __version__
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                           text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return with_commit(r.stdout.strip() if r.returncode == 0 else None)
+
+
+app = _new_app("bundler", "Build a signed offline bundle for a Kubernetes 1.10.3 HA cluster (connected side).")
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 MIRRORS = typer.Option(None, "--mirrors", help="Mirrors overlay file (top-level `mirrors:`), applied over the spec's.")
@@ -163,7 +201,7 @@ def keygen(
     as_json: bool = JSON,
 ) -> None:
     """Create the signing keys: Ed25519, and ECDSA P-256 for hosts with openssl 1.0.2; refuses to overwrite any."""
-    from installer import bundle as fmt
+    from contract import bundle as fmt
 
     def body() -> None:
         files = fmt.generate_keys(out)
@@ -220,7 +258,7 @@ def inspect(
     as_json: bool = JSON,
 ) -> None:
     """Show what a bundle holds (from its manifest; nothing is unpacked)."""
-    from installer import bundle as fmt
+    from contract import bundle as fmt
 
     def body() -> None:
         key = fmt.load_public_key(pub) if pub else None
@@ -229,8 +267,14 @@ def inspect(
     guarded(body, as_json=as_json)
 
 
-# the same check the air-gapped side runs, so both sides agree on what "verified" means
-app.command("verify")(installer_cli.verify)
+@app.command(help=commands.VERIFY_HELP)
+def verify(
+    bundle: Path = typer.Argument(..., help=commands.VERIFY_BUNDLE_HELP),
+    pub: Path = typer.Option(..., "--pub", help=commands.PUB_HELP),
+    as_json: bool = JSON,
+) -> None:
+    # the same check the air-gapped side runs (`installer verify`), so both sides agree on what "verified" means
+    commands.verify(bundle, pub, as_json)
 
 
 def main() -> None:

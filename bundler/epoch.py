@@ -12,8 +12,8 @@ import re
 from datetime import datetime, timezone
 from typing import Mapping, Optional
 
-from installer.bundle.manifest import format_created
-from installer.errors import Error
+from contract.bundle.manifest import format_created
+from contract.errors import Error
 
 VARIABLE = "SOURCE_DATE_EPOCH"
 # the time of a lock written before locks recorded theirs (1980-01-01, as the installer wheel's zip entries)

@@ -16,8 +16,7 @@ from bundler.cache import Cache, hex_of
 from bundler.lock import UNCHECKED, Lock, LockedBinary, LockedImage, LockedRepo, LockedRpm
 from bundler.sources import Progress, ProgressLike, as_progress, http
 from bundler.spec import Binary, Image, Spec
-from contract.errors import DigestMismatch
-from installer.errors import Error
+from contract.errors import DigestMismatch, Error
 
 RELOCK = "the spec changed since the lock was made: review the change and re-lock with `bundler lock`"
 RETAG_HINT = ("an upstream tag now names other content: review the new image and re-lock with `bundler lock` "

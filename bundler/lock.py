@@ -12,9 +12,9 @@ from typing import Any, Dict, Iterator, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import field_validator, model_validator
 
-from installer.bundle.manifest import parse_created
-from installer.documents import Frozen, Loc, load_document, validate_data
-from installer.errors import Error
+from contract.bundle.manifest import parse_created
+from contract.documents import Frozen, Loc, load_document, validate_data
+from contract.errors import Error
 
 FILENAME = "bundle-lock.yaml"
 LOCK_VERSION = 1

@@ -10,8 +10,8 @@ from typing import Dict, Iterable, List, Optional
 from urllib.parse import quote
 
 from bundler.suppliers import normalize
-from installer import __version__
-from installer.errors import Error
+from contract.errors import Error
+from contract.version import __version__
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from contract.documents import Frozen, Loc, load_document, read_yaml, validate_data
+from contract.errors import ValidationError
 from contract.reference import Reference, parse_ref
-from installer.documents import Frozen, Loc, load_document, read_yaml, validate_data
-from installer.errors import ValidationError
 
 HINT = "see the project's bundle-spec.yaml for a complete, valid spec"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from bundler import cache
-from installer.bundle import Entry, layout, tarstream
-from installer.digest import sha256_file
-from installer.errors import Error
+from contract.bundle import Entry, layout, tarstream
+from contract.digest import sha256_file
+from contract.errors import Error
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC_DIR = ROOT / "static"
@@ -155,7 +155,7 @@ def write_bootstrap_tar(bundle: PathLike, executable: PathLike, out_dir: Optiona
     """Write <name>-<version>.bootstrap.tar beside the bundle: its manifest.json, manifest.sig and
     manifest.sig.p256 (if any) as they are, the executable and bootstrap.sh, uncompressed, so a host without
     zstd can bootstrap from it."""
-    from installer.bundle import read_signed_head
+    from contract.bundle import read_signed_head
 
     bundle = Path(bundle)
     manifest, head, _ = read_signed_head(bundle)

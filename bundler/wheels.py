@@ -20,8 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from installer.digest import sha256_file
-from installer.errors import Error
+from contract.digest import sha256_file
+from contract.errors import Error
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PYTHONS = ("3.9", "3.10", "3.11", "3.12")

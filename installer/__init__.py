@@ -1,3 +1,5 @@
 """Air-gapped side: verify a bundle, seed the registry, bring up the cluster."""
 
-__version__ = "0.1.0"
+from contract.version import __version__  # one version for the whole distribution
+
+__all__ = ["__version__"]

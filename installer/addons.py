@@ -13,7 +13,7 @@ from typing import Dict, Mapping
 import jinja2
 import yaml
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.hosts.connector import Connector
 from installer.inventory import Inventory
 from installer.plan_rules import ADDONS_DIR, ADDONS_UNIT

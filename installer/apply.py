@@ -13,11 +13,11 @@ from typing import List, Optional, Sequence
 
 import requests
 
+from contract.bundle import layout
+from contract.errors import Error
 from installer import checks as checks_mod
 from installer import egress, etcd_backup, preflight, versions
 from installer import plan as plan_mod
-from installer.bundle import layout
-from installer.errors import Error
 from installer.executor import Executor, Outcome, StepFailed  # noqa: F401  (re-exported)
 from installer.gather import control_state, gather_states
 from installer.options import Hosts, Options, Out, default_session, ssh_connectors  # noqa: F401  (re-exported)
@@ -154,7 +154,7 @@ def upgrade_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Pa
     what the last successful apply recorded. A later patch release converges as apply does (the bundle verified
     member by member while it is unpacked); a refusal, or the same release (nothing to do), verifies the whole
     bundle too before saying so."""
-    from installer import bundle as fmt
+    from contract import bundle as fmt
     from installer.state import StateDir
 
     st = StateDir(Path(state_dir))

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import requests
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.hosts.connector import DEFAULT_PARALLEL
 from installer.inventory import Inventory
 from installer.pki import Pki

@@ -9,14 +9,15 @@ from typing import Optional
 
 import typer
 
+from contract.bundle import commands
+from contract.cliutil import emit, guarded
 from installer import cli_certs, cli_etcd, runlock
 from installer import cli_common as common
 from installer import inventory as inventory_mod
-from installer.cli_bundle import unpack, verify  # bundler's `verify` is this command too
+from installer.cli_bundle import unpack, verify  # their bodies: contract/bundle/commands.py (bundler's too)
 from installer.cli_cluster import add_node, apply, check, plan, remove_node, upgrade
-from installer.cli_common import JSON, STATE
+from installer.cli_common import JSON, STATE, new_app
 from installer.cli_seed import seed
-from installer.cliutil import emit, guarded, new_app
 
 app = new_app("installer", "Verify an offline bundle, seed the registry and bring up the cluster (air-gapped side).")
 
@@ -56,8 +57,8 @@ def render(
     as_json: bool = JSON,
 ) -> None:
     """Create or reuse the site PKI and write every file each host gets (nothing is sent to hosts)."""
+    from contract.errors import Error
     from installer import render as render_mod
-    from installer.errors import Error
 
     def body() -> None:
         if (bundle is None) != (pub is None):
@@ -88,8 +89,8 @@ def render(
 
 
 # in this order in `installer --help`
-app.command()(verify)
-app.command()(unpack)
+app.command(help=commands.VERIFY_HELP)(verify)
+app.command(help=commands.UNPACK_HELP)(unpack)
 app.command()(plan)
 app.command()(apply)
 app.command()(upgrade)

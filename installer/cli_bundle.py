@@ -1,93 +1,29 @@
-"""`installer verify` and `installer unpack`: the bundle (or one part of it) checked against its signature."""
+"""`installer verify` and `installer unpack`: the bundle (or one part of it) checked against its signature.
+
+The bodies, texts and output live in contract/bundle/commands.py (bundler's `verify` runs the same)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from installer.cli_common import JSON, PUB_HELP
-from installer.cliutil import emit, guarded
-
-
-def _bundle_text(d: dict) -> str:
-    text = (f"{d['bundle']}: OK: {d['name']} {d['version']}, {d['files']} files, {d['bytes']} bytes verified; "
-            f"signed by {d['fingerprint']} ({d['key_type']}: {', '.join(d['signatures_checked'])})")
-    if d["signatures_not_checked"]:
-        text += (f"; {', '.join(d['signatures_not_checked'])} (Ed25519) not checked: no Ed25519 key given "
-                 "(bundle.pub)")
-    if d.get("parts_index"):
-        text += f"; parts index {d['parts_index']}"
-    text += f"; unpacked into {d['dest']}" if d.get("dest") else ""
-    return "\n".join([text] + [f"WARNING: {w}" for w in d.get("warnings", [])])
-
-
-def _part_text(d: dict) -> str:
-    return "\n".join([f"{d['part']}: OK: part {d['number']} of {d['count']} of {d['bundle_file']}, {d['size']} "
-                      f"bytes, sha256 as the parts index {d['parts_index']} says"
-                      + (f" (key {d['fingerprint']})" if d["fingerprint"] else "")]
-                     + [f"WARNING: {w}" for w in d["warnings"]])
+from contract.bundle import commands
+from installer.cli_common import JSON
 
 
 def verify(
-    bundle: Path = typer.Argument(..., help="The bundle file, the directory of its parts or their index (the "
-                                  "whole bundle); or one part (.partNNN: that part alone, against the signed index)."),
-    pub: Path = typer.Option(..., "--pub", help=PUB_HELP),
+    bundle: Path = typer.Argument(..., help=commands.VERIFY_BUNDLE_HELP),
+    pub: Path = typer.Option(..., "--pub", help=commands.PUB_HELP),
     as_json: bool = JSON,
 ) -> None:
-    """Check the signature, then every member's size and sha256, and that nothing else is in the bundle; a split
-    bundle's parts are each checked against the signed parts index first. Given one part: check that part."""
-    from installer.bundle import layout
-
-    if layout.parse_part_filename(bundle.name) is not None and not bundle.is_dir():
-        _verify_part(bundle, pub, as_json)
-        return
-    _verify_or_unpack(bundle, pub, None, as_json)
-
-
-def _verify_part(part: Path, pub: Path, as_json: bool) -> None:
-    """One part against its bundle's signed index, as it comes off the medium, before the others are there."""
-    from installer import bundle as fmt
-    from installer.bundle import partcheck
-
-    def body() -> None:
-        r = partcheck.check_part(part, fmt.load_public_key(pub))
-        warning = r.index.warning
-        d = {"part": str(part), "ok": True, "bundle_file": r.bundle, "number": r.number, "count": r.count,
-             "size": r.size, "sha256": r.sha256, "parts_index": r.index.status, "fingerprint": r.index.fingerprint,
-             "warnings": [warning] if warning else []}
-        emit(d, as_json, _part_text)
-
-    guarded(body, as_json=as_json)
+    commands.verify(bundle, pub, as_json)
 
 
 def unpack(
-    bundle: Path = typer.Argument(..., help="The bundle file, its first (or any) part, or the directory of parts."),
-    pub: Path = typer.Option(..., "--pub", help=PUB_HELP),
-    dest: Path = typer.Option(..., "--dest", help="New or empty directory; left untouched unless all verifies."),
+    bundle: Path = typer.Argument(..., help=commands.UNPACK_BUNDLE_HELP),
+    pub: Path = typer.Option(..., "--pub", help=commands.PUB_HELP),
+    dest: Path = typer.Option(..., "--dest", help=commands.DEST_HELP),
     as_json: bool = JSON,
 ) -> None:
-    """Verify and unpack; nothing appears at DEST unless the whole bundle verified."""
-    _verify_or_unpack(bundle, pub, dest, as_json)
-
-
-def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bool) -> None:
-    """One streaming pass: verify every member, and with dest also write them (renamed into place at the end)."""
-    from installer import bundle as fmt
-    from installer.progress import bar
-
-    def body() -> None:
-        key = fmt.load_public_key(pub)
-        with bar("unpack" if dest else "verify") as progress:
-            r = (fmt.unpack_bundle(bundle, key, dest, progress=progress) if dest
-                 else fmt.verify_bundle(bundle, key, progress=progress))
-        d = {"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
-             "bytes": r.bytes, "fingerprint": r.fingerprint, "key_type": r.key_type,
-             "signatures_checked": list(r.checked), "signatures_not_checked": list(r.not_checked),
-             "parts_index": r.parts_index or None, "warnings": list(r.warnings)}
-        if dest:
-            d["dest"] = str(dest)
-        emit(d, as_json, _bundle_text)
-
-    guarded(body, as_json=as_json)
+    commands.unpack(bundle, pub, dest, as_json)

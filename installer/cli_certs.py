@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
+from contract.cliutil import emit, guarded
 from installer import cli_cluster
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer.cli_common import BUNDLE, HOST_KEYS, INVENTORY, JOBS, JSON, KNOWN_HOSTS, PUB, STATE
-from installer.cliutil import emit, guarded
 
 app = typer.Typer(help="The site PKI.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def certs_check(
             for r in d))
         bad = [r for r in rows if r.status != "ok"]
         if bad:
-            from installer.errors import Error
+            from contract.errors import Error
 
             raise Error(f"{len(bad)} certificate(s) need attention: " + ", ".join(r.name for r in bad),
                         context="checking the site PKI", hint="`installer render` (or apply) reissues them")

@@ -8,11 +8,11 @@ from typing import List, Optional
 
 import typer
 
+from contract.cliutil import emit, guarded
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer import runlock
 from installer.cli_common import BUNDLE, HOST_KEYS, INVENTORY, JOBS, JSON, KNOWN_HOSTS, PUB, STATE
-from installer.cliutil import emit, guarded
 
 
 def plan(
@@ -42,8 +42,8 @@ def plan(
 
     try:
         guarded(body, as_json=as_json)
-    except typer.Exit as e:
-        if detailed_exitcode and e.exit_code:
+    except SystemExit as e:  # guarded's exit with the error's code
+        if detailed_exitcode and e.code:
             raise typer.Exit(1) from None  # 2 means "changes" here: every error, bad input included, is 1
         raise
     if detailed_exitcode and any(changes):
@@ -84,8 +84,8 @@ def converge(bundle: Path, inventory: Path, pub: Path, state: Optional[Path], kn
 
 def _converge(bundle: Path, inventory: Path, pub: Path, root: Path, known_hosts: Optional[Path], host_keys: str,
               jobs: int, as_json: bool, focus: Optional[List[str]]) -> None:
+    from contract.errors import Error
     from installer import apply as apply_mod
-    from installer.errors import Error
 
     if focus:
         inv = inventory_mod.load(inventory)
@@ -187,11 +187,11 @@ def check(
     as_json: bool = JSON,
 ) -> None:
     """etcd, /healthz via the VIP, componentstatuses, leaders, nodes Ready, pod network, pulls (exit 1 if not)."""
+    from contract.errors import Error
     from installer import apply as apply_mod
     from installer import checks as checks_mod
     from installer import pki as pki_mod
     from installer.egress import egress_results
-    from installer.errors import Error
 
     def body() -> None:
         inv = inventory_mod.load(inventory)

@@ -1,16 +1,61 @@
-"""What the installer's commands share: their common options, the default state directory, progress on
-stderr, and the SSH connectors and executor collaborators built from the options."""
+"""What the installer's commands share: the typer app with --debug/--version, their common options, the default
+state directory, progress on stderr, and the SSH connectors and executor collaborators built from the options."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from contract import cliutil
+from contract.version import __version__, with_commit
 from installer.hosts.connector import DEFAULT_PARALLEL
 from installer.hosts.known_hosts import DEFAULT_MODE as DEFAULT_HOST_KEYS
 from installer.hosts.known_hosts import MODES as HOST_KEY_MODES
+
+
+def new_app(name: str, help_text: str) -> typer.Typer:
+    """A typer app with the --debug and --version options (bundler/cli.py builds its own: no shared CLI code)."""
+    app = typer.Typer(name=name, help=help_text, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+    def _version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {version_text()}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+        version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit."),
+    ) -> None:
+        cliutil.set_debug(debug)
+
+    return app
+
+
+def version_text() -> str:
+    """The version, with the commit it was built from when known (the static build's info, else git)."""
+    try:
+        from installer import _build_info  # only in the static executable: static/build.sh writes it
+
+        return _build_info.VERSION_TEXT
+    except ImportError:
+        pass
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return __version__
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                           text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    commit = r.stdout.strip()
+    return with_commit(commit if r.returncode == 0 else None)
+
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -29,9 +74,6 @@ def default_state() -> Path:
 
 STATE = typer.Option(None, "--state", help="State directory on this control host: PKI, passwords, journal "
                      "(default $K8S_OFFLINE_STATE, /var/lib/k8s-offline as root, else ~/.local/state/k8s-offline).")
-
-PUB_HELP = ("The signer's public key: bundle.pub (Ed25519; checks the P-256 signature too when the bundle has "
-            "one) or bundle-p256.pub (P-256 only).")
 
 BUNDLE = typer.Option(..., "--bundle", "-b", help="The bundle file, its first (or any) part, or the parts' directory.")
 PUB = typer.Option(..., "--pub", help="The signer's public key (bundle.pub, or bundle-p256.pub).")

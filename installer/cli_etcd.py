@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
+from contract.cliutil import emit, guarded
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer import runlock
 from installer.cli_common import HOST_KEYS, INVENTORY, JOBS, JSON, KNOWN_HOSTS, STATE
-from installer.cliutil import emit, guarded
 
 app = typer.Typer(help="The cluster's etcd.", no_args_is_help=True)
 

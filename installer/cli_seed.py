@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
+from contract.cliutil import emit, guarded
 from installer import cli_common as common
 from installer import inventory as inventory_mod
 from installer import runlock
 from installer.cli_common import JSON, STATE
-from installer.cliutil import emit, guarded
 
 
 def seed(
@@ -44,8 +44,8 @@ def seed(
 
     import requests
 
-    from installer import bundle as fmt
-    from installer.errors import Error
+    from contract import bundle as fmt
+    from contract.errors import Error
     from installer.registry import client as reg_client
     from installer.registry import harbor
     from installer.registry import seed as seed_mod

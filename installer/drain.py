@@ -18,8 +18,8 @@ from typing import Callable, List, Tuple
 
 import requests
 
+from contract.errors import Error
 from installer import checks
-from installer.errors import Error
 from installer.inventory import Inventory
 
 MIRROR = "kubernetes.io/config.mirror"

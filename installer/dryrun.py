@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List
 
+from contract.errors import Error
 from installer import harbor_install
 from installer import state as state_mod
-from installer.errors import Error
 from installer.plan_model import Plan
 
 COPIED_DIRS = ("pki", harbor_install.SECRETS_DIR)

@@ -20,8 +20,8 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from contract.errors import Error
 from installer.checks import Result
-from installer.errors import Error
 from installer.inventory import Inventory
 from installer.plan_rules import is_secret
 from installer.render import File
@@ -323,8 +323,8 @@ def results(report: Report) -> List[Result]:
 
 def site_files(inv: Inventory, bundle_dir: Path) -> Dict[str, Dict[str, File]]:
     """What apply renders, as far as images go: every host's files and the addon manifests on the first master."""
+    from contract.bundle import layout
     from installer import addons, render
-    from installer.bundle import layout
 
     images, _naming = image_roles(bundle_dir, inv)
     files = render.render_all(inv, pki_files={}, images=images)
@@ -335,7 +335,7 @@ def site_files(inv: Inventory, bundle_dir: Path) -> Dict[str, Dict[str, File]]:
 
 def image_roles(bundle_dir: Path, inv: Inventory) -> Tuple[Dict[str, str], str]:
     """({role: reference in the site registry}, naming rule) from the bundle's spec and image layout."""
-    from installer.bundle import layout
+    from contract.bundle import layout
     from installer.registry import seed
 
     spec = yaml.safe_load((bundle_dir / layout.SPEC).read_text()) or {}
@@ -351,8 +351,8 @@ def image_roles(bundle_dir: Path, inv: Inventory) -> Tuple[Dict[str, str], str]:
 
 def egress_results(inv: Inventory, state_root: Path, session) -> List[Result]:
     """The check: the desired state of this inventory and the bundle apply unpacked, against the site registry."""
+    from contract.bundle import layout
     from installer import checks, harbor_install
-    from installer.bundle import layout
     from installer.pki import Pki
     from installer.state import StateDir
 

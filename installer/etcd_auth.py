@@ -29,8 +29,8 @@ from __future__ import annotations
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from contract.errors import Error
 from installer import etcd_users
-from installer.errors import Error
 from installer.etcd_backup import OnMember
 from installer.facts import Facts
 from installer.inventory import Host, Inventory

@@ -37,8 +37,8 @@ from typing import Callable, List, Optional, Tuple
 
 import requests
 
+from contract.errors import Error
 from installer import checks
-from installer.errors import Error
 from installer.hosts.connector import Connector, check_path
 from installer.inventory import Host, Inventory
 from installer.pki import Pki

@@ -21,7 +21,7 @@ from __future__ import annotations
 import shlex
 from typing import List, Mapping, Sequence
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.etcd_auth import etcdctl
 from installer.etcd_backup import OnMember
 from installer.inventory import Host, Inventory

@@ -25,9 +25,9 @@ from typing import Callable, Dict, List
 
 import requests
 
+from contract.errors import Error
 from installer import checks as checks_mod
 from installer import render as render_mod
-from installer.errors import Error
 from installer.etcd_backup import OnMember, sidecar_of
 from installer.hosts.connector import DEFAULT_PARALLEL, Connector, failures, run_on
 from installer.inventory import Host, Inventory

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from contract.bundle import layout
+from contract.errors import Error
 from installer import addons as addons_mod
 from installer import checks as checks_mod
 from installer import (
@@ -20,8 +22,6 @@ from installer import (
     secrets_rewrite,
 )
 from installer import render as render_mod
-from installer.bundle import layout
-from installer.errors import Error
 from installer.hosts.connector import failures, run_on
 from installer.options import Hosts, Options, first_line
 from installer.plan_model import CONTROL, Gate, Name, Plan, Step, StepKind

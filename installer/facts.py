@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
+from contract.errors import Error
 from installer import facts_hashes
-from installer.errors import Error
 from installer.hosts.connector import Connector
 
 MARK = "@@k8s-facts@@"

@@ -10,9 +10,9 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import requests
 
+from contract.errors import Error
 from installer import checks as checks_mod
 from installer import harbor_install
-from installer.errors import Error
 from installer.plan_model import CONTROL, Gate, Step
 
 Probe = Callable[[], Tuple[bool, str]]  # (holds, detail)

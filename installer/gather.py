@@ -8,11 +8,11 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import requests
 
+from contract.bundle import layout
+from contract.errors import Error
 from installer import checks as checks_mod
 from installer import drain, etcd_auth, etcd_member, harbor_install, plan_rules
 from installer import facts as facts_mod
-from installer.bundle import layout
-from installer.errors import Error
 from installer.hosts.connector import failures, run_on
 from installer.options import Hosts, Options, first_line
 from installer.plan_model import ControlState, HostState

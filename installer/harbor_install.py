@@ -18,11 +18,11 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import requests
 
+from contract.bundle import layout
+from contract.digest import sha256_file
+from contract.errors import Error
 from installer import pki_material
 from installer import render as render_mod
-from installer.bundle import layout
-from installer.digest import sha256_file
-from installer.errors import Error
 from installer.hosts.connector import Connector
 from installer.inventory import Host, Inventory
 from installer.plan_model import HarborDesired, HostDesired, Source

@@ -10,8 +10,8 @@ from typing import Iterator, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator
 
+from contract.documents import Frozen, Loc, load_document
 from installer import etcd_users
-from installer.documents import Frozen, Loc, load_document
 
 ROLES = ("master", "etcd", "lb", "node")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")

@@ -10,8 +10,8 @@ from typing import Callable, Dict
 
 import requests
 
+from contract.errors import Error
 from installer import harbor_install
-from installer.errors import Error
 from installer.hosts.connector import DEFAULT_PARALLEL, Connector
 from installer.inventory import Host, Inventory
 

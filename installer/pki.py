@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.inventory import Inventory
 from installer.pki_specs import ETCD_CA, SITE_CA, CertSpec, specs
 from installer.pki_x509 import cert_pem, days_left, issue, key_pem, make_ca, mismatch, new_key

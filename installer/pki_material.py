@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional
 
+from contract.errors import Error
 from installer import etcd_users, kubeconfig
-from installer.errors import Error
 from installer.inventory import Host, Inventory
 from installer.pki import Pki
 from installer.pki_specs import etcd_name, kubelet_name, kubelet_server_name

@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 
 from cryptography import x509
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.inventory import Inventory
 from installer.pki import HINT_CA, Clock, Pki, utcnow
 from installer.pki_specs import ETCD_CA, SITE_CA

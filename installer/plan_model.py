@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.facts import Facts
 from installer.render import File
 

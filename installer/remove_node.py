@@ -27,10 +27,10 @@ from typing import Callable, List, Optional, Sequence
 
 import requests
 
+from contract.errors import Error
 from installer import pki_material, plan_rules
 from installer import render as render_mod
 from installer.checks import client_tls
-from installer.errors import Error
 from installer.inventory import Host, Inventory
 from installer.pki import Pki
 from installer.state import StateDir

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from installer.errors import Error
+from contract.errors import Error
 
 LOCK_FILE = "lock"
 RECORD_WAIT = 1.0  # a holder writes its record right after taking the lock: wait this long for it

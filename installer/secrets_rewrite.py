@@ -15,8 +15,8 @@ from typing import Tuple
 
 import requests
 
+from contract.errors import Error
 from installer import checks
-from installer.errors import Error
 from installer.inventory import Inventory
 from installer.pki import Pki
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from contract.bundle import layout
+from contract.errors import Error
 from installer import addons as addons_mod
 from installer import egress, harbor_install, pki_material, plan_rules
 from installer import pki as pki_mod
 from installer import render as render_mod
 from installer import versions as versions_mod
-from installer.bundle import layout
-from installer.errors import Error
 from installer.inventory import Host, Inventory
 from installer.options import Out
 from installer.plan_model import HostDesired, Source
@@ -56,7 +56,7 @@ class Bundle:
 
 def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> Bundle:
     """Verify signature and every hash, then unpack into the state dir, or reuse the same unpacked bundle."""
-    from installer import bundle as fmt
+    from contract import bundle as fmt
 
     key = fmt.load_public_key(pub)
     manifest, manifest_bytes, _ = fmt.read_manifest(bundle_path, key)  # signature first: cheap and decisive

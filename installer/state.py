@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from installer.errors import Error
+from contract.errors import Error
 
 BUNDLE_DIR = "bundle"
 BUNDLE_INFO = "bundle.json"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
+from contract.errors import EXIT_INVALID, Error
 from installer import plan_rules
 from installer import render as render_mod
-from installer.errors import EXIT_INVALID, Error
 from installer.inventory import Inventory
 
 KUBERNETES = "kubernetes"

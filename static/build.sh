@@ -99,8 +99,8 @@ trap 'rm -rf "$stage"' EXIT INT TERM
 # A private copy of the sources, so the generated _build_info.py never touches the work tree.
 mkdir -p "$stage/src"
 (cd "$root" && tar -cf - --exclude=__pycache__ --exclude='*.pyc' contract installer) | tar -xf - -C "$stage/src"
-version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/installer/__init__.py")
-[ -n "$version" ] || die "no __version__ in installer/__init__.py"
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/contract/version.py")
+[ -n "$version" ] || die "no __version__ in contract/version.py"
 commit=${K8S_OFFLINE_COMMIT:-$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)}
 dirty=False
 if [ -z "${K8S_OFFLINE_COMMIT:-}" ] && [ "$commit" != unknown ] \

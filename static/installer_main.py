@@ -3,10 +3,10 @@
 import installer
 from installer import _build_info  # written by static/build.sh into the frozen build only
 
-# Before installer.cli (and cliutil, which copies __version__ at import): --version names the build's commit.
+# Before installer.cli: `installer.__version__` names the build's commit too (--version reads _build_info).
 installer.__version__ = _build_info.VERSION_TEXT
 
-from installer.cli import main
+from installer.cli import main  # noqa: E402 (after the assignment above)
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ import ssl
 from typing import Optional
 
 from bundler.spec import RegistryMirror, password_file_problem
-from installer.errors import Error
+from contract.errors import Error
 
 # what OpenSSL reports when the server answers a TLS ClientHello in plain HTTP (the reason code differs
 # across OpenSSL versions: 1.1/3.0 WRONG_VERSION_NUMBER, 3.2+ also PACKET_LENGTH_TOO_LONG / RECORD_LAYER_FAILURE)

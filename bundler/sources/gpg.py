@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer.errors import Error
+from contract.errors import Error
 
 UNCHECKED = "unchecked"  # the lock's `signature` of an RPM from a repo with `gpgcheck: false`
 BATCH = 200  # RPM files per rpmkeys run: stays far below the argument length limit

@@ -19,8 +19,7 @@ import urllib3
 from bundler.cache import CHUNK, Cache, hex_of
 from bundler.sources import Progress, ProgressLike, as_progress
 from bundler.spec import SHA256_RE, Binary, Mirrors, UrlMirror
-from contract.errors import DigestMismatch
-from installer.errors import Error
+from contract.errors import DigestMismatch, Error
 
 Timeout = Union[float, Tuple[float, float]]
 DEFAULT_TIMEOUT: Tuple[float, float] = (10.0, 60.0)  # connect, between bytes

@@ -17,10 +17,9 @@ from bundler.sources import ProgressLike, as_progress, credentials
 from bundler.sources.pull import Endpoint, Registry, client_for, endpoint
 from bundler.spec import Image, Mirrors
 from contract import oci
-from contract.errors import DigestMismatch
+from contract.errors import DigestMismatch, Error
 from contract.reference import parse_ref
 from contract.registry import UnexpectedStatus, sha256_digest
-from installer.errors import Error
 
 CHUNK = 1 << 20
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

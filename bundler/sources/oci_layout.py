@@ -11,9 +11,9 @@ from pathlib import Path
 
 from bundler.sources.images import Blob, ImageArtifact, _hex, parse_platform
 from contract import oci
+from contract.errors import Error
 from contract.oci import COMPAT_FOR, ORIGINAL_REF, REF_NAME
 from contract.reference import parse_ref
-from installer.errors import Error
 
 
 def ref_name(ref: str) -> str:

@@ -11,10 +11,10 @@ from typing import Callable
 
 from bundler.sources import credentials
 from bundler.spec import Mirrors, RegistryMirror
+from contract.errors import Error
 from contract.reference import Reference
 from contract.registry import RegistryClient
 from contract.registry_transport import Explain
-from installer.errors import Error
 
 RETRIES = 4  # further attempts on resets, timeouts, 5xx and 429 (the contract client backs off)
 TIMEOUT = (10, 60)

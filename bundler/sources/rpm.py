@@ -19,7 +19,7 @@ import requests
 
 from bundler.sources import ProgressLike, http
 from bundler.spec import Mirrors
-from installer.errors import Error
+from contract.errors import Error
 
 REPO_NS = {"repo": "http://linux.duke.edu/metadata/repo"}
 TARGET_ARCHES = ("x86_64", "noarch")

@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore
 
-from installer.errors import Error
+from contract.errors import Error
 
 Command = Union[str, Sequence[str]]
 Input = Union[bytes, str, None]

@@ -24,7 +24,7 @@ import subprocess
 import threading
 from typing import Dict, List, Optional, Tuple
 
-from installer.errors import Error
+from contract.errors import Error
 
 BASE_PARENT = "/tmp"
 _lock = threading.Lock()

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, List
 
-from installer.errors import EXIT_INVALID, Error
+from contract.errors import EXIT_INVALID, Error
 from installer.hosts.connector import tail
 
 MODES = ("accept-new", "strict")

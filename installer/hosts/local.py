@@ -6,7 +6,7 @@ import os
 import subprocess
 from typing import Optional, Tuple
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.hosts.connector import (
     KILL_GRACE,
     Command,

@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.hosts import control_dir
 from installer.hosts.connector import (
     KILL_GRACE,

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import requests
 
 from contract import registry as contract_registry
+from contract.errors import Error
 from contract.registry import (  # noqa: F401 - the names the installer's modules and tests use
     FileSlice,
     RegistryError,
@@ -19,7 +20,6 @@ from contract.registry import (  # noqa: F401 - the names the installer's module
 )
 from contract.registry_transport import Challenge, Explain
 from contract.registry_transport import short as _short
-from installer.errors import Error
 
 STORAGE_FULL_MARKERS = ("no space left on device", "disk quota exceeded", "file too large")
 

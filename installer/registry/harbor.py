@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.registry.client import _short, read_password
 
 V1 = "1"  # Harbor 1.x: /api/projects, metadata.public as the string "true"

@@ -22,9 +22,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Ty
 import requests
 
 from contract import oci
+from contract.errors import Error
 from contract.oci import ORIGINAL_REF_ANNOTATIONS
 from contract.reference import InvalidReference, Reference
-from installer.errors import Error
 from installer.registry.client import RegistryClient, sha256_digest
 
 NAMINGS = ("last-component", "keep-path")

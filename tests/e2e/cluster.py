@@ -39,7 +39,7 @@ def build_bundle(workdir: Path, release: str = "v1.10.3") -> BuiltBundle:
     `release`: another Kubernetes release the stand-ins serve (its spec differs only there)."""
     from bundler.build import run_build
     from bundler.cache import Cache
-    from installer.bundle import generate_keypair
+    from contract.bundle import generate_keypair
     from tests.fixtures.upstream import rpms, start, yumrepos
 
     t0 = time.monotonic()

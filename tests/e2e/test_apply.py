@@ -677,7 +677,7 @@ def test_etcd_restore_brings_back_what_the_snapshot_had(site):
 
 def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path_factory):
     """`installer upgrade` with a 1.10.4 bundle: masters one at a time behind their gates, nodes one at a time
-    each waited for Ready; /healthz through the VIP never down longer than a VIP failover and etcd never without
+    (cordoned and drained, replaced, waited for Ready, uncordoned); /healthz through the VIP never down longer than a VIP failover and etcd never without
     quorum (continuous probes); every host runs 1.10.4 after it, the evidence lists the change per host, and a
     second run says there is nothing to do. A minor jump is refused before anything happens."""
     import threading
@@ -695,6 +695,12 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
 
     args = ["--bundle", str(newer.path), "--pub", str(newer.pub), "-i", str(site.inv4), "--state", str(site.state),
             "--known-hosts", str(site.known_hosts)]
+    # a pod without a controller on h4: the drain before h4's kubelet is replaced evicts it
+    image = f"{inv.registry.endpoint}/{inv.registry.project}/pause-amd64:3.1"
+    (site.tb.merged(1) / "root/drain-probe.yaml").write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: drain-probe\n  namespace: default\n"
+        f"spec:\n  nodeName: h4\n  containers:\n  - name: main\n    image: {image}\n")
+    assert _kubectl(site, "apply -f /root/drain-probe.yaml", check=False).returncode == 0
     start = len(site.journal())
     t = threading.Thread(target=probe, daemon=True)
     t.start()
@@ -718,9 +724,18 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
     for n in (4, 5):
         assert "v1.10.4" in site.tb.ssh(n, "/usr/local/bin/kubelet --version").stdout
     steps = [e for e in site.journal()[start:] if e.get("event") == "step"]
-    order = [(e["host"], e["target"]) for e in steps if e.get("kind") in ("restart", "gate")
-             and e["target"] in ("kubelet", "node-ready")]
-    assert order == [("h4", "kubelet"), ("control", "node-ready"), ("h5", "kubelet"), ("control", "node-ready")], order
+    order = [(e["host"], e["kind"], e["target"]) for e in steps if e.get("kind") in ("restart", "gate", "drain",
+             "uncordon") and e["target"] in ("kubelet", "node-ready", "h4", "h5")]
+    assert order == [("control", "drain", "h4"), ("h4", "restart", "kubelet"), ("control", "gate", "node-ready"),
+                     ("control", "uncordon", "h4"), ("control", "drain", "h5"), ("h5", "restart", "kubelet"),
+                     ("control", "gate", "node-ready"), ("control", "uncordon", "h5")], order
+    drained = next(e for e in steps if e.get("kind") == "drain" and e["target"] == "h4")
+    assert "not coming back: default/drain-probe" in drained["detail"], drained
+    assert _kubectl(site, "get pod drain-probe -n default -o name", check=False).returncode != 0  # evicted
+    for n in ("h4", "h5"):  # schedulable again, and the installer's mark is gone
+        node = json.loads(_kubectl(site, f"get node {n} -o json").stdout)
+        assert not node["spec"].get("unschedulable"), node["spec"]
+        assert "k8s-offline.io/cordoned-for-upgrade" not in (node["metadata"].get("annotations") or {})
     report = json.loads((site.state / "report.json").read_text())
     changed = report["versions"]["hosts"]  # {host: {component: {from, to}}}
     assert changed["h1"]["kubernetes"]["to"].lstrip("v") == "1.10.4", report["versions"]

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.bundle import layout
 from installer import harbor_install
 from installer import inventory as inventory_mod
 from installer.apply import default_session
-from installer.bundle import layout
 from installer.pki import Pki
 from installer.registry.client import RegistryClient
 from installer.registry.harbor import HarborAPI

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from contract.errors import Error
 from installer import facts
-from installer.errors import Error
 from installer.hosts.connector import failures
 from installer.hosts.ssh import SshConnector, run_on
 

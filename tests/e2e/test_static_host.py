@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bundler import static
-from installer import bundle as fmt
+from contract import bundle as fmt
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("K8S_OFFLINE_STATIC_CACHE", "/var/tmp/k8s-offline-static-cache"))

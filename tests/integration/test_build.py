@@ -24,9 +24,9 @@ from bundler import build
 from bundler import lock as lock_mod
 from bundler.cache import Cache
 from bundler.sources.oci_layout import ref_name
-from installer import bundle as fmt
-from installer.bundle.manifest import parse_created
-from installer.errors import Error
+from contract import bundle as fmt
+from contract.bundle.manifest import parse_created
+from contract.errors import Error
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from installer.bundle import (
+from contract.bundle import (
     Entry,
     generate_keypair,
     generate_keys,

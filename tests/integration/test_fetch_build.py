@@ -20,7 +20,7 @@ from bundler import lock as lockfile
 from bundler.cache import Cache
 from bundler.sources import http
 from bundler.spec import Spec
-from installer.errors import Error
+from contract.errors import Error
 from tests.integration.test_fetch_http import Mirror
 
 pytestmark = pytest.mark.integration

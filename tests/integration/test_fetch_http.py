@@ -23,7 +23,7 @@ import requests
 from bundler.cache import Cache
 from bundler.sources import http
 from bundler.spec import Binary, Mirrors, UrlMirror
-from installer.errors import Error
+from contract.errors import Error
 from tests.fixtures.upstream import httpmirror
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from bundler.cache import Cache
 from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror
 from contract import oci as mediatypes
-from installer.errors import Error
+from contract.errors import Error
 from tests.fixtures.harbor import registry as harbor_registry
 
 pytestmark = pytest.mark.integration

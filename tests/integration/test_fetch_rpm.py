@@ -11,7 +11,7 @@ import pytest
 from bundler import spec as specmod
 from bundler.cache import Cache
 from bundler.sources import rpm
-from installer.errors import Error
+from contract.errors import Error
 from tests.fixtures.upstream import rpms as fixture
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.registry.client import RegistryClient
 from installer.registry.harbor import HarborAPI
 from installer.registry.seed import push_missing

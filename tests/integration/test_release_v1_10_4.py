@@ -14,9 +14,9 @@ import pytest
 
 from bundler import build
 from bundler.cache import Cache
-from installer import bundle as fmt
+from contract import bundle as fmt
+from contract.bundle import layout
 from installer import versions
-from installer.bundle import layout
 
 pytestmark = pytest.mark.integration
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.registry.client import RegistryClient
 from installer.registry.harbor import HarborAPI
 from installer.registry.seed import push_missing, seeded_refs

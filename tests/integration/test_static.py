@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bundler import static
-from installer import __version__
-from installer import bundle as fmt
+from contract import bundle as fmt
+from contract.version import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_INSTALLER = Path(sys.executable).parent / "installer"

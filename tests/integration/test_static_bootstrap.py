@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from bundler import static
-from installer import bundle as fmt
+from contract import bundle as fmt
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "static" / "bootstrap.sh"

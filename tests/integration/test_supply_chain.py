@@ -17,7 +17,7 @@ from bundler import spec as specmod
 from bundler.cache import Cache
 from bundler.lock import UNCHECKED
 from bundler.sources import gpg
-from installer.errors import Error
+from contract.errors import Error
 from tests.fixtures.upstream import images as fixture_images
 from tests.fixtures.upstream import rpms as fixture
 from tests.fixtures.upstream import signing

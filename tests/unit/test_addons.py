@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.errors import Error
 from installer import addons, inventory, plan_model, plan_rules
 from installer import apply as apply_mod
-from installer.errors import Error
 from installer.hosts.connector import Result
 from installer.render import File
 from installer.state import StateDir

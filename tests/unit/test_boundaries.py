@@ -1,5 +1,5 @@
-"""The installer runs offline: nothing under installer/ may import bundler (DESIGN.md); contract/, which both
-programs share, imports neither of them."""
+"""The installer runs offline: nothing under installer/ may import bundler (DESIGN.md); the bundler imports nothing
+of the installer either; contract/, which both programs share, imports neither of them."""
 
 import ast
 from pathlib import Path
@@ -30,6 +30,12 @@ def test_installer_never_imports_bundler():
     assert offenders("installer", {"bundler"}) == []
 
 
+def test_bundler_never_imports_installer():
+    """What the bundler shares with the installer (errors, documents, digest, progress, the bundle format, the
+    verify command's body, the version) lives in contract/."""
+    assert offenders("bundler", {"installer"}) == []
+
+
 def test_contract_imports_neither_installer_nor_bundler():
     assert sorted((ROOT / "contract").glob("*.py")), "contract/ is where the shared modules live"
     assert offenders("contract", {"installer", "bundler"}) == []
@@ -46,7 +52,7 @@ def test_the_check_can_fail(tmp_path, monkeypatch):
     bad.write_text("import os\nfrom bundler.spec import load\n")
     assert "bundler.spec" in list(imported_modules(bad))
     (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "m.py").write_text("from installer.errors import Error\nimport subprocess\n")
+    (tmp_path / "pkg" / "m.py").write_text("from installer.cli import app\nimport subprocess\n")
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
-    assert offenders("pkg", {"installer"}) == ["pkg/m.py imports installer.errors"]
+    assert offenders("pkg", {"installer"}) == ["pkg/m.py imports installer.cli"]
     assert offenders("pkg", {"subprocess"}) == ["pkg/m.py imports subprocess"]

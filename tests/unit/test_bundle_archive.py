@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from installer.bundle import (
+from contract.bundle import (
     Entry,
     generate_keypair,
     inspect_bundle,
@@ -25,7 +25,7 @@ from installer.bundle import (
     verify_bundle,
     write_bundle,
 )
-from installer.errors import Error
+from contract.errors import Error
 
 CREATED = "2018-05-21T10:00:00Z"
 SPEC = "a" * 64
@@ -278,7 +278,7 @@ def test_missing_bundle(tmp_path, keys) -> None:
 
 def test_manifest_names_its_signer_for_inspect(tmp_path):
     """inspect shows the signer's fingerprint without the public key; the signature still decides."""
-    from installer.bundle import (
+    from contract.bundle import (
         Entry,
         fingerprint,
         generate_keypair,
@@ -387,7 +387,7 @@ def test_incompressible_data_without_a_known_magic_goes_to_the_fast_frame(tmp_pa
 @pytest.fixture(scope="module")
 def dual_keys(tmp_path_factory):
     """(Ed25519 private, Ed25519 public, P-256 private, P-256 public) as `bundler keygen` writes them."""
-    from installer.bundle import generate_keys, load_p256_private_key
+    from contract.bundle import generate_keys, load_p256_private_key
 
     k = generate_keys(tmp_path_factory.mktemp("dual-keys"))
     return (load_private_key(k.key), load_public_key(k.pub), load_p256_private_key(k.p256_key),
@@ -400,7 +400,7 @@ def dual(tmp_path_factory, files, dual_keys):
 
 
 def test_dual_signed_members_are_manifest_both_signatures_then_files(dual, files, dual_keys) -> None:
-    from installer.bundle import fingerprint, sign_p256
+    from contract.bundle import fingerprint, sign_p256
 
     raw = zstandard.ZstdDecompressor().stream_reader(dual.path.open("rb"), read_across_frames=True).read()
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
@@ -415,7 +415,7 @@ def test_dual_signed_members_are_manifest_both_signatures_then_files(dual, files
 
 
 def test_dual_signed_bundle_verifies_and_unpacks_with_either_key(dual, files, dual_keys, tmp_path) -> None:
-    from installer.bundle import fingerprint
+    from contract.bundle import fingerprint
 
     ed = verify_bundle(dual.path, dual_keys[1])
     assert ed.fingerprint == dual.fingerprint and ed.key_type == "Ed25519"
@@ -436,7 +436,7 @@ def test_dual_signed_output_is_deterministic(dual, files, dual_keys, tmp_path) -
 
 
 def test_inspect_names_both_signers(dual, unsplit, keys, dual_keys) -> None:
-    from installer.bundle import fingerprint
+    from contract.bundle import fingerprint
 
     info = inspect_bundle(dual.path)
     assert info["signer"] == dual.fingerprint and info["signer_p256"] == fingerprint(dual_keys[3])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from installer.bundle import layout
-from installer.bundle.parts import parse_size
-from installer.errors import Error
+from contract.bundle import layout
+from contract.bundle.parts import parse_size
+from contract.errors import Error
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from installer.bundle.manifest import FileEntry, Manifest
-from installer.errors import Error
+from contract.bundle.manifest import FileEntry, Manifest
+from contract.errors import Error
 
 H = "0123456789abcdef" * 4
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from installer import cli
-from installer.bundle import (
+from contract.bundle import (
     Entry,
     generate_keys,
     layout,
@@ -28,7 +27,8 @@ from installer.bundle import (
     verify_bundle,
     write_bundle,
 )
-from installer.errors import Error
+from contract.errors import Error
+from installer import cli
 
 CREATED = "2018-05-21T10:00:00Z"
 

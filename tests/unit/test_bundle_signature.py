@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from installer.bundle import signature
-from installer.errors import Error
+from contract.bundle import signature
+from contract.errors import Error
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from typing import Optional
 import pytest
 import zstandard
 
-from installer.bundle import (
+from contract.bundle import (
     Entry,
     generate_keypair,
     generate_keys,
@@ -30,8 +30,8 @@ from installer.bundle import (
     verify_bundle,
     write_bundle,
 )
-from installer.bundle.manifest import FileEntry, Manifest
-from installer.errors import Error
+from contract.bundle.manifest import FileEntry, Manifest
+from contract.errors import Error
 
 CREATED = "2018-05-21T10:00:00Z"
 KUBELET = layout.binary_path("kubelet")

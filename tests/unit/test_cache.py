@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bundler.cache import Cache, default_root, hex_of
-from installer.errors import Error
+from contract.errors import Error
 
 
 def sha(data: bytes) -> str:

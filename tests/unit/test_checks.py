@@ -8,9 +8,9 @@ import pytest
 import requests
 import yaml
 
+from contract.errors import Error
 from installer import checks as C
 from installer import inventory as inventory_mod
-from installer.errors import Error
 from installer.pki import Pki
 
 INV = {

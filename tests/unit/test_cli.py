@@ -103,7 +103,7 @@ def test_keygen_writes_both_pairs_and_never_overwrites(tmp_path):
 
 @pytest.mark.parametrize("case", ["wrong-type", "missing", "garbage", "public", "bad-beside"])
 def test_build_refuses_a_bad_p256_key_before_any_download(tmp_path, case):
-    from installer.bundle import generate_keypair, generate_keys
+    from contract.bundle import generate_keypair, generate_keys
 
     keys = generate_keys(tmp_path / "keys")
     old = generate_keypair(tmp_path / "old")  # a key directory without the P-256 pair
@@ -131,7 +131,7 @@ def test_build_refuses_a_bad_p256_key_before_any_download(tmp_path, case):
 
 def test_signing_keys_of_old_and_new_key_directories(tmp_path):
     from bundler import build
-    from installer.bundle import fingerprint, generate_keypair, generate_keys
+    from contract.bundle import fingerprint, generate_keypair, generate_keys
 
     old = build.load_signing_keys(generate_keypair(tmp_path / "old")[0])
     assert old.p256_key is None and old.p256_path is None
@@ -164,7 +164,7 @@ def signed(tmp_path_factory):
     """A bundle signed with both keys, one with Ed25519 only, and the key files."""
     import hashlib
 
-    from installer.bundle import Entry, generate_keys, load_p256_private_key, load_private_key, write_bundle
+    from contract.bundle import Entry, generate_keys, load_p256_private_key, load_private_key, write_bundle
 
     d = tmp_path_factory.mktemp("signed")
     keys = generate_keys(d / "keys")
@@ -196,6 +196,41 @@ def test_verify_with_either_public_key(signed, prog):
     assert r.returncode == 0 and ": OK: k8s 1.10.3" in r.stdout
     assert f"signed by {dual.fingerprint_p256} (P-256: manifest.sig.p256)" in r.stdout
     assert "manifest.sig (Ed25519) not checked: no Ed25519 key given" in r.stdout
+
+
+def test_bundler_verify_is_installer_verify(signed, tmp_path):
+    """bundler declares its own `verify` (it imports nothing of the installer) with the installer's body: the same
+    help, output, JSON and refusals, for a whole bundle and for one part of a split one."""
+    import hashlib
+
+    from contract.bundle import Entry, load_private_key, write_bundle
+
+    keys = signed["keys"]
+    helps = {prog: run(prog, "verify", "--help") for prog in ("installer", "bundler")}
+    assert all(r.returncode == 0 for r in helps.values())
+    words = {prog: " ".join(r.stdout.replace(f"{prog} verify", "PROG verify").split()) for prog, r in helps.items()}
+    assert words["bundler"] == words["installer"]
+    assert "(.partNNN: that part alone" in helps["installer"].stdout and "--pub" in helps["installer"].stdout
+    src = tmp_path / "kubelet"
+    data = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(3000))  # 96 KB, incompressible
+    src.write_bytes(data)
+    split = write_bundle(tmp_path / "split", "k8s", "1.10.3",
+                         [Entry("binaries/kubelet", src, len(data), hashlib.sha256(data).hexdigest(), 0o755)],
+                         load_private_key(keys.key), spec_sha256="0" * 64, lock_sha256="1" * 64, components={},
+                         split_size="16KiB", level=1)
+    assert len(split.parts) > 1
+    cases = [[str(signed["dual"].path), "--pub", str(keys.p256_pub)],
+             [str(signed["dual"].path), "--pub", str(keys.pub), "--json"],
+             [str(split.path), "--pub", str(keys.pub)],
+             [str(split.parts[1]), "--pub", str(keys.pub)],
+             [str(split.parts[1]), "--pub", str(keys.pub), "--json"],
+             [str(signed["only"].path), "--pub", str(keys.p256_pub)],
+             [str(signed["dual"].path), "--pub", str(keys.p256_key), "--json"]]
+    for args in cases:
+        i, b = run("installer", "verify", *args), run("bundler", "verify", *args)
+        assert (b.returncode, b.stdout, b.stderr) == (i.returncode, i.stdout, i.stderr), args
+    assert "OK: part 2 of" in run("bundler", "verify", *cases[3]).stdout
+    assert run("bundler", "verify", *cases[5]).returncode == 1
 
 
 def test_unpack_with_the_p256_key_and_refusals(signed, tmp_path):

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from contract.errors import Error
 from installer import apply as apply_mod
 from installer import checks as checks_mod
 from installer import cli, egress, etcd_backup
 from installer import etcd_restore as er
 from installer import pki as pki_mod
-from installer.errors import Error
 from installer.hosts.connector import DEFAULT_PARALLEL, default_parallel
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from contract.errors import Error
 from installer import drain
-from installer.errors import Error
 from installer.inventory import Inventory
 
 INV = {"cluster": {"name": "t", "vip": "198.18.0.100"}, "registry": {"hostname": "r.t", "address": "198.18.0.20"},

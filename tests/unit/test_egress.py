@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.errors import Error
 from installer import addons, egress
 from installer import inventory as inventory_mod
-from installer.errors import Error
 from installer.render import File, render_all
 from tests.fixtures.harbor import layout as L
 

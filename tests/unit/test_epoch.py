@@ -10,7 +10,7 @@ import pytest
 from bundler import epoch
 from bundler import lock as lockfile
 from bundler import spec as specmod
-from installer.errors import Error, ValidationError
+from contract.errors import Error, ValidationError
 from tests.unit.test_lock import SPEC, sample_lock
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.errors import Error, ValidationError
 from installer import apply as apply_mod
 from installer import etcd_backup as B
 from installer import inventory as inventory_mod
 from installer import plan_model
 from installer.checks import Result as CheckResult
-from installer.errors import Error, ValidationError
 from installer.hosts.connector import Result
 from installer.pki import Pki
 

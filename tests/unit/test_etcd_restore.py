@@ -6,10 +6,10 @@ import json
 import pytest
 import yaml
 
+from contract.errors import Error
 from installer import checks as checks_mod
 from installer import etcd_restore as er
 from installer import inventory as inventory_mod
-from installer.errors import Error
 from installer.hosts.connector import Result
 
 INV = {"cluster": {"name": "t", "vip": "198.18.0.100"},

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import requests
 
+from contract.errors import Error
 from installer import apply as A
 from installer import checks, executor, gates
-from installer.errors import Error
 from installer.hosts.connector import Result
 from installer.plan_model import CONTROL, Gate, Plan, Step, StepKind
 from installer.state import StateDir

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
+from contract.errors import Error
 from installer import facts
-from installer.errors import Error
 from installer.facts import FileState, UnitState
 from installer.hosts.local import LocalConnector
 

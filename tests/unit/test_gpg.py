@@ -8,7 +8,7 @@ import pytest
 
 from bundler.lock import LockedRepo, LockedRpm
 from bundler.sources import gpg
-from installer.errors import Error
+from contract.errors import Error
 
 FPR = "4B22DB8DBCB756E4852901E2726B9597A2BEDCB7"
 OTHER = "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5"

@@ -14,11 +14,11 @@ from typing import Dict
 import pytest
 import yaml
 
+from contract.errors import Error
 from installer import etcd_auth, pki_material, plan_model, plan_rules, render
 from installer import harbor_install as H
 from installer import inventory as inventory_mod
 from installer import plan as P
-from installer.errors import Error
 from installer.facts import Facts, FileState, UnitState
 from installer.pki import Pki
 from installer.render import flannel_network_config

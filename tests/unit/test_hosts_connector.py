@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.hosts.connector import (
     MISSING_RC,
     command_error,

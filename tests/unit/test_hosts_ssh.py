@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import Error
 from installer import apply as apply_mod
 from installer import cli_common
-from installer.errors import Error
 from installer.hosts import control_dir
 from installer.hosts import known_hosts as kh
 from installer.hosts import ssh as sshmod

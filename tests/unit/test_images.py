@@ -21,9 +21,9 @@ from bundler.cache import Cache
 from bundler.sources import images, oci_layout
 from bundler.spec import Image, Mirrors, RegistryMirror, parse_ref
 from contract import oci as mediatypes
+from contract.errors import Error
 from contract.oci import COMPAT_FOR, ORIGINAL_REF, REF_NAME
 from contract.registry_transport import Challenge, parse_challenge
-from installer.errors import Error
 
 # ---------------------------------------------------------------- pure parts
 

@@ -7,8 +7,8 @@ import pydantic
 import pytest
 import yaml
 
+from contract.errors import ValidationError
 from installer import inventory as inv_mod
-from installer.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

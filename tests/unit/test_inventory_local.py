@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from contract.errors import ValidationError
 from installer import inventory as inv_mod
-from installer.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

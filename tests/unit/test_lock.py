@@ -12,7 +12,7 @@ from bundler import fetch
 from bundler import lock as lockfile
 from bundler import spec as specmod
 from bundler.lock import Lock, LockedBinary, LockedBlob, LockedImage, LockedRpm
-from installer.errors import Error, ValidationError
+from contract.errors import Error, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "bundle-spec.yaml"

@@ -12,7 +12,7 @@ import requests
 from bundler import spec as spec_mod
 from bundler.sources import credentials, images
 from bundler.spec import Image
-from installer.errors import Error, ValidationError
+from contract.errors import Error, ValidationError
 from tests.unit.test_images import digest, layer, mirror_to, mirrors, registry  # noqa: F401 (fixture)
 
 SPEC = spec_mod.Path(__file__).resolve().parents[2] / "bundle-spec.yaml"

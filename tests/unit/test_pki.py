@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from contract.errors import Error
 from installer import inventory, kubeconfig, pki, pki_material, pki_specs, pki_status, pki_x509
-from installer.errors import Error
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "tests" / "golden" / "example" / "inventory.yaml"

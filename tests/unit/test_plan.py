@@ -9,10 +9,10 @@ from typing import Dict
 import pytest
 import yaml
 
+from contract.errors import Error
 from installer import etcd_auth, plan_model, plan_rules, preflight
 from installer import inventory as inventory_mod
 from installer import plan as P
-from installer.errors import Error
 from installer.facts import Facts, FileState, UnitState
 from installer.render import File, flannel_network_config, render_all
 
@@ -349,9 +349,9 @@ def test_etcd_gate_names_exactly_the_unhealthy_member(monkeypatch, inv, tmp_path
 
     import requests
 
+    from contract.errors import Error
     from installer import apply as A
     from installer import checks
-    from installer.errors import Error
     from installer.hosts.connector import Result
     from installer.state import StateDir
 

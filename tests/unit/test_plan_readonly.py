@@ -15,10 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from contract.bundle import Entry, generate_keypair, load_private_key, write_bundle
 from installer import apply as apply_mod
 from installer import cli, cli_common, plan_model, runlock
 from installer import facts as facts_mod
-from installer.bundle import Entry, generate_keypair, load_private_key, write_bundle
 from installer.hosts.connector import Result
 from installer.render import flannel_network_config
 from tests.fixtures.harbor import layout

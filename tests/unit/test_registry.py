@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from contract.errors import Error
 from contract.reference import Reference
-from installer.errors import Error
 from installer.registry.client import FileSlice, failure_from_response, parse_challenge
 from installer.registry.seed import Layout, original_ref, seeded_refs, target_repository
 from tests.fixtures.harbor import layout as L

@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
+from contract.errors import Error
 from installer import inventory as inventory_mod
 from installer import remove_node as rn
-from installer.errors import Error
 from installer.hosts.connector import Result
 from installer.pki import Pki
 from installer.state import StateDir

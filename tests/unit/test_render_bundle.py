@@ -11,11 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from contract.bundle import generate_keypair, layout
 from installer import cli
 from installer import inventory as inventory_mod
 from installer import render as render_mod
 from installer import site as site_mod
-from installer.bundle import generate_keypair, layout
 from tests.fixtures.harbor import layout as oci_layout
 from tests.unit.test_plan_readonly import INV, TARBALLS, _tar, signed_bundle
 

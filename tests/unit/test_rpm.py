@@ -13,7 +13,7 @@ import requests
 from bundler.cache import Cache
 from bundler.sources import rpm
 from bundler.spec import Mirrors, Package, Repo, Rpms, UrlMirror
-from installer.errors import Error
+from contract.errors import Error
 
 pytest.importorskip("solv")
 

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from bundler import sbom, suppliers
-from installer.errors import Error
+from contract.errors import Error
 from tests.sbom_checks import problems
 
 ITEMS = [

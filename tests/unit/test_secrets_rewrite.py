@@ -5,10 +5,10 @@ from dataclasses import replace
 import pytest
 import requests
 
+from contract.errors import Error
 from installer import plan as P
 from installer import plan_model
 from installer import secrets_rewrite as sr
-from installer.errors import Error
 from installer.render import PATHS, File
 from tests.unit.test_plan import control_ok, converged, desired, inv, sha  # noqa: F401  (fixtures)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bundler import spec as spec_mod
-from installer.errors import ValidationError
+from contract.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

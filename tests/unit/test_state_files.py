@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from installer.errors import Error
+from contract.errors import Error
 from installer.state import APPLIED, BUNDLE_INFO, ETCD_MEMBERS, JOURNAL, PENDING, StateDir
 
 READERS = {

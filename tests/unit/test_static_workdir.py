@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bundler import cache, static
-from installer.errors import Error
+from contract.errors import Error
 
 ROOT = Path(__file__).resolve().parents[2]
 

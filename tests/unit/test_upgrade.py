@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
+from contract.bundle import Entry, generate_keypair, load_private_key, write_bundle
+from contract.errors import EXIT_INVALID, Error
 from installer import apply as apply_mod
 from installer import cli, plan_model, versions
 from installer import inventory as inventory_mod
-from installer.bundle import Entry, generate_keypair, load_private_key, write_bundle
-from installer.errors import EXIT_INVALID, Error
 from installer.pki import Pki
 from installer.runlock import LOCK_FILE
 from installer.state import StateDir

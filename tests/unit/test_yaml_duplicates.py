@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from bundler import spec as spec_mod
+from contract.documents import read_yaml
+from contract.errors import ValidationError
 from installer import inventory as inv_mod
-from installer.documents import read_yaml
-from installer.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from installer.bundle import layout
-from installer.bundle.archive import (
+from contract.bundle import layout
+from contract.bundle.archive import (
     DEFAULT_LEVEL,
     BundleResult,
     Entry,
@@ -15,10 +15,10 @@ from installer.bundle.archive import (
     unpack_bundle,
     write_bundle,
 )
-from installer.bundle.layout import kind_of
-from installer.bundle.manifest import FileEntry, Manifest
-from installer.bundle.parts import Part, PartsIndex
-from installer.bundle.signature import (
+from contract.bundle.layout import kind_of
+from contract.bundle.manifest import FileEntry, Manifest
+from contract.bundle.parts import Part, PartsIndex
+from contract.bundle.signature import (
     KeyFiles,
     PublicKey,
     fingerprint,
@@ -32,7 +32,7 @@ from installer.bundle.signature import (
     sign_p256,
     verify,
 )
-from installer.bundle.verify import VerifyReport, read_signed_head, verify_bundle
+from contract.bundle.verify import VerifyReport, read_signed_head, verify_bundle
 
 __all__ = [
     "DEFAULT_LEVEL",

@@ -16,10 +16,10 @@ from typing import BinaryIO, Callable, Optional, Union
 
 import zstandard
 
-from installer.bundle import layout, partcheck, signature, tarstream
-from installer.bundle.manifest import FileEntry, Manifest
-from installer.bundle.tarstream import Buffered, FrameCheck, Member, Truncated
-from installer.errors import Error
+from contract.bundle import layout, partcheck, signature, tarstream
+from contract.bundle.manifest import FileEntry, Manifest
+from contract.bundle.tarstream import Buffered, FrameCheck, Member, Truncated
+from contract.errors import Error
 
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Callable[[int, int], None]  # (file bytes done, file bytes in total)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from installer.bundle import layout, signature
-from installer.errors import LocatedProblem, ValidationError
+from contract.bundle import layout, signature
+from contract.errors import LocatedProblem, ValidationError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MODE = re.compile(r"^0[0-7]{3}$")

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from installer.bundle import layout
-from installer.errors import Error
+from contract.bundle import layout
+from contract.errors import Error
 
 BLOCK = 512
 CHUNK = 1 << 20

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set,
 import pydantic
 import yaml
 
-from installer.errors import Error, LocatedProblem, ValidationError, invalid
+from contract.errors import Error, LocatedProblem, ValidationError, invalid
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 Loc = Tuple[Any, ...]

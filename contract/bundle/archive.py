@@ -14,11 +14,11 @@ from typing import BinaryIO, Optional, Union
 
 import zstandard
 
-from installer.bundle import layout, signature, tarstream
-from installer.bundle.manifest import FileEntry, Manifest, now_created, parse_created
-from installer.bundle.parts import _Writer, locate, open_stream, parse_size
-from installer.bundle.verify import Progress, VerifyReport, check_stream, read_head, read_signed_head
-from installer.errors import Error
+from contract.bundle import layout, signature, tarstream
+from contract.bundle.manifest import FileEntry, Manifest, now_created, parse_created
+from contract.bundle.parts import _Writer, locate, open_stream, parse_size
+from contract.bundle.verify import Progress, VerifyReport, check_stream, read_head, read_signed_head
+from contract.errors import Error
 
 __all__ = [
     "DEFAULT_LEVEL",

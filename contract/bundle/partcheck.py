@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
-from installer.bundle import layout, parts, signature
-from installer.bundle.parts import PartsIndex
-from installer.digest import sha256_and_size
-from installer.errors import Error
+from contract.bundle import layout, parts, signature
+from contract.bundle.parts import PartsIndex
+from contract.digest import sha256_and_size
+from contract.errors import Error
 
 PathLike = Union[str, "os.PathLike[str]"]
 _COPY_AGAIN = "copy the bundle's files again from the build host (or rebuild it)"

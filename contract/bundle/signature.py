@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from installer.bundle import layout
-from installer.errors import Error
+from contract.bundle import layout
+from contract.errors import Error
 
 PRIVATE_KEY_FILE = "bundle.key"
 PUBLIC_KEY_FILE = "bundle.pub"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from contract import oci
-from installer.errors import Error
+from contract.errors import Error
 
 FORMAT_VERSION = 1
 

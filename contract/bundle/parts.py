@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from installer.bundle import layout
-from installer.errors import Error
+from contract.bundle import layout
+from contract.errors import Error
 
 PathLike = Union[str, "os.PathLike[str]"]
 INDEX_FORMAT_VERSION = 1
