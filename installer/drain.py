@@ -38,11 +38,29 @@ def _fail(node: str, what: str, detail: str) -> Error:
                                         "uncordons the node once it is upgraded")
 
 
-def _request(session: requests.Session, pki, method: str, url: str, node: str, what: str, **kw) -> requests.Response:
-    try:
-        return session.request(method, url, **checks.client_tls(pki, "admin"), **kw)
-    except requests.RequestException as e:
-        raise _fail(node, what, f"{type(e).__name__}: {e}") from None
+TRIES = 3  # an apiserver that just restarted (the masters are upgraded right before) may answer once oddly
+
+
+def _request(session: requests.Session, pki, method: str, url: str, node: str, what: str,
+             sleep: Callable[[float], None] = time.sleep, **kw) -> requests.Response:
+    """One API call; a connection error, 5xx or a bare 400 (no Status body) is tried again, TRIES in all."""
+    for attempt in range(1, TRIES + 1):
+        try:
+            r = session.request(method, url, **checks.client_tls(pki, "admin"), **kw)
+        except requests.RequestException as e:
+            if attempt == TRIES:
+                raise _fail(node, what, f"{type(e).__name__}: {e}") from None
+        else:
+            json_body = r.headers.get("Content-Type", "").startswith("application/json")
+            if not (r.status_code >= 500 or (r.status_code == 400 and not json_body)) or attempt == TRIES:
+                return r
+        sleep(PAUSE)
+    raise AssertionError("unreachable")
+
+
+def _detail(r: requests.Response) -> str:
+    text = " ".join(r.text.split())
+    return f"HTTP {r.status_code}: {text[-300:] if len(text) > 300 else text}"
 
 
 def set_unschedulable(inv: Inventory, pki, session: requests.Session, node: str, value: bool) -> None:
@@ -51,14 +69,14 @@ def set_unschedulable(inv: Inventory, pki, session: requests.Session, node: str,
                  json={"metadata": {"annotations": {MARK: "true" if value else None}},
                        "spec": {"unschedulable": value}}, headers={"Content-Type": "application/merge-patch+json"})
     if r.status_code != 200:
-        raise _fail(node, what + " failed", f"HTTP {r.status_code}: {r.text.strip()[:200]}")
+        raise _fail(node, what + " failed", _detail(r))
 
 
 def _pods(inv: Inventory, pki, session: requests.Session, node: str) -> List[dict]:
     r = _request(session, pki, "GET", f"{_base(inv)}/api/v1/pods", node, "listing its pods",
                  params={"fieldSelector": f"spec.nodeName={node}"})
     if r.status_code != 200:
-        raise _fail(node, "listing its pods failed", f"HTTP {r.status_code}: {r.text.strip()[:200]}")
+        raise _fail(node, "listing its pods failed", _detail(r))
     return [p for p in (r.json() or {}).get("items") or [] if (p.get("spec") or {}).get("nodeName") == node]
 
 
@@ -89,7 +107,7 @@ def drain(inv: Inventory, pki, session: requests.Session, node: str, timeout: fl
             r = _request(session, pki, "POST", f"{_base(inv)}/api/v1/namespaces/{ns}/pods/{name}/eviction", node,
                          f"evicting {ns}/{name}", json=body)
             if r.status_code not in (200, 201, 404, 429):
-                raise _fail(node, f"evicting {ns}/{name} failed", f"HTTP {r.status_code}: {r.text.strip()[:200]}")
+                raise _fail(node, f"evicting {ns}/{name} failed", _detail(r))
         left = {_name(p) for p in _pods(inv, pki, session, node)} & pending
         if not left:
             break
@@ -101,6 +119,13 @@ def drain(inv: Inventory, pki, session: requests.Session, node: str, timeout: fl
     kept = len(pods) - len(evict)
     out = f"cordoned; {len(evict)} pod(s) evicted, {kept} kept (DaemonSet or mirror)"
     return out + (f"; without a controller, not coming back: {', '.join(bare)}" if bare else "")
+
+
+def fresh_session(session: requests.Session) -> requests.Session:
+    """A session of its own (the executor's: no connection kept from before the masters restarted)."""
+    s = requests.Session()
+    s.trust_env = getattr(session, "trust_env", False)
+    return s
 
 
 def uncordon(inv: Inventory, pki, session: requests.Session, node: str) -> str:

@@ -167,10 +167,12 @@ class Executor:
         return StepResult(Status.DONE, etcd_member.join(self.hosts[s.host], inv, inv.host(s.host)))
 
     def _drain(self, s: Step) -> StepResult:
-        return StepResult(Status.DONE, drain.drain(self.site.inv, self.site.pki, self.opts.session, str(s.target)))
+        session = drain.fresh_session(self.opts.session)
+        return StepResult(Status.DONE, drain.drain(self.site.inv, self.site.pki, session, str(s.target)))
 
     def _uncordon(self, s: Step) -> StepResult:
-        return StepResult(Status.DONE, drain.uncordon(self.site.inv, self.site.pki, self.opts.session, str(s.target)))
+        session = drain.fresh_session(self.opts.session)
+        return StepResult(Status.DONE, drain.uncordon(self.site.inv, self.site.pki, session, str(s.target)))
 
     def _flannel_key(self, s: Step) -> StepResult:
         checks_mod.put_flannel_config(self.site.inv, self.site.pki, self.opts.session, s.command or "")
