@@ -18,6 +18,7 @@ INV = {"cluster": {"name": "t", "vip": "198.18.0.100"}, "registry": {"hostname":
 class Resp:
     def __init__(self, status, doc=None):
         self.status_code, self._doc = status, doc
+        self.headers = {"Content-Type": "application/json"}
         self.text = json.dumps(doc) if doc is not None else ""
 
     def json(self):
@@ -102,3 +103,27 @@ def test_a_disruption_budget_is_waited_for_then_a_pod_that_stays_fails_the_step(
                     clock=lambda: t[0])
     assert "still there" in e.value.message and "kube-system/dns" in e.value.details[0]
     assert "uncordons the node" in e.value.hint
+
+
+def test_a_bare_400_from_a_just_restarted_apiserver_is_tried_again_a_status_400_is_not(inv, monkeypatch):
+    monkeypatch.setattr(drain.time, "sleep", lambda _: None)
+
+    class Odd(Session):
+        def __init__(self, first):
+            super().__init__([])
+            self.first = first
+
+        def request(self, method, url, **kw):
+            if method == "GET" and self.first:
+                r = self.first.pop(0)
+                return r
+            return super().request(method, url, **kw)
+
+    html = Resp(400)
+    html.headers, html.text = {"Content-Type": "text/html"}, "<!DOCTYPE HTML><p>Error code: 400</p>"
+    s = Odd([html])
+    assert "0 pod(s) evicted" in drain.drain(inv, Pki(), s, "n1", sleep=lambda _: None)
+    status = Resp(400, {"kind": "Status", "message": "bad selector"})
+    with pytest.raises(Error) as e:
+        drain.drain(inv, Pki(), Odd([status]), "n1", sleep=lambda _: None)
+    assert "listing its pods failed" in e.value.message and "bad selector" in e.value.details[0]
