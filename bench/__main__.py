@@ -12,6 +12,8 @@ BENCHES = [
     ("fetch: warm rebuild vs sha256sum of the cached bytes", ["bench/bench_fetch.py", "--repeat", "3"]),
     ("bundle: write/verify/unpack vs sha256sum, peak RSS", ["bench/bench_bundle.py", "--mib", "256"]),
     ("bundle size vs docker save|gzip, build/verify RSS small vs 10x", ["bench/bench_size.py"]),
+    ("release-size bundle: warm build vs zstd -19/-3, verify vs zstd -dc | openssl",
+     ["bench/bench_bundle_size.py"]),
     ("seed: push_missing vs skopeo copy one by one", ["-m", "bench.bench_seed"]),
     ("static installer: start-up vs the venv entry point, size", ["bench/bench_static.py"]),
     ("facts: ~500 MB of managed files, first run vs hash cache", ["bench/bench_facts.py"]),

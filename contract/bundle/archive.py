@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,8 +38,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 # A bundle is two zstd frames: members that compress well (executables and tar archives of them,
 # metadata) at a high level with long-distance matching, so the many Go binaries that share most of
 # their code are stored nearly once; then members that are already compressed (image layers, RPMs,
-# wheels, .gz files) at a fast level, where a high one would cost minutes and save nothing.
-DEFAULT_LEVEL = 19
+# wheels, .gz files, and tar archives whose bytes are mostly such files, like Harbor's offline
+# installer) at a fast level, where a high one would cost minutes and save nothing.
+# Level 12 with long-distance matching: on release-size Go executables (bench/bench_bundle_size.py) about 10%
+# bigger than 19 on the executables alone, a few % on the whole bundle (whose layers, RPMs and Harbor images
+# compress no further), in a small fraction of the time; levels 13-15 gain almost nothing over 12.
+DEFAULT_LEVEL = 12
 STORED_LEVEL = 3
 WINDOW_LOG = 27  # 128 MiB of history: the largest window zstd decoders accept without being told to
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh", b"PK\x03\x04",
@@ -217,7 +222,28 @@ def _looks_compressed(path: PathLike) -> bool:
         return False  # _copy_checked reports it, naming the member
     if head.startswith(_COMPRESSED_MAGIC):
         return True
+    if head[257:262] == b"ustar":
+        return _mostly_compressed_tar(path)
     return len(zstandard.ZstdCompressor(level=1).compress(head)) > 0.9 * len(head)
+
+
+def _mostly_compressed_tar(path: PathLike) -> bool:
+    """Whether most of a tar's file bytes are in members that are compressed already (by magic number);
+    reads the member headers and each member's first bytes only."""
+    packed = plain = 0
+    try:
+        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                f.seek(member.offset_data)
+                if member.size >= _SMALL and f.read(8).startswith(_COMPRESSED_MAGIC):
+                    packed += member.size
+                else:
+                    plain += member.size
+    except (OSError, tarfile.TarError):
+        return False  # not a tar after all: it goes with the compressible ones
+    return packed > plain
 
 
 def _copy_checked(entry: Entry, chunk: bytearray, out, done: int, total: int,

@@ -6,7 +6,9 @@ so every member type other than a regular file is seen, named and refused rather
 
 from __future__ import annotations
 
+import queue
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -53,6 +55,53 @@ def padding(size: int) -> bytes:
 
 
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+
+
+class ReadAhead:
+    """A read(n) callable that reads ahead in a thread, `depth` chunks at most.
+
+    Decompression releases the GIL, so the thread decompresses the next chunks while the caller hashes
+    (and writes) the current one: a pass over the bundle takes about the longer of the two, not their sum.
+    An exception in the thread is raised to the caller by the read that would have returned its chunk."""
+
+    def __init__(self, read: Callable[[int], bytes], chunk: int = CHUNK, depth: int = 8) -> None:
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, args=(read, chunk), name="bundle-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, read: Callable[[int], bytes], chunk: int) -> None:
+        while not self._stop.is_set():
+            try:
+                item: object = read(chunk)
+            except BaseException as e:  # handed to the reader, who raises it
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not item or isinstance(item, BaseException):
+                return
+
+    def read(self, n: int = -1) -> bytes:
+        """The next chunk (whatever its size: callers take what they get), b"" at the end."""
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+        return item
+
+    def stop(self) -> None:
+        """Stop reading ahead; once this returns the thread no longer touches the underlying stream."""
+        self._stop.set()
+        self._thread.join()
 
 
 class Truncated(Exception):

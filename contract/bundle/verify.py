@@ -18,7 +18,7 @@ import zstandard
 
 from contract.bundle import layout, partcheck, signature, tarstream
 from contract.bundle.manifest import FileEntry, Manifest
-from contract.bundle.tarstream import Buffered, FrameCheck, Member, Truncated
+from contract.bundle.tarstream import Buffered, FrameCheck, Member, ReadAhead, Truncated
 from contract.errors import Error
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -76,21 +76,30 @@ class _Stream:
     part against it before they are joined (partcheck)."""
 
     def __init__(self, path: PathLike, public_key: Optional[signature.PublicKey] = None,
-                 every_part: bool = False) -> None:
+                 every_part: bool = False, read_ahead: bool = False) -> None:
         self.raw, self.parts_index = partcheck.open_checked(path, public_key, every_part=every_part)
         self.frames = FrameCheck(self.raw.read)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             self.frames, read_size=tarstream.CHUNK, read_across_frames=True
         )
-        self.buf = Buffered(self._reader.read)
+        # a whole pass decompresses in a thread of its own while this one hashes; the head alone does not
+        self._ahead = ReadAhead(self._reader.read) if read_ahead else None
+        self.buf = Buffered(self._ahead.read if self._ahead is not None else self._reader.read)
+
+    def stop_reading(self) -> None:
+        """End the read-ahead thread (if any): the raw stream is then this thread's alone."""
+        if self._ahead is not None:
+            self._ahead.stop()
 
     def blame_parts(self) -> None:
         """Raise the error naming a damaged part when one explains a failure (split bundles only)."""
+        self.stop_reading()
         blame = getattr(self.raw, "blame", None)
         if blame is not None:
             blame()
 
     def close(self) -> None:
+        self.stop_reading()
         self._reader.close()
         self.raw.close()
 
@@ -224,7 +233,7 @@ def check_stream(
     open_output: Optional[Callable[[FileEntry], BinaryIO]] = None,
 ) -> VerifyReport:
     """Verify the whole bundle in one pass, handing each file's bytes to open_output(entry) when given."""
-    with closing(_Stream(path, public_key, every_part=True)) as stream:
+    with closing(_Stream(path, public_key, every_part=True, read_ahead=True)) as stream:
         buf = stream.buf
         current = layout.MANIFEST
         signed = False
@@ -282,6 +291,7 @@ def check_stream(
                     hint=_TAMPERED,
                 )
             tarstream.finish(buf)
+            stream.stop_reading()  # it read to the end of the decompressed stream: the rest is this thread's
             stream.frames.drain()
         except Truncated:
             stream.blame_parts()

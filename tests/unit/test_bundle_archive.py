@@ -457,3 +457,39 @@ def test_p256_key_for_a_bundle_without_the_second_signature(unsplit, dual_keys) 
     assert "bundle.pub" in e.value.hint
     with pytest.raises(Error, match="only an Ed25519 signature"):
         inspect_bundle(unsplit.path, dual_keys[3])
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def test_a_tar_mostly_of_compressed_members_goes_to_the_fast_frame(tmp_path, keys):
+    # Harbor's offline installer: scripts and configuration around one large gzip'd image tarball
+    harbor = _tar(tmp_path / "harbor.tar", [("harbor/install.sh", b"#!/bin/sh\n" * 20_000),
+                                            ("harbor/harbor.v1.4.0.tar.gz", b"\x1f\x8b" + os.urandom(400_000))])
+    # a release tarball of executables (and a small gzip'd member): compressed hard
+    server = _tar(tmp_path / "server.tar", [("kubernetes/server/bin/kubelet", b"\x7fELF" + b"kubelet" * 60_000),
+                                            ("kubernetes/kubernetes-src.tar.gz", b"\x1f\x8b" + os.urandom(70_000))])
+    ents = [Entry(layout.binary_path(p.name), p, p.stat().st_size, _sha(p)) for p in (harbor, server)]
+    res = write_bundle(tmp_path / "out", "k8s", "1", ents, keys[0], spec_sha256=SPEC, lock_sha256=LOCK,
+                       components={}, created=CREATED)
+    frames = _frames(res.path)
+    names = [[m.name for m in tarfile.open(fileobj=io.BytesIO(f + b"\0" * 1024)).getmembers()] for f in frames]
+    assert names == [[layout.MANIFEST, layout.SIGNATURE, "binaries/server.tar"], ["binaries/harbor.tar"]]
+    assert verify_bundle(res.path, keys[1]).files == 2
+
+
+def test_a_file_that_only_looks_like_a_tar_goes_with_the_compressible_ones(tmp_path, keys):
+    fake = tmp_path / "fake.tar"
+    head = bytearray(b"x" * 512)
+    head[257:262] = b"ustar"  # a header whose checksum is wrong: not a tar after all
+    fake.write_bytes(bytes(head) + b"text " * 30_000)
+    res = write_bundle(tmp_path / "out", "k8s", "1", [Entry("binaries/fake.tar", fake, fake.stat().st_size,
+                                                            _sha(fake))],
+                       keys[0], spec_sha256=SPEC, lock_sha256=LOCK, components={}, created=CREATED)
+    assert len(_frames(res.path)) == 1
