@@ -20,7 +20,7 @@ import requests
 
 from installer import etcd_auth, etcd_backup, etcd_users, facts, inventory, pki, pki_material, render
 from installer.hosts.local import LocalConnector
-from tests.integration.test_rendered_etcd import localise, logs, need, stop
+from tests.integration.test_rendered_etcd import logs, need, start_member, stop
 
 pytestmark = pytest.mark.integration
 INVENTORY = """
@@ -71,11 +71,7 @@ def site(tmp_path_factory):
     rendered = render.render_all(inv, pki_files={h.name: pki_material.material_for(p, inv, h) for h in inv.hosts})
     tree = d / "tree"
     render.write_tree(rendered, tree)
-    env = render.parse_env_file(rendered["m1"]["/etc/etcd/etcd.conf"].content.decode())
-    env = localise(env, tree / "m1", d / "data")
-    with open(d / "m1.log", "wb") as log:
-        procs = [subprocess.Popen([shutil.which("etcd")], env={"PATH": os.environ["PATH"], **env}, stdout=log,
-                                  stderr=subprocess.STDOUT)]
+    procs = [start_member(inv.host("m1"), rendered, tree, d)]
     try:
         s = Site(d, inv, p, tree)
         session = requests.Session()

@@ -23,7 +23,7 @@ import requests
 
 from installer import etcd_backup, inventory, pki, pki_material, render
 from installer.hosts.local import LocalConnector
-from tests.integration.test_rendered_etcd import localise, logs, need, stop
+from tests.integration.test_rendered_etcd import logs, need, start_member, stop
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,11 +95,7 @@ def site(tmp_path_factory):
     procs = []
     try:
         for m in inv.etcd_members:
-            env = render.parse_env_file(rendered[m.name]["/etc/etcd/etcd.conf"].content.decode())
-            env = localise(env, tree / m.name, d / "data" / m.name)
-            with open(d / f"{m.name}.log", "wb") as log:
-                procs.append(subprocess.Popen([shutil.which("etcd")], env={"PATH": os.environ["PATH"], **env},
-                                              stdout=log, stderr=subprocess.STDOUT))
+            procs.append(start_member(m, rendered, tree, d))
         s = Site(d, inv, p, tree, procs)
         deadline = time.monotonic() + DEADLINE
         while etcd_backup.healthy_member(inv, p, s.session) is None or not all(

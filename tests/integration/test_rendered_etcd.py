@@ -58,6 +58,15 @@ def stop(procs):
             p.wait(timeout=5)
 
 
+def start_member(m, rendered, tree: Path, d: Path) -> subprocess.Popen:
+    """The real etcd of member m from its rendered etcd.conf, paths in the tmp tree, log in d/<name>.log."""
+    env = render.parse_env_file(rendered[m.name]["/etc/etcd/etcd.conf"].content.decode())
+    env = localise(env, tree / m.name, d / "data" / m.name)
+    with open(d / f"{m.name}.log", "wb") as log:
+        return subprocess.Popen([shutil.which("etcd")], env={"PATH": os.environ["PATH"], **env}, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
 def localise(env: dict, host_root: Path, data_dir: Path) -> dict:
     """Point every path of a rendered EnvironmentFile into the tmp tree; leave all other values alone."""
     out = {}
