@@ -16,9 +16,11 @@ from typing import BinaryIO, Optional, Union
 import zstandard
 
 from contract.bundle import layout, signature, tarstream
+from contract.bundle.delta import BaseDir, Delta
+from contract.bundle.delta import summary as delta_summary
 from contract.bundle.manifest import FileEntry, Manifest, now_created, parse_created
 from contract.bundle.parts import _Writer, locate, open_stream, parse_size
-from contract.bundle.verify import Progress, VerifyReport, check_stream, read_head, read_signed_head
+from contract.bundle.verify import Head, Progress, VerifyReport, check_stream, read_head, read_signed_head
 from contract.errors import Error
 
 __all__ = [
@@ -95,15 +97,20 @@ def write_bundle(
     threads: int = -1,
     progress: Optional[Progress] = None,
     created: Optional[Union[datetime, str]] = None,
+    delta: Optional[Delta] = None,
 ) -> BundleResult:
     """Sign a manifest of `entries` and stream them into <name>-<version>.bundle.tar.zst (or its parts).
+
+    With `delta`, a delta bundle (contract/bundle/delta.py): the same signed manifest of every entry, then
+    delta.json, then only the entries delta.from_base does not name (<name>-<version>.delta-from-<base>...).
 
     The manifest is signed with the Ed25519 key (manifest.sig) and, when p256_key is given, with it too
     (manifest.sig.p256, the third member); the manifest then names that key (signer_p256). A split bundle's
     parts index is signed with the same key(s): <index>.sig and <index>.sig.p256 beside it.
     """
     out = Path(out_dir)
-    bundle = layout.bundle_filename(name, version)
+    bundle = (layout.delta_filename(name, version, delta.base.version or f"lock-{delta.base.lock_sha256[:12]}")
+              if delta is not None else layout.bundle_filename(name, version))
     split = parse_size(split_size) if split_size is not None else None
     entries = sorted(entries, key=lambda e: e.path_in_bundle)
     created_text = now_created(created)
@@ -123,6 +130,11 @@ def write_bundle(
     head = [(layout.MANIFEST, manifest_bytes), (layout.SIGNATURE, signature.sign(private_key, manifest_bytes))]
     if p256_key is not None:
         head.append((layout.SIGNATURE_P256, signature.sign_p256(p256_key, manifest_bytes)))
+    if delta is not None:
+        Delta.from_bytes(delta.to_bytes(), manifest)  # every path it takes from the base is a file of the manifest
+        head.append((layout.DELTA, delta.to_bytes()))
+        skipped = frozenset(delta.from_base)
+        entries = [e for e in entries if e.path_in_bundle not in skipped]
     mtime = int(parse_created(created_text).timestamp())
 
     check_level(level)
@@ -136,7 +148,7 @@ def write_bundle(
             zout.write(tarstream.file_header(member, len(data), 0o644, mtime))
             zout.write(data)
             zout.write(tarstream.padding(len(data)))
-        total, done = manifest.total_size, 0
+        total, done = sum(e.size for e in entries), 0
         if progress:
             progress(0, total)
         chunk = bytearray(tarstream.CHUNK)
@@ -285,8 +297,11 @@ def read_manifest(path: PathLike, public_key: Optional[signature.PublicKey] = No
 
 
 def unpack_bundle(path: PathLike, public_key: signature.PublicKey, dest: PathLike,
-                  progress: Optional[Progress] = None) -> VerifyReport:
-    """Verify while extracting into a temp dir beside dest; rename it into place only once all verified."""
+                  progress: Optional[Progress] = None, base: Optional[BaseDir] = None) -> VerifyReport:
+    """Verify while extracting into a temp dir beside dest; rename it into place only once all verified.
+
+    dest also gets the signed manifest and its signature(s) (never an entry's name), so that an unpacked
+    bundle says what it is: the base of a later delta is found by it. A delta is combined with `base`."""
     dest = Path(dest)
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise Error(f"{dest} exists and is not a directory", hint="choose an empty or new directory to unpack into")
@@ -304,8 +319,16 @@ def unpack_bundle(path: PathLike, public_key: signature.PublicKey, dest: PathLik
         modes.append((target, entry.mode & 0o755))  # never setuid/setgid, never group/other-writable
         return os.fdopen(fd, "wb", buffering=0)
 
+    def keep_head(head: Head) -> None:
+        for name, data in ((layout.MANIFEST, head.manifest_bytes), (layout.SIGNATURE, head.sig),
+                           (layout.SIGNATURE_P256, head.sig_p256)):
+            if data is not None:
+                (tmp / name).write_bytes(data)
+                modes.append((tmp / name, 0o644))
+
     try:
-        report = check_stream(path, public_key, progress=progress, open_output=open_output)
+        report = check_stream(path, public_key, progress=progress, open_output=open_output, base=base,
+                              on_head=keep_head)
         for target, mode in modes:
             os.chmod(target, mode)
         for directory, _, _ in os.walk(tmp):
@@ -340,7 +363,7 @@ def inspect_bundle(path: PathLike, public_key: Optional[signature.PublicKey] = N
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "signer": manifest.signer or None,
         "signer_p256": signature.fingerprint(p256_signer) if p256_signer is not None else None,
-        "signatures": list(head.members),
+        "signatures": list(head.signatures),
         "components": dict(sorted(manifest.components.items())),
         "files": len(manifest.files),
         "bytes": manifest.total_size,
@@ -348,6 +371,8 @@ def inspect_bundle(path: PathLike, public_key: Optional[signature.PublicKey] = N
         "compressed_bytes": located.compressed_size,
         "parts": [p.name for p in located.index.parts] if located.index else [],
     }
+    if head.delta is not None:
+        info["delta"] = delta_summary(manifest, Delta.from_bytes(head.delta, manifest))
     if verified is not None:
         info["signature"] = {"verified": True, "fingerprint": verified.fingerprint, "key_type": verified.key_type,
                              "checked": list(verified.checked), "not_checked": list(verified.not_checked)}

@@ -17,6 +17,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 SIGNATURE_P256 = "manifest.sig.p256"  # optional; only ever the third member
+DELTA = "delta.json"  # delta bundles only (contract/bundle/delta.py): right after the signature(s)
 
 BINARIES_DIR = "binaries"
 RPMS_DIR = "rpms"  # a yum repository: the RPMs plus repodata/
@@ -35,8 +36,8 @@ SBOM = "sbom.spdx.json"
 LOCK = "bundle-lock.yaml"
 SPEC = "bundle-spec.yaml"
 
-META_FILES = (MANIFEST, SIGNATURE, SIGNATURE_P256, SBOM, LOCK, SPEC)
-RESERVED = (MANIFEST, SIGNATURE, SIGNATURE_P256)  # written by the archive itself, never an entry
+META_FILES = (MANIFEST, SIGNATURE, SIGNATURE_P256, DELTA, SBOM, LOCK, SPEC)
+RESERVED = (MANIFEST, SIGNATURE, SIGNATURE_P256, DELTA)  # written by the archive itself, never an entry
 
 KINDS = ("binary", "rpm", "image", "manifest", "installer", "meta")
 _KIND_OF_DIR = {
@@ -151,6 +152,14 @@ def bundle_filename(name: str, version: str) -> str:
             raise Error(f"bad bundle {label} {value!r}",
                         hint="use letters, digits, '.', '_', '+' and '-', starting with a letter or digit")
     return f"{name}-{version}{BUNDLE_SUFFIX}"
+
+
+def delta_filename(name: str, version: str, base_version: str) -> str:
+    """A delta bundle's file name: '<name>-<version>.delta-from-<base version>.bundle.tar.zst'."""
+    bundle = bundle_filename(name, version)
+    if not _NAME_RE.match(base_version):
+        raise Error(f"bad base version {base_version!r}", context="naming a delta bundle")
+    return f"{bundle[: -len(BUNDLE_SUFFIX)]}.delta-from-{base_version}{BUNDLE_SUFFIX}"
 
 
 def part_filename(bundle: str, index: int) -> str:

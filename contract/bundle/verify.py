@@ -17,6 +17,8 @@ from typing import BinaryIO, Callable, Optional, Union
 import zstandard
 
 from contract.bundle import layout, partcheck, signature, tarstream
+from contract.bundle.delta import MAX_SIZE as MAX_DELTA_SIZE
+from contract.bundle.delta import BaseDir, Delta
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.bundle.tarstream import Buffered, FrameCheck, Member, ReadAhead, Truncated
 from contract.errors import Error
@@ -42,6 +44,10 @@ class VerifyReport:
     not_checked: tuple[str, ...] = ()  # signature members present that the given key cannot check
     parts_index: str = ""  # split bundles: 'signed: <files>' or 'unsigned'; '' for one file
     warnings: tuple[str, ...] = ()
+    delta_base: str = ""  # a delta bundle: the base it needs (Base.describe()); '' for a complete bundle
+    from_base_files: int = 0  # of `files`, taken from the base (a delta)
+    from_base_bytes: int = 0
+    base_checked: bool = False  # whether those were read from the base and checked (False: no base given)
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,17 @@ class Head:
     manifest_bytes: bytes
     sig: bytes
     sig_p256: Optional[bytes] = None
+    delta: Optional[bytes] = None  # delta.json of a delta bundle
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The signature members this bundle carries."""
-        return (layout.SIGNATURE,) + ((layout.SIGNATURE_P256,) if self.sig_p256 is not None else ())
+        """The signature members this bundle carries (and delta.json, of a delta)."""
+        return ((layout.SIGNATURE,) + ((layout.SIGNATURE_P256,) if self.sig_p256 is not None else ())
+                + ((layout.DELTA,) if self.delta is not None else ()))
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        return tuple(m for m in self.members if m != layout.DELTA)
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,11 @@ def _read_head(buf: Buffered) -> tuple[Head, Optional[Member]]:
     if following is not None and following.name == layout.SIGNATURE_P256:
         sig_p256 = _read_member(buf, following, "third", signature.P256_MAX_SIGNATURE_SIZE)
         following = tarstream.read_header(buf)
-    return Head(out[0], out[1], sig_p256), following
+    delta = None
+    if following is not None and following.name == layout.DELTA:
+        delta = _read_member(buf, following, "delta", MAX_DELTA_SIZE)
+        following = tarstream.read_header(buf)
+    return Head(out[0], out[1], sig_p256, delta), following
 
 
 def _read_bundle_head(path: PathLike, public_key: Optional[signature.PublicKey] = None) -> Head:
@@ -231,8 +247,14 @@ def check_stream(
     *,
     progress: Optional[Progress] = None,
     open_output: Optional[Callable[[FileEntry], BinaryIO]] = None,
+    base: Optional[BaseDir] = None,
+    on_head: Optional[Callable[[Head], None]] = None,
 ) -> VerifyReport:
-    """Verify the whole bundle in one pass, handing each file's bytes to open_output(entry) when given."""
+    """Verify the whole bundle in one pass, handing each file's bytes to open_output(entry) when given.
+
+    A delta bundle's members that are not carried are read from `base` (an unpacked bundle) and checked as
+    if they were in the stream; without a base, a delta verifies what it carries only (and says so), and
+    cannot be unpacked."""
     with closing(_Stream(path, public_key, every_part=True, read_ahead=True)) as stream:
         buf = stream.buf
         current = layout.MANIFEST
@@ -242,10 +264,17 @@ def check_stream(
             verified = check_signatures(public_key, head)
             partcheck.check_manifest(stream.parts_index, hashlib.sha256(head.manifest_bytes).hexdigest())
             signed = True
+            if on_head is not None:
+                on_head(head)
             manifest = verified.manifest
             expected = manifest.by_path()
             seen: set[str] = set(head.members)
+            delta = Delta.from_bytes(head.delta, manifest) if head.delta is not None else None
+            skipped = frozenset(delta.from_base) if delta is not None else frozenset()
+            sources = _base_sources(manifest, delta, base, unpacking=open_output is not None)
             total, done = manifest.total_size, 0
+            if delta is not None and base is None:
+                total -= sum(expected[p].size for p in skipped)
             if progress:
                 progress(0, total)
             while member is not None:
@@ -261,6 +290,8 @@ def check_stream(
                 entry = expected.get(member.name)
                 if entry is None:
                     raise _member_error(member.name, "is not in the signed manifest")
+                if member.name in skipped:
+                    raise _member_error(member.name, f"is carried, but {layout.DELTA} says it comes from the base")
                 seen.add(member.name)
                 if member.size != entry.size:
                     raise _member_error(member.name, f"is {member.size} bytes, the manifest says {entry.size}")
@@ -282,7 +313,7 @@ def check_stream(
                     raise _member_error(member.name, "has the wrong sha256 (its content differs from the manifest)")
                 member = tarstream.read_header(buf)
             current = "the end of the archive"
-            missing = [p for p in expected if p not in seen]
+            missing = [p for p in expected if p not in seen and p not in skipped]
             if missing:
                 raise Error(
                     f"bundle is missing {len(missing)} member(s) listed in the manifest, first {missing[0]!r}",
@@ -293,6 +324,9 @@ def check_stream(
             tarstream.finish(buf)
             stream.stop_reading()  # it read to the end of the decompressed stream: the rest is this thread's
             stream.frames.drain()
+            for path, src in sources.items():
+                current = f"{path} (from the base {src})"
+                done = _check_base_file(expected[path], src, open_output, done, total, progress)
         except Truncated:
             stream.blame_parts()
             raise Error(f"bundle is truncated inside member {current!r}", hint=_COPY_AGAIN) from None
@@ -308,10 +342,59 @@ def check_stream(
     warning = trusted.warning if trusted is not None else ""
     return VerifyReport(manifest.name, manifest.version, len(manifest.files), total, verified.fingerprint,
                         verified.key_type, verified.checked, verified.not_checked,
-                        trusted.status if trusted is not None else "", (warning,) if warning else ())
+                        trusted.status if trusted is not None else "", (warning,) if warning else (),
+                        delta_base=delta.base.describe() if delta is not None else "",
+                        from_base_files=len(skipped), from_base_bytes=sum(expected[p].size for p in skipped),
+                        base_checked=bool(sources) or (delta is not None and not skipped))
 
 
-def verify_bundle(path: PathLike, public_key: signature.PublicKey, progress: Optional[Progress] = None) -> VerifyReport:
+def _base_sources(manifest: Manifest, delta: Optional[Delta], base: Optional[BaseDir], unpacking: bool
+                  ) -> dict[str, str]:
+    """{path: base file} of a delta's members taken from the base; refuses to unpack a delta without one."""
+    if delta is None or not delta.from_base:
+        return {}
+    if base is not None:
+        return base.sources(manifest, delta)
+    if unpacking:
+        raise Error(f"this is a delta bundle: {len(delta.from_base)} of its {len(manifest.files)} files are to "
+                    f"be taken from its base, {delta.base.describe()}", context="unpacking a delta bundle",
+                    hint="pass --base DIR, the directory that bundle was unpacked into (`installer apply` uses "
+                    "the bundle its state directory holds), or carry the complete bundle")
+    return {}
+
+
+def _check_base_file(entry: FileEntry, src, open_output, done: int, total: int,
+                     progress: Optional[Progress]) -> int:
+    """Read one file a delta takes from its base, checking it as a member of the stream is checked."""
+    digest = hashlib.sha256()
+    out = open_output(entry) if open_output is not None else None
+    size = 0
+    try:
+        with open(src, "rb") as f:
+            for piece in iter(lambda: f.read(tarstream.CHUNK), b""):
+                digest.update(piece)
+                size += len(piece)
+                if out is not None:
+                    out.write(piece)
+                done += len(piece)
+                if progress:
+                    progress(done, total)
+    except OSError as e:
+        raise Error(f"cannot read {src} (the base's copy of {entry.path}): {e.strerror}",
+                    context="combining a delta bundle with its base") from None
+    finally:
+        if out is not None:
+            out.close()
+    if size != entry.size or digest.hexdigest() != entry.sha256:
+        raise Error(f"the base's {src} is not the {entry.path} the signed manifest names (size or sha256 differ)",
+                    context="combining a delta bundle with its base",
+                    hint="the unpacked base was modified or damaged; unpack the base bundle again, or carry the "
+                    "complete bundle")
+    return done
+
+
+def verify_bundle(path: PathLike, public_key: signature.PublicKey, progress: Optional[Progress] = None,
+                  base: Optional[BaseDir] = None) -> VerifyReport:
     """Verify the signature(s), every member's size and sha256, no extra/missing/duplicate/unsafe members, no
-    trailing bytes."""
-    return check_stream(path, public_key, progress=progress)
+    trailing bytes; a delta's members from `base` too."""
+    return check_stream(path, public_key, progress=progress, base=base)

@@ -87,6 +87,16 @@ def tree(root: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
+def unpacked(root: Path, manifest, signatures=(layout.SIGNATURE,)) -> dict[str, tuple[bytes, int]]:
+    """The unpacked files without the head unpack keeps beside them: the signed manifest bytes and its
+    signature member(s), exactly those."""
+    got = tree(root)
+    assert got.pop(layout.MANIFEST)[0] == manifest.to_bytes()
+    for name in signatures:
+        assert len(got.pop(name)[0]) > 0, name
+    return got
+
+
 @pytest.fixture(scope="module")
 def unsplit(tmp_path_factory, files, keys):
     return build(tmp_path_factory.mktemp("out"), files, keys)
@@ -111,7 +121,7 @@ def test_round_trip(unsplit, files, keys, tmp_path) -> None:
 
     dest = tmp_path / "dest"
     assert unpack_bundle(unsplit.path, keys[1], dest) == report
-    got = tree(dest)
+    got = unpacked(dest, unsplit.manifest)
     assert set(got) == set(files)
     for path, (source, mode) in files.items():
         assert got[path][0] == source.read_bytes(), path
@@ -163,7 +173,7 @@ def test_split_verifies_from_any_handle(split, keys, which) -> None:
 
 def test_split_unpacks(split, files, keys, tmp_path) -> None:
     unpack_bundle(split.parts[1], keys[1], tmp_path / "d")
-    assert {p: c for p, (c, _) in tree(tmp_path / "d").items()} == {
+    assert {p: c for p, (c, _) in unpacked(tmp_path / "d", split.manifest).items()} == {
         p: s.read_bytes() for p, (s, _) in files.items()
     }
 
@@ -425,7 +435,7 @@ def test_dual_signed_bundle_verifies_and_unpacks_with_either_key(dual, files, du
     assert p256.checked == (layout.SIGNATURE_P256,) and p256.not_checked == (layout.SIGNATURE,)
     assert (p256.name, p256.files, p256.bytes) == (ed.name, ed.files, ed.bytes) == ("k8s", len(files), ed.bytes)
     assert unpack_bundle(dual.path, dual_keys[3], tmp_path / "dest") == p256
-    assert set(tree(tmp_path / "dest")) == set(files)
+    assert set(unpacked(tmp_path / "dest", dual.manifest, (layout.SIGNATURE, layout.SIGNATURE_P256))) == set(files)
     manifest, data, sig = read_manifest(dual.path, dual_keys[3])
     assert manifest == dual.manifest and len(sig) == 64
 
