@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import requests
 
-from bundler import assemble, epoch, fetch, static, wheels
+from bundler import assemble, epoch, fetch, since, static, wheels
 from bundler import lock as lock_mod
 from bundler import spec as spec_mod
 from bundler.cache import Cache
@@ -43,6 +43,7 @@ class BuildSummary:
     bootstrap: Optional[Path] = None  # bootstrap.tar: verify + static installer without zstd
     fingerprint_p256: Optional[str] = None  # the P-256 key of manifest.sig.p256; None: Ed25519 signature only
     p256_key: Optional[Path] = None  # where that key came from
+    delta: Optional[dict] = None  # a delta (--since): its base and what it carries / takes from the base
 
     @property
     def signatures(self) -> list[str]:
@@ -58,7 +59,7 @@ class BuildSummary:
             "lock_written": self.lock_written, "fingerprint": self.fingerprint,
             "bootstrap": str(self.bootstrap) if self.bootstrap else None,
             "fingerprint_p256": self.fingerprint_p256, "p256_key": str(self.p256_key) if self.p256_key else None,
-            "signatures": self.signatures,
+            "signatures": self.signatures, "delta": self.delta,
         }
 
 
@@ -104,7 +105,8 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
               pythons: Sequence[str] = wheels.DEFAULT_PYTHONS, created: Optional[str] = None,
               session: Optional[requests.Session] = None, progress=None, level: int = fmt.DEFAULT_LEVEL,
               include_static: bool = True, static_cache: Optional[Path] = None,
-              p256_key_path: Optional[Path] = None, check_upstream: bool = False) -> BuildSummary:
+              p256_key_path: Optional[Path] = None, check_upstream: bool = False,
+              since_path: Optional[Path] = None) -> BuildSummary:
     """Build the signed bundle; the lock beside the spec is used, and written if new or extended.
 
     locked: build only what the lock pins, from the cache when it is there: no request at all then (image
@@ -112,6 +114,9 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
 
     Signed with the Ed25519 key and, when there is one (p256_key_path, or bundle-p256.key beside key_path),
     with the P-256 key too, so that openssl 1.0.2 (CentOS 7) can verify it.
+
+    since_path (a site receipt or an old bundle-lock.yaml): a delta bundle, carrying only what that base lacks
+    (bundler/since.py), under the same signed manifest as the complete bundle.
     """
     spec_path = Path(spec_path)
     keys = load_signing_keys(key_path, p256_key_path)  # fail before any download when a key is wrong
@@ -160,13 +165,14 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
             spec, spec_path, lk, lock_bytes, cache, installer_files, created, stage,
             extra=[exe_entry] if exe_entry else None,
             sbom_extra=[static.sbom_item(static_exe, __version__, exe_entry.sha256)] if exe_entry else ())
+        delta = since.load(since_path, cache, entries).delta(entries) if since_path is not None else None
         with _bar("bundle") as bar:
             res = fmt.write_bundle(
                 out, spec.name, spec.version, entries, keys.key, p256_key=keys.p256_key,
                 spec_sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest(),
                 lock_sha256=hashlib.sha256(lock_bytes).hexdigest(),
                 components=assemble.components(spec, lk), split_size=split, created=created,
-                progress=bar, level=level)
+                progress=bar, level=level, delta=delta)
     finally:
         stage.cleanup()
     bootstrap = static.write_bootstrap_tar(res.path, static_exe) if static_exe else None
@@ -175,7 +181,8 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
         bytes=res.manifest.total_size, compressed_bytes=res.size, downloaded_bytes=result.downloaded_bytes,
         cache_hits=result.cache_hits, artifacts=dict(result.artifacts), lock_path=lock_path,
         lock_written=written, fingerprint=res.fingerprint, bootstrap=bootstrap,
-        fingerprint_p256=res.fingerprint_p256 or None, p256_key=keys.p256_path)
+        fingerprint_p256=res.fingerprint_p256 or None, p256_key=keys.p256_path,
+        delta=fmt.delta_summary(res.manifest, delta) if delta is not None else None)
 
 
 def selected(spec: spec_mod.Spec, lk: lock_mod.Lock) -> lock_mod.Lock:

@@ -141,6 +141,9 @@ def build(
     level: int = typer.Option(DEFAULT_LEVEL, "--level", help="zstd level (1-22) for the members that compress "
                               "(executables, tarballs, metadata; 19 is a few % smaller and ~10x slower); already "
                               "compressed ones are stored fast whatever this is."),
+    since: Optional[Path] = typer.Option(None, "--since", help="Write a delta bundle: only what the site lacks, "
+                                         "from its receipt (`installer receipt -o FILE`) or the bundle-lock.yaml of "
+                                         "the bundle it has; combined on site with that unpacked bundle."),
     as_json: bool = JSON,
 ) -> None:
     """Fetch (or take from the cache) everything the lock pins and write the signed bundle."""
@@ -150,7 +153,7 @@ def build(
         s = build_mod.run_build(spec, mirrors, key, out, _cache(cache), jobs=jobs, locked=locked,
                                 split_size=split_size, pythons=[p.strip() for p in pythons.split(",") if p.strip()],
                                 include_static=include_static, level=level, p256_key_path=p256_key,
-                                check_upstream=check_upstream)
+                                check_upstream=check_upstream, since_path=since)
         emit(s.as_dict(), as_json, _build_text)
 
     guarded(body, as_json=as_json)
@@ -168,7 +171,8 @@ def _build_text(d: dict) -> str:
             f": {d['files']} files, {d['bytes']} bytes, {d['compressed_bytes']} compressed\n"
             f"downloaded {d['downloaded_bytes']} bytes, {d['cache_hits']} cache hits; "
             f"lock {d['lock']}{' (written)' if d['lock_written'] else ''}; signer {d['fingerprint']} (Ed25519)"
-            + p256 + (f"\nbootstrap (no zstd needed) {d['bootstrap']}" if d.get("bootstrap") else ""))
+            + p256 + (f"\nbootstrap (no zstd needed) {d['bootstrap']}" if d.get("bootstrap") else "")
+            + ("\n" + "\n".join(line.strip() for line in _delta_text(d["delta"])) if d.get("delta") else ""))
 
 
 cache_app = typer.Typer(help="The download cache.", no_args_is_help=True)
@@ -232,6 +236,8 @@ def _inspect_text(d: dict) -> str:
         lines.append("  not verified: pass --pub to check")
     if d.get("parts"):
         lines.append(f"  {len(d['parts'])} parts: {', '.join(d['parts'])}")
+    if d.get("delta"):
+        lines += _delta_text(d["delta"])
     lines.append("  kinds:")
     lines += [f"    {k:<10} {v['files']:>6} files {v['bytes']:>14} bytes" for k, v in d["kinds"].items() if v["files"]]
     comps = {k: v for k, v in d["components"].items() if not k.startswith("trust/")}
@@ -249,6 +255,18 @@ def _inspect_text(d: dict) -> str:
             lines.append(f"  WARNING: RPMs without a signature check (gpgcheck: false in the spec): "
                          f"{', '.join(unchecked)}")
     return "\n".join(lines)
+
+
+def _delta_text(delta: dict) -> list:
+    b = delta["base"]
+    base = (f"{b['name']} {b['version']} " if b["name"] else "") + (
+        f"(manifest sha256 {b['manifest_sha256']})" if b["manifest_sha256"] else f"(lock sha256 {b['lock_sha256']})")
+    lines = [f"  delta bundle: combined on site with its base {base}"]
+    for side, label in (("carried", "carries"), ("from_base", "takes from the base")):
+        v = delta[side]
+        lines.append(f"    {label}: {v['files']} files, {v['bytes']} bytes ("
+                     + ", ".join(f"{k} {kv['files']}/{kv['bytes']} B" for k, kv in sorted(v["kinds"].items())) + ")")
+    return lines
 
 
 @app.command()
@@ -272,10 +290,11 @@ def inspect(
 def verify(
     bundle: Path = typer.Argument(..., help=commands.VERIFY_BUNDLE_HELP),
     pub: Path = typer.Option(..., "--pub", help=commands.PUB_HELP),
+    base: Optional[Path] = typer.Option(None, "--base", help=commands.BASE_HELP),
     as_json: bool = JSON,
 ) -> None:
     # the same check the air-gapped side runs (`installer verify`), so both sides agree on what "verified" means
-    commands.verify(bundle, pub, as_json)
+    commands.verify(bundle, pub, as_json, base)
 
 
 def main() -> None:

@@ -55,23 +55,28 @@ class Bundle:
 
 
 def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> Bundle:
-    """Verify signature and every hash, then unpack into the state dir, or reuse the same unpacked bundle."""
+    """Verify signature and every hash, then unpack into the state dir, or reuse the same unpacked bundle.
+
+    A delta bundle is combined with the bundle the state directory holds unpacked (its base), every file taken
+    from there checked against the delta's signed manifest."""
     from contract import bundle as fmt
 
     key = fmt.load_public_key(pub)
-    manifest, manifest_bytes, _ = fmt.read_manifest(bundle_path, key)  # signature first: cheap and decisive
-    digest = hashlib.sha256(manifest_bytes).hexdigest()
+    manifest, head, _ = fmt.read_signed_head(bundle_path, key)  # signature first: cheap and decisive
+    digest = hashlib.sha256(head.manifest_bytes).hexdigest()
     info = state.bundle_info()
     target = state.root / f"bundle-{digest[:16]}"
     if info and info.get("manifest_sha256") == digest and target.is_dir():
         out(f"bundle: verifying {bundle_path} (same bundle as unpacked: reusing {target})")
-        report = fmt.verify_bundle(bundle_path, key)
+        report = fmt.verify_bundle(bundle_path, key)  # a delta: what it carries; the rest was checked at unpack
         reused = True
     else:
-        out(f"bundle: verifying and unpacking {bundle_path}")
+        base = _delta_base(head, manifest, info, bundle_path)
+        out(f"bundle: verifying and unpacking {bundle_path}"
+            + (f" (a delta: the files it does not carry come from {base.root})" if base is not None else ""))
         if target.exists():
             shutil.rmtree(target)  # a half-trusted leftover: never reused without its bundle.json
-        report = fmt.unpack_bundle(bundle_path, key, target)
+        report = fmt.unpack_bundle(bundle_path, key, target, base=base)
         for old in state.root.glob("bundle-*"):
             if old != target and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
@@ -85,6 +90,22 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
         out(f"bundle: WARNING: {warning}")
     return Bundle(target, digest, report.fingerprint, report.name, report.version, dict(manifest.components), reused,
                   {f.path: f.sha256 for f in manifest.files})
+
+
+def _delta_base(head, manifest, info: Optional[dict], bundle_path: Path):
+    """The base of a delta bundle: the bundle unpacked in the state directory; None for a complete bundle."""
+    from contract.bundle.delta import BaseDir, Delta
+
+    if head.delta is None:
+        return None
+    delta = Delta.from_bytes(head.delta, manifest)
+    where = Path(info["dir"]) if info and info.get("dir") else None
+    if where is None or not where.is_dir():
+        raise Error(f"{bundle_path} is a delta bundle for {delta.base.describe()}, but this state directory holds no "
+                    "unpacked bundle to combine it with", context="preparing the bundle",
+                    hint="apply the complete bundle (or the base bundle, then this delta), or pass the state "
+                    "directory of the site that has the base (--state)")
+    return BaseDir(where)
 
 
 def _find_archive(bundle: Bundle, pattern: str) -> Path:

@@ -15,6 +15,8 @@ from contract.bundle.archive import (
     unpack_bundle,
     write_bundle,
 )
+from contract.bundle.delta import BaseDir, Delta
+from contract.bundle.delta import summary as delta_summary
 from contract.bundle.layout import kind_of
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.bundle.parts import Part, PartsIndex
@@ -36,7 +38,9 @@ from contract.bundle.verify import VerifyReport, read_signed_head, verify_bundle
 
 __all__ = [
     "DEFAULT_LEVEL",
+    "BaseDir",
     "BundleResult",
+    "Delta",
     "Entry",
     "FileEntry",
     "KeyFiles",
@@ -46,6 +50,7 @@ __all__ = [
     "PublicKey",
     "VerifyReport",
     "check_level",
+    "delta_summary",
     "fingerprint",
     "generate_keypair",
     "generate_keys",

@@ -11,6 +11,7 @@ from typing import Optional
 
 from contract import bundle as fmt
 from contract.bundle import layout, partcheck
+from contract.bundle.delta import BaseDir
 from contract.cliutil import emit, guarded
 from contract.progress import bar
 
@@ -22,21 +23,25 @@ VERIFY_BUNDLE_HELP = ("The bundle file, the directory of its parts or their inde
 UNPACK_HELP = "Verify and unpack; nothing appears at DEST unless the whole bundle verified."
 UNPACK_BUNDLE_HELP = "The bundle file, its first (or any) part, or the directory of parts."
 DEST_HELP = "New or empty directory; left untouched unless all verifies."
+BASE_HELP = ("A delta bundle's base: the directory its base bundle was unpacked into (`installer unpack`, or "
+             "the bundle-* directory of the installer's state). The files the delta does not carry are read from "
+             "there and checked against the delta's signed manifest.")
 PUB_HELP = ("The signer's public key: bundle.pub (Ed25519; checks the P-256 signature too when the bundle has "
             "one) or bundle-p256.pub (P-256 only).")
 
 
-def verify(bundle: Path, pub: Path, as_json: bool) -> None:
-    """Verify the whole bundle, or given one part (a .partNNN file), that part against the signed index."""
+def verify(bundle: Path, pub: Path, as_json: bool, base: Optional[Path] = None) -> None:
+    """Verify the whole bundle, or given one part (a .partNNN file), that part against the signed index; a
+    delta with its base when one is given."""
     if layout.parse_part_filename(bundle.name) is not None and not bundle.is_dir():
         _verify_part(bundle, pub, as_json)
         return
-    _verify_or_unpack(bundle, pub, None, as_json)
+    _verify_or_unpack(bundle, pub, None, as_json, base)
 
 
-def unpack(bundle: Path, pub: Path, dest: Path, as_json: bool) -> None:
-    """Verify and unpack into dest in one streaming pass."""
-    _verify_or_unpack(bundle, pub, dest, as_json)
+def unpack(bundle: Path, pub: Path, dest: Path, as_json: bool, base: Optional[Path] = None) -> None:
+    """Verify and unpack into dest in one streaming pass (a delta combined with its base)."""
+    _verify_or_unpack(bundle, pub, dest, as_json, base)
 
 
 def bundle_text(d: dict) -> str:
@@ -47,6 +52,11 @@ def bundle_text(d: dict) -> str:
                  "(bundle.pub)")
     if d.get("parts_index"):
         text += f"; parts index {d['parts_index']}"
+    delta = d.get("delta")
+    if delta:
+        text += (f"; a delta of {delta['base']}: {delta['from_base_files']} files ({delta['from_base_bytes']} bytes) "
+                 + ("taken from the base and checked" if delta["base_checked"]
+                    else "to take from the base NOT checked (pass --base DIR to check them)"))
     text += f"; unpacked into {d['dest']}" if d.get("dest") else ""
     return "\n".join([text] + [f"WARNING: {w}" for w in d.get("warnings", [])])
 
@@ -72,18 +82,22 @@ def _verify_part(part: Path, pub: Path, as_json: bool) -> None:
     guarded(body, as_json=as_json)
 
 
-def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bool) -> None:
+def _verify_or_unpack(bundle: Path, pub: Path, dest: Optional[Path], as_json: bool, base: Optional[Path]) -> None:
     """One streaming pass: verify every member, and with dest also write them (renamed into place at the end)."""
 
     def body() -> None:
         key = fmt.load_public_key(pub)
+        base_dir = BaseDir(base) if base is not None else None
         with bar("unpack" if dest else "verify") as progress:
-            r = (fmt.unpack_bundle(bundle, key, dest, progress=progress) if dest
-                 else fmt.verify_bundle(bundle, key, progress=progress))
+            r = (fmt.unpack_bundle(bundle, key, dest, progress=progress, base=base_dir) if dest
+                 else fmt.verify_bundle(bundle, key, progress=progress, base=base_dir))
         d = {"bundle": str(bundle), "ok": True, "name": r.name, "version": r.version, "files": r.files,
              "bytes": r.bytes, "fingerprint": r.fingerprint, "key_type": r.key_type,
              "signatures_checked": list(r.checked), "signatures_not_checked": list(r.not_checked),
-             "parts_index": r.parts_index or None, "warnings": list(r.warnings)}
+             "parts_index": r.parts_index or None, "warnings": list(r.warnings),
+             "delta": {"base": r.delta_base, "from_base_files": r.from_base_files,
+                       "from_base_bytes": r.from_base_bytes, "base_checked": r.base_checked}
+             if r.delta_base else None}
         if dest:
             d["dest"] = str(dest)
         emit(d, as_json, bundle_text)
