@@ -106,18 +106,24 @@ def main(argv=None) -> int:
         shutil.rmtree(work / "rendered", ignore_errors=True)
         d.run("installer", "render", "-i", "inventory.yaml", "--out", "rendered", "--state", "state-example")
         d.run("installer", "certs", "check", "-i", "inventory.yaml", "--state", "state-example")
+        if args.no_hosts:
+            print(f"\ndemo finished (no test hosts) in {time.monotonic() - d.t0:.1f}s; everything is under {work}")
+            return 0
+
+        d.step("The next patch release (1.10.4): lock it now, while the connected side is online")
+        (work / "next").mkdir(exist_ok=True)
+        shutil.copyfile(ups.spec_for("v1.10.4"), work / "next" / "bundle-spec.yaml")
+        d.run("bundler", "lock", "next/bundle-spec.yaml", "--mirrors", mirrors, "--cache", "cache")
+        apply_on_test_hosts(d, work, mirrors)
     finally:
         ups.stop()
-    if args.no_hosts:
-        print(f"\ndemo finished (no test hosts) in {time.monotonic() - d.t0:.1f}s; everything is under {work}")
-        return 0
-    apply_on_test_hosts(d, work)
     print(f"\ndemo finished in {time.monotonic() - d.t0:.1f}s; everything is under {work}")
     return 0
 
 
-def apply_on_test_hosts(d: Demo, work: Path) -> None:
-    """Boot 4 test hosts (systemd-nspawn), then plan, apply, check and re-apply the cluster on them."""
+def apply_on_test_hosts(d: Demo, work: Path, mirrors: str) -> None:
+    """Boot 4 test hosts (systemd-nspawn), then plan, apply, check and re-apply the cluster on them; day 2: an
+    etcd snapshot, then the patch upgrade to 1.10.4 with a delta bundle computed from the site's receipt."""
     from tests.e2e import cluster
     from tests.e2e.testbed import Testbed
     from tests.fixtures.upstream import rpms, yumrepos
@@ -161,6 +167,26 @@ def apply_on_test_hosts(d: Demo, work: Path) -> None:
 
         d.step("Apply again: nothing to do")
         d.run("installer", "apply", *bundle)
+
+        site = ["-i", str(inv), "--state", "state", "--known-hosts", str(work / "known_hosts")]
+        d.step("Day 2: an etcd snapshot (verified, kept in the state directory)")
+        d.run("installer", "etcd", "snapshot", *site)
+
+        d.step("Day 2: what the site holds (no secrets), carried out to the connected side")
+        d.run("installer", "receipt", *site, "-o", "site-receipt.json")
+
+        d.step("Connected side: a delta bundle of 1.10.4 with only what the site lacks")
+        shutil.rmtree(work / "dist-next", ignore_errors=True)
+        d.run("bundler", "build", "--spec", "next/bundle-spec.yaml", "--key", "keys/bundle.key", "--out", "dist-next",
+              "--mirrors", mirrors, "--cache", "cache", "--pythons", PY, "--locked", "--since", "site-receipt.json")
+        delta = next((work / "dist-next").glob("*.delta-from-*.bundle.tar.zst"))
+        d.run("bundler", "inspect", str(delta), "--pub", "keys/bundle.pub")
+        print(f"  delta {delta.stat().st_size} bytes; the complete 1.10.3 bundle was "
+              f"{sum(p.stat().st_size for p in (work / 'dist').glob('*.part*'))} bytes")
+
+        d.step("installer upgrade with the delta: combined with the unpacked 1.10.3, then a rolling upgrade")
+        d.run("installer", "upgrade", "-b", str(delta), "--pub", "keys/bundle.pub", *site)
+        d.run("installer", "check", *site)
     finally:
         if reg is not None:
             reg.stop()

@@ -364,6 +364,21 @@ def _v1_controller_cgroups() -> List[Path]:
     return found
 
 
+# Every booted systemd (and its journald, udev, logind) holds inotify instances of the machine's one root user:
+# the kernel default of 128 runs out at a few dozen hosts across concurrent testbeds, and PID 1 then exits
+# at boot with "Failed to allocate manager object: Too many open files".
+INOTIFY_LIMITS = {"/proc/sys/fs/inotify/max_user_instances": 8192, "/proc/sys/fs/inotify/max_user_watches": 1048576}
+
+
+def _raise_inotify_limits(log=print) -> None:
+    """Raise the machine's inotify limits to INOTIFY_LIMITS where they are lower (never lower them)."""
+    for path, want in INOTIFY_LIMITS.items():
+        have = _read_int(Path(path))
+        if have is not None and have < want:
+            Path(path).write_text(f"{want}\n")
+            log(f"testbed: raised {path.rsplit('/', 1)[-1]} from {have} to {want} (booted systemd needs inotify)")
+
+
 def _netns_list() -> List[str]:
     p = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
@@ -432,6 +447,7 @@ class Testbed:
             self.log(f"testbed {self.prefix}: leftovers of an earlier run, tearing down first")
             self.down()
         rootfs = ensure_rootfs(str(self.workdir), self.packages, log=self.log)
+        _raise_inotify_limits(self.log)
         t0 = time.monotonic()
         self.rundir.mkdir(parents=True)
         self._write_state(rootfs)
