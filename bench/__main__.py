@@ -14,6 +14,7 @@ BENCHES = [
     ("bundle size vs docker save|gzip, build/verify RSS small vs 10x", ["bench/bench_size.py"]),
     ("release-size bundle: warm build vs zstd -19/-3, verify vs zstd -dc | openssl",
      ["bench/bench_bundle_size.py"]),
+    ("delta bundle of a 1.10.3 -> 1.10.4 patch vs the complete bundle, at release size", ["bench/bench_delta.py"]),
     ("seed: push_missing vs skopeo copy one by one", ["-m", "bench.bench_seed"]),
     ("static installer: start-up vs the venv entry point, size", ["bench/bench_static.py"]),
     ("facts: ~500 MB of managed files, first run vs hash cache", ["bench/bench_facts.py"]),
