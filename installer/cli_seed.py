@@ -29,6 +29,8 @@ def seed(
     ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA that signed the registry's certificate."),
     insecure: bool = typer.Option(False, "--insecure", help="Plain HTTP (only for a registry configured so)."),
     pub: Optional[Path] = typer.Option(None, "--pub", help="Public key, when SOURCE is a bundle file."),
+    delta_base: Optional[Path] = typer.Option(None, "--base", help="When SOURCE is a delta bundle: the directory its "
+                                        "base bundle was unpacked into."),
     naming: str = typer.Option("last-component", "--naming", help="last-component (k8s.gcr.io/pause-amd64:3.1 -> "
                                "PROJECT/pause-amd64:3.1) or keep-path."),
     api_url: Optional[str] = typer.Option(None, "--api-url", help="Harbor API base URL when it is not the "
@@ -60,7 +62,7 @@ def seed(
         if not registry:
             raise Error("no registry given", context="seeding images",
                         hint="pass --registry HOST[:PORT], or --inventory INVENTORY")
-        layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
+        layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile, delta_base)
         try:
             if insecure and ca_file:
                 raise Error("--insecure and --ca-file exclude each other", hint="TLS with a CA, or plain HTTP")
@@ -96,7 +98,7 @@ def seed(
             if inv.registry.mode == "install" and not access.get("password"):
                 raise Error(f"no generated Harbor admin password in {root}", context="seeding images",
                             hint="pass the --state directory `installer apply` used (it installed Harbor)")
-            layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile)
+            layout_dir, tmp = _layout_of(source, pub, fmt, Error, tempfile, delta_base)
             try:
                 session = requests.Session()
                 if create_project:
@@ -111,7 +113,7 @@ def seed(
     guarded(body, as_json=as_json)
 
 
-def _layout_of(source: Path, pub: Optional[Path], fmt, Error, tempfile):
+def _layout_of(source: Path, pub: Optional[Path], fmt, Error, tempfile, base: Optional[Path] = None):
     """(OCI layout dir, temp dir to remove or None) for a layout, an unpacked bundle, or a bundle file."""
     if (source / "oci-layout").is_file():
         return source, None
@@ -122,5 +124,6 @@ def _layout_of(source: Path, pub: Optional[Path], fmt, Error, tempfile):
                     context="finding the images to seed",
                     hint="pass --pub bundle.pub to verify and unpack a bundle file first")
     tmp = Path(tempfile.mkdtemp(prefix="k8s-offline-seed-"))
-    fmt.unpack_bundle(source, fmt.load_public_key(pub), tmp / "bundle")
+    fmt.unpack_bundle(source, fmt.load_public_key(pub), tmp / "bundle",
+                      base=fmt.BaseDir(base) if base is not None else None)
     return tmp / "bundle" / "images", tmp

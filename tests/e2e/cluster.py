@@ -34,9 +34,10 @@ class BuiltBundle:
     seconds: float
 
 
-def build_bundle(workdir: Path, release: str = "v1.10.3") -> BuiltBundle:
+def build_bundle(workdir: Path, release: str = "v1.10.3", since: Optional[Path] = None) -> BuiltBundle:
     """Start the stand-in upstreams, build the default spec's bundle (Python 3.11 wheels only), stop them;
-    `release`: another Kubernetes release the stand-ins serve (its spec differs only there)."""
+    `release`: another Kubernetes release the stand-ins serve (its spec differs only there); `since`: a delta
+    bundle against that site receipt (or lock)."""
     from bundler.build import run_build
     from bundler.cache import Cache
     from contract.bundle import generate_keypair
@@ -52,7 +53,7 @@ def build_bundle(workdir: Path, release: str = "v1.10.3") -> BuiltBundle:
         fixture_spec = ups.dir / "bundle-spec.yaml" if release == "v1.10.3" else ups.spec_for(release)
         shutil.copy(fixture_spec if fixture_spec.exists() else ROOT / "bundle-spec.yaml", spec)
         summary = run_build(spec, ups.mirrors_file, priv, workdir / "dist", Cache(workdir / "cache"),
-                            pythons=["3.11"], progress=lambda event, **fields: None)
+                            pythons=["3.11"], progress=lambda event, **fields: None, since_path=since)
         base_dir = ups.www / yumrepos.repo_path("base") / "Packages"
         base = [base_dir / f"{nvra}.rpm" for nvra in sorted(rpms.INSTALLED)]
     finally:

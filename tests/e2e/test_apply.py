@@ -679,10 +679,26 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
     """`installer upgrade` with a 1.10.4 bundle: masters one at a time behind their gates, nodes one at a time
     (cordoned and drained, replaced, waited for Ready, uncordoned); /healthz through the VIP never down longer than a VIP failover and etcd never without
     quorum (continuous probes); every host runs 1.10.4 after it, the evidence lists the change per host, and a
-    second run says there is nothing to do. A minor jump is refused before anything happens."""
+    second run says there is nothing to do. A minor jump is refused before anything happens.
+
+    The 1.10.4 bundle is a delta computed from the site's receipt (`installer receipt` on the booted hosts):
+    only what the site lacks is carried, and upgrade combines it with the unpacked 1.10.3 bundle."""
+    import hashlib
     import threading
 
-    newer = cluster.build_bundle(tmp_path_factory.mktemp("bundle-1.10.4"), release="v1.10.4")
+    receipt = tmp_path_factory.mktemp("receipt") / "site-receipt.json"
+    got = cluster.installer("receipt", "-i", str(site.inv4), "--state", str(site.state), "--known-hosts",
+                            str(site.known_hosts), "-o", str(receipt))
+    assert got.rc == 0, _fail(got)
+    held = json.loads(receipt.read_text())
+    assert [b["version"] for b in held["bundles"]] == ["1.10.3"], held["bundles"]
+    kubelet = site.tb.ssh(4, "sha256sum /usr/local/bin/kubelet").stdout.split()[0]
+    assert held["hosts"]["h4"]["binaries"]["/usr/local/bin/kubelet"] == kubelet
+    assert any(r.startswith("docker-ce-18.09.1") for r in held["hosts"]["h4"]["rpms"]), held["hosts"]["h4"]["rpms"]
+    assert "password" not in receipt.read_text().lower()
+    newer = cluster.build_bundle(tmp_path_factory.mktemp("bundle-1.10.4"), release="v1.10.4", since=receipt)
+    assert newer.path.name == "k8s-1.10.4.delta-from-1.10.3.bundle.tar.zst", newer.path
+    carried = hashlib.sha256(newer.path.read_bytes()).hexdigest()  # not changed by being applied
     inv, pki, session = site.inventory(), site.pki(), default_session()
     vip, port = inv.cluster.vip, inv.cluster.lb_port
     health, quorum, stop = [], [], threading.Event()
@@ -711,6 +727,8 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
         t.join(20)
     assert run.rc == 0, _fail(run)
     assert "upgrade: Kubernetes 1.10.3 -> 1.10.4" in run.stderr, run.stderr[-2000:]
+    assert "(a delta: the files it does not carry come from" in run.stderr, run.stderr[-2000:]
+    assert hashlib.sha256(newer.path.read_bytes()).hexdigest() == carried
     worst, down_since = 0.0, None
     for at, ok in health:
         if not ok and down_since is None:
