@@ -53,10 +53,14 @@ def receipt(
     def body() -> None:
         root = state or common.default_state()
         inv = inventory_mod.load(inventory)
-        r, notes = receipt_mod.write(inv, StateDir(root), out, common.connectors(root, known_hosts, host_keys), jobs)
+        from installer.options import default_session
+
+        r, notes = receipt_mod.write(inv, StateDir(root), out, common.connectors(root, known_hosts, host_keys), jobs,
+                                     session=default_session())
         d = {"receipt": str(out), "bundles": [{"name": b.name, "version": b.version, "files": len(b.files),
                                                 "manifest_sha256": b.manifest_sha256} for b in r.bundles],
              "hosts": {n: {"rpms": len(h.rpms), "executables": len(h.binaries)} for n, h in r.hosts.items()},
+             "registry": {"address": r.registry, "blobs": len(r.registry_blobs)},
              "notes": notes}
         emit(d, as_json, lambda d: receipt_mod.text(r, out, notes))
 

@@ -5,7 +5,9 @@ listed with the size and sha256 of its signed manifest, and only when the file i
 lost since unpack is not claimed, so the delta carries it again). A changed byte inside a file of the right size
 is caught on site, where every file taken from the base is hashed against the new signed manifest. The hosts'
 part (installed RPMs, the executables the installer put there, by sha256; one facts round trip per host, the
-same read `plan` does, writing nothing) says what runs where.
+same read `plan` does, writing nothing) says what runs where. The registry part: of every image of the
+unpacked bundle, which blobs the site registry answers for in the repository seed pushes it to (HEAD each;
+nothing pushed), so what the connected side sees as "the site has it" is what the site really serves.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from contract.bundle.delta import BaseDir
 from contract.bundle.manifest import now_created
 from contract.errors import Error
 from contract.receipt import Receipt, ReceiptBundle, ReceiptFile, ReceiptHost
+from installer import checks as checks_mod
+from installer import egress
 from installer import facts as facts_mod
+from installer import harbor_install
 from installer import render as render_mod
 from installer import site as site_mod
 from installer.hosts.connector import failures, run_on
@@ -91,12 +96,40 @@ def hosts_part(inv: Inventory, connect: Callable, paths: Sequence[str], max_para
     return {n: r for n, r in results.items()}  # type: ignore[misc]
 
 
+def registry_part(inv: Inventory, state: StateDir, session) -> Tuple[str, Tuple[str, ...], List[str]]:
+    """(registry address, the unpacked bundle's blobs it holds, notes) by a HEAD per blob; nothing is pushed."""
+    from installer.registry.seed import Layout
+
+    info = state.bundle_info() or {}
+    images_dir = Path(info.get("dir", "/nonexistent")) / layout.IMAGES_DIR
+    if not (images_dir / "index.json").is_file():
+        return "", (), ["the registry was not asked: no unpacked bundle with images to ask about"]
+    _, naming = egress.image_roles(images_dir.parent, inv)
+    from installer.pki import Pki
+
+    access = harbor_install.access(inv, state.root, Pki(state.root).crt_path("ca"))
+    client = checks_mod.registry_client(inv, session, **access)
+    held = set()
+    try:
+        for img in Layout(images_dir).images(inv.registry.project, naming):
+            for digest in img.blobs:
+                if digest not in held and client.blob_size(img.repo, digest) is not None:
+                    held.add(digest)
+    except Error as e:
+        return inv.registry.endpoint, (), [f"the registry {inv.registry.endpoint} could not be asked "
+                                           f"({e.message}): its blobs are not listed"]
+    return inv.registry.endpoint, tuple(sorted(held)), []
+
+
 def write(inv: Inventory, state: StateDir, out: Path, connect: Callable, max_parallel: int,
-          created: str = "") -> Tuple[Receipt, List[str]]:
+          created: str = "", session=None) -> Tuple[Receipt, List[str]]:
     """Gather the receipt and write it to `out` (atomically, 0644: it holds no secret)."""
     bundles, notes = bundle_part(state)
     hosts = hosts_part(inv, connect, executable_paths(state), max_parallel)
-    receipt = Receipt(created=created or now_created(), bundles=bundles, hosts=hosts)
+    registry, blobs, more = registry_part(inv, state, session) if session is not None else ("", (), [])
+    receipt = Receipt(created=created or now_created(), bundles=bundles, hosts=hosts, registry=registry,
+                      registry_blobs=blobs)
+    notes = notes + more
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, receipt.to_bytes(), 0o644)
     return receipt, notes
@@ -107,6 +140,8 @@ def text(receipt: Receipt, out: Path, notes: Sequence[str]) -> str:
     for b in receipt.bundles:
         lines.append(f"  bundle {b.name} {b.version} (manifest sha256 {b.manifest_sha256[:16]}): {len(b.files)} "
                      f"files, {sum(f.size for f in b.files)} bytes")
+    if receipt.registry:
+        lines.append(f"  registry {receipt.registry}: holds {len(receipt.registry_blobs)} of the bundle's blobs")
     for name, h in sorted(receipt.hosts.items()):
         lines.append(f"  {name}: {len(h.rpms)} RPMs, {len(h.binaries)} executables")
     lines += [f"  note: {n}" for n in notes]
