@@ -696,6 +696,8 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
     assert held["hosts"]["h4"]["binaries"]["/usr/local/bin/kubelet"] == kubelet
     assert any(r.startswith("docker-ce-18.09.1") for r in held["hosts"]["h4"]["rpms"]), held["hosts"]["h4"]["rpms"]
     assert "password" not in receipt.read_text().lower()
+    seeded = held["registry"]  # every blob of the seeded images, as the site registry answers for them
+    assert seeded["address"] == site.inventory().registry.endpoint and len(seeded["blobs"]) >= 7, seeded
     newer = cluster.build_bundle(tmp_path_factory.mktemp("bundle-1.10.4"), release="v1.10.4", since=receipt)
     assert newer.path.name == "k8s-1.10.4.delta-from-1.10.3.bundle.tar.zst", newer.path
     carried = hashlib.sha256(newer.path.read_bytes()).hexdigest()  # not changed by being applied
