@@ -349,7 +349,7 @@ def check_stream(
 
 
 def _base_sources(manifest: Manifest, delta: Optional[Delta], base: Optional[BaseDir], unpacking: bool
-                  ) -> dict[str, str]:
+                  ) -> dict[str, os.PathLike]:
     """{path: base file} of a delta's members taken from the base; refuses to unpack a delta without one."""
     if delta is None or not delta.from_base:
         return {}
