@@ -114,12 +114,13 @@ class Unit:
 @dataclass(frozen=True)
 class Binary:
     """An executable installed as <dir>/<name>: the release file of the bundle's binaries/ it comes from (a glob),
-    the path suffix of the member inside that tarball (None: the file itself), and the version it is part of."""
+    the path suffix of the member inside that tarball (None: the file itself), and the VERSIONS name it is part of
+    (None: not reported)."""
 
     name: str
     archive: str
     member: Optional[str]
-    version: str
+    version: Optional[str]
     dir: str = BIN_DIR
 
     @property
@@ -300,7 +301,7 @@ REGISTRY = Component(  # install mode: Harbor on a host of its own (installer/ha
     "registry", (REGISTRY_HOST,), "registry",
     templates=((f"{HARBOR_DIR}/harbor.cfg", "harbor.cfg.j2"),),  # rendered with its passwords (render.harbor_cfg)
     units=(DOCKER_UNIT,),  # Harbor's containers need a running docker
-    binaries=(Binary("docker-compose", "docker-compose-Linux-x86_64", None, "docker-compose"),),
+    binaries=(Binary("docker-compose", "docker-compose-Linux-x86_64", None, None),),
     packages=DOCKER_PACKAGES,
     files=(f"{HARBOR_DIR}/*", "*/cert/server.crt", "*/cert/server.key"),  # below registry.data_dir
     gate="harbor-api")

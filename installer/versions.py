@@ -23,7 +23,7 @@ KUBERNETES = "kubernetes"
 # what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports
 COMPONENT_VERSIONS = {v.manifest: v.name for v in components.VERSIONS}
 PACKAGE_COMPONENTS = {v.package: v.name for v in components.VERSIONS if v.package}
-BINARY_COMPONENTS = {b.name: b.version for c in components.COMPONENTS for b in c.binaries}
+BINARY_COMPONENTS = {b.name: b.version for c in components.COMPONENTS for b in c.binaries if b.version}
 _RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 UPGRADING = "checking the upgrade's Kubernetes version"
 
