@@ -27,8 +27,9 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
 `installer.egress` lists every image the desired state names (Plan.images): plan and apply refuse any that is
 not the site registry's or not in the bundle.
 
-This module orders the phases; the tables it plans by are in `plan_rules`, one host's steps of a phase come from
-`plan_steps`, and what it reads and returns is `plan_model`.
+This module orders the phases; the rules it plans by are in `plan_rules` (read from the component table,
+`components`, which also names each phase's gate), one host's steps of a phase come from `plan_steps`, and what
+it reads and returns is `plan_model`.
 """
 
 from __future__ import annotations

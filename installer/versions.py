@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from contract.errors import EXIT_INVALID, Error
-from installer import components, plan_rules
+from installer import plan_rules
 from installer import render as render_mod
+from installer.components import COMPONENTS, VERSIONS
 from installer.inventory import Inventory
 
 KUBERNETES = "kubernetes"
-# what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports
-COMPONENT_VERSIONS = {v.manifest: v.name for v in components.VERSIONS}
-PACKAGE_COMPONENTS = {v.package: v.name for v in components.VERSIONS if v.package}
-BINARY_COMPONENTS = {b.name: b.version for c in components.COMPONENTS for b in c.binaries if b.version}
+# what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports; from the component table
+COMPONENT_VERSIONS = {v.manifest: v.name for v in VERSIONS}
+PACKAGE_COMPONENTS = {v.package: v.name for v in VERSIONS if v.package}
+BINARY_COMPONENTS = {b.name: b.version for c in COMPONENTS for b in c.binaries if b.version}
 _RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 UPGRADING = "checking the upgrade's Kubernetes version"
 
