@@ -21,7 +21,8 @@ from installer.components import COMPONENTS, VERSIONS
 from installer.inventory import Inventory
 
 KUBERNETES = "kubernetes"
-# what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports; from the component table
+# what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports,
+# and the version an rpm or an executable is part of (from the component table)
 COMPONENT_VERSIONS = {v.manifest: v.name for v in VERSIONS}
 PACKAGE_COMPONENTS = {v.package: v.name for v in VERSIONS if v.package}
 BINARY_COMPONENTS = {b.name: b.version for c in COMPONENTS for b in c.binaries if b.version}
