@@ -261,7 +261,8 @@ MASTER = Component(
     gate="apiserver-healthz", gate_units=("kube-apiserver", "kube-controller-manager", "kube-scheduler"))
 LB = Component(
     "lb", ("lb",), "lb",
-    templates=(("/etc/haproxy/haproxy.cfg", "haproxy.cfg.j2"), ("/etc/keepalived/keepalived.conf", "keepalived.conf.j2"),
+    templates=(("/etc/haproxy/haproxy.cfg", "haproxy.cfg.j2"),
+               ("/etc/keepalived/keepalived.conf", "keepalived.conf.j2"),
                (f"{UNIT_DIR}/haproxy.service", "haproxy.service.j2"),
                (f"{UNIT_DIR}/keepalived.service", "keepalived.service.j2")),
     units=(Unit("haproxy", ("/etc/haproxy/*", f"{UNIT_DIR}/haproxy.service"), ("lb_port",)),

@@ -67,8 +67,8 @@ def registry_host_steps(h: Host, d: HostDesired, st: HostState, control: Control
     if not why:
         return steps, []
     steps.append(Step(name, StepKind.HARBOR_INSTALL, hd.install_dir, "; ".join(why), command=hd.install_command))
-    gate = Step(CONTROL, StepKind.GATE, Gate(components.REGISTRY.gate), f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)",
-                items=(name,))
+    gate = Step(CONTROL, StepKind.GATE, Gate(components.REGISTRY.gate),
+                f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)", items=(name,))
     return steps, [gate]
 
 

@@ -2,7 +2,8 @@
 
 Which files a host gets follows its roles: the templates of the components it runs (installer/components.py;
 a master that is not a node gets no kubelet, kube-proxy or docker configuration). Templates live in
-installer/templates/, one per file on the host, rendered with StrictUndefined so a missing variable is an error, never an empty string.
+installer/templates/, one per file on the host, rendered with StrictUndefined so a missing variable is an
+error, never an empty string.
 """
 
 from __future__ import annotations
