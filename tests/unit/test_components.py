@@ -124,6 +124,7 @@ def test_names_are_unique_and_units_shared_only_as_one_object():
 
 
 def test_phases_roles_and_apply_actions_exist():
+    assert set(ROLES) == set(inventory_mod.ROLES)
     for c in COMPONENTS:
         assert c.phase in PHASES, c.name
         assert c.roles and set(c.roles) <= set(ROLES) | {REGISTRY_HOST}, c.name
