@@ -21,7 +21,7 @@ import requests
 from contract.bundle import layout
 from contract.digest import sha256_file
 from contract.errors import Error
-from installer import pki_material
+from installer import components, pki_material
 from installer import render as render_mod
 from installer.hosts.connector import Connector
 from installer.inventory import Host, Inventory
@@ -33,10 +33,11 @@ CONFIG = render_mod.HARBOR_CFG
 MARKER = f"{INSTALL_DIR}/.k8s-offline-installer"
 INSTALL_LOG = "/var/log/k8s-offline/harbor-install.log"
 INSTALLER_GLOB = "harbor-offline-installer-v*.tgz"
-COMPOSE_FILE = "docker-compose-Linux-x86_64"
-COMPOSE_PATH = f"{render_mod.BIN_DIR}/docker-compose"
-PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
-UNITS = ("docker",)
+COMPOSE = components.REGISTRY.binaries[0]
+COMPOSE_FILE = COMPOSE.archive
+COMPOSE_PATH = COMPOSE.path
+PACKAGES = components.REGISTRY.packages
+UNITS = components.REGISTRY.unit_names
 SECRETS_DIR = "secrets"
 ADMIN_SECRET = "harbor-admin-password"
 DB_SECRET = "harbor-db-password"

@@ -1,5 +1,6 @@
-"""What each host gets from the site PKI: CA certificates, keys, certificates and kubeconfigs by its roles,
-Harbor's serving pair, and the control host's admin kubeconfig."""
+"""What each host gets from the site PKI: CA certificates, keys, certificates and kubeconfigs of the components
+it runs (their `material` in installer/components.py), Harbor's serving pair, and the control host's admin
+kubeconfig."""
 
 from __future__ import annotations
 
@@ -7,59 +8,47 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from contract.errors import Error
-from installer import etcd_users, kubeconfig
+from installer import components, kubeconfig
 from installer.inventory import Host, Inventory
 from installer.pki import Pki
-from installer.pki_specs import etcd_name, kubelet_name, kubelet_server_name
-from installer.render import PATHS, File, encryption_config, registry_ca_path
+from installer.render import File, encryption_config, registry_ca_path
 
 
 def material_for(pki: Pki, inv: Inventory, host: Host) -> Dict[str, File]:
-    """{remote path: File} of CA, certificates, keys and kubeconfigs the host needs by its roles."""
-    P = PATHS
+    """{remote path: File} of CA, certificates, keys and kubeconfigs the host needs: the `material` of each
+    component it runs (installer/components.py)."""
     out: Dict[str, File] = {}
     ca = pki.ca_pem()
-
-    def pair(name: str, crt_path: str, key_path: str) -> None:
-        crt, key = pki.read(name)
-        out[crt_path] = File(crt, 0o644)
-        out[key_path] = File(key, 0o600)
-
-    def kcfg(path: str, name: str, user: str, server: str) -> None:
-        crt, key = pki.read(name)
-        out[path] = File(kubeconfig.build(cluster=inv.cluster.name, server=server, user=user, ca_pem=ca,
-                                          cert_pem=crt, key_pem=key), 0o600)
-
-    vip_url = f"https://{inv.cluster.vip}:{inv.cluster.lb_port}"
-    if host.has("etcd"):
-        out[P["etcd_ca"]] = File(pki.etcd_ca_pem(), 0o644)  # the only CA etcd trusts (its key stays here)
-        pair(etcd_name(host), P["etcd_crt"], P["etcd_key"])
-        pair(etcd_users.ADMIN_CERT, P["etcd_admin_crt"], P["etcd_admin_key"])  # etcdctl there (root role)
-    if host.has("master") or host.has("node"):
-        out[P["ca"]] = File(ca, 0o644)
-        out[P["etcd_client_ca"]] = File(pki.etcd_ca_pem(), 0o644)  # apiserver and flanneld verify etcd
-        pair("etcd-client-flanneld", P["flanneld_etcd_crt"], P["flanneld_etcd_key"])  # flanneld runs on both
-    if host.has("master"):
-        out[P["ca_key"]] = File(pki.key_path("ca").read_bytes(), 0o600)  # cluster-signing (CSR approval)
-        out[P["sa_key"]] = File((pki.dir / "sa.key").read_bytes(), 0o600)
-        out[P["sa_pub"]] = File((pki.dir / "sa.pub").read_bytes(), 0o644)
-        out[P["encryption_config"]] = encryption_config(pki.encryption_key())  # the same on every master
-        pair("apiserver", P["apiserver_crt"], P["apiserver_key"])
-        pair("apiserver-kubelet-client", P["apiserver_kubelet_client_crt"], P["apiserver_kubelet_client_key"])
-        pair("etcd-client-apiserver", P["apiserver_etcd_client_crt"], P["apiserver_etcd_client_key"])
-        # controller-manager and scheduler use the apiserver of their own host, as the seeds do; it
-        # listens on the host address only (--bind-address), so that is the URL rather than 127.0.0.1
-        local_url = f"https://{host.address}:{inv.cluster.apiserver_port}"
-        kcfg(P["admin_kubeconfig"], "admin", "admin", vip_url)
-        kcfg(P["cm_kubeconfig"], "controller-manager", "system:kube-controller-manager", local_url)
-        kcfg(P["scheduler_kubeconfig"], "scheduler", "system:kube-scheduler", local_url)
-    if host.has("node"):
-        pair(kubelet_server_name(host), P["kubelet_crt"], P["kubelet_key"])
-        kcfg(P["kubelet_kubeconfig"], kubelet_name(host), f"system:node:{host.name}", vip_url)
-        kcfg(P["proxy_kubeconfig"], "kube-proxy", "system:kube-proxy", vip_url)
-        reg_ca = registry_ca(pki, inv)
-        if reg_ca is not None:
-            out[registry_ca_path(inv)] = File(reg_ca, 0o644)
+    servers = {components.VIP: f"https://{inv.cluster.vip}:{inv.cluster.lb_port}",
+               components.LOCAL: f"https://{host.address}:{inv.cluster.apiserver_port}"}
+    for c in components.for_host(host):
+        for m in c.material:
+            name = m.cert(host) if callable(m.cert) else m.cert
+            if m.kind == components.CA:
+                out[m.path] = File(ca, m.mode)
+            elif m.kind == components.ETCD_CA:
+                out[m.path] = File(pki.etcd_ca_pem(), m.mode)
+            elif m.kind == components.CA_KEY:
+                out[m.path] = File(pki.key_path("ca").read_bytes(), m.mode)
+            elif m.kind == components.PKI_FILE:
+                out[m.path] = File((pki.dir / name).read_bytes(), m.mode)
+            elif m.kind == components.ENCRYPTION:
+                out[m.path] = encryption_config(pki.encryption_key())
+            elif m.kind == components.PAIR:
+                crt, key = pki.read(name)
+                out[m.path] = File(crt, 0o644)
+                out[m.key_path] = File(key, 0o600)
+            elif m.kind == components.KUBECONFIG:
+                crt, key = pki.read(name)
+                out[m.path] = File(kubeconfig.build(cluster=inv.cluster.name, server=servers[m.server],
+                                                    user=m.user.format(host=host.name), ca_pem=ca, cert_pem=crt,
+                                                    key_pem=key), 0o600)
+            elif m.kind == components.REGISTRY_CA:
+                reg_ca = registry_ca(pki, inv)
+                if reg_ca is not None:
+                    out[registry_ca_path(inv)] = File(reg_ca, m.mode)
+            else:
+                raise ValueError(f"component {c.name}: unknown kind of PKI material {m.kind!r}")
     return out
 
 

@@ -27,15 +27,16 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
 `installer.egress` lists every image the desired state names (Plan.images): plan and apply refuse any that is
 not the site registry's or not in the bundle.
 
-This module orders the phases; the tables it plans by are in `plan_rules`, one host's steps of a phase come from
-`plan_steps`, and what it reads and returns is `plan_model`.
+This module orders the phases; the rules it plans by are in `plan_rules` (read from the component table,
+`components`, which also names each phase's gate), one host's steps of a phase come from `plan_steps`, and what
+it reads and returns is `plan_model`.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from installer import etcd_auth, etcd_member
+from installer import components, etcd_auth, etcd_member
 from installer import secrets_rewrite as sr
 from installer.inventory import Host, Inventory
 from installer.plan_model import (
@@ -54,8 +55,6 @@ from installer.plan_rules import (
     ADDONS_DIR,
     ADDONS_UNIT,
     KUBECTL_APPLY,
-    MASTER_UNITS,
-    ROLE_UNITS,
     SHARED_FILES,
     UNIT_PHASE,
 )
@@ -84,7 +83,7 @@ def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], st
             waves.append(Wave((Step(CONTROL, StepKind.GATE, Gate.ETCD_OTHERS_HEALTHY, f"every etcd member but {h.name} "
                                     f"answers /health before {h.name} "
                                     f"{'rejoins' if h.name in joining else 'restarts'} (quorum kept)", items=others,
-                                    units=("etcd",)),)))
+                                    units=components.ETCD.gate_units),)))
         waves.append(Wave(tuple(per_host[h.name]), (gate,)))
     return tuple(waves)
 
@@ -190,8 +189,8 @@ def build(
     any_running = any((states[h.name].facts.units or {}).get("etcd") and
                       states[h.name].facts.units["etcd"].running for h in hosts if h.has("etcd"))
     restarting = [h for h in active if any(s.kind is StepKind.RESTART for s in per_host[h.name])]
-    gate = Step(CONTROL, StepKind.GATE, Gate.ETCD_HEALTH, "every member answers /health over TLS",
-                items=tuple(m.name for m in inv.etcd_members), units=("etcd",))
+    gate = Step(CONTROL, StepKind.GATE, Gate(components.ETCD.gate), "every member answers /health over TLS",
+                items=tuple(m.name for m in inv.etcd_members), units=components.ETCD.gate_units)
     if active and any_running and restarting:
         phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, inv, gate, joining),
                             rolling=True))
@@ -229,14 +228,15 @@ def build(
         steps += s_h
     phases.append(Phase("flannel", (Wave(tuple(steps)),) if steps else ()))
 
-    # masters, then lb: one host at a time, each with its gate
-    for phase, gate_for in (("masters", lambda h: Step(h.name, StepKind.GATE, Gate.APISERVER_HEALTHZ,
-                                                       f"https://{h.address}:{inv.cluster.apiserver_port}/healthz",
-                                                       units=MASTER_UNITS)),
-                            ("lb", lambda h: Step(CONTROL, StepKind.GATE, Gate.VIP_HEALTHZ,
-                                                  f"https://{inv.cluster.vip}:{inv.cluster.lb_port}/healthz "
-                                                  f"(after {h.name})", units=ROLE_UNITS["lb"], items=(h.name,)))):
-        role = "master" if phase == "masters" else "lb"
+    # masters, then lb: one host at a time, each with its component's gate
+    m_c, lb_c = components.MASTER, components.LB
+    for comp, gate_for in ((m_c, lambda h: Step(h.name, StepKind.GATE, Gate(m_c.gate),
+                                                f"https://{h.address}:{inv.cluster.apiserver_port}/healthz",
+                                                units=m_c.gate_units)),
+                           (lb_c, lambda h: Step(CONTROL, StepKind.GATE, Gate(lb_c.gate),
+                                                 f"https://{inv.cluster.vip}:{inv.cluster.lb_port}/healthz "
+                                                 f"(after {h.name})", units=lb_c.gate_units, items=(h.name,)))):
+        phase, (role,) = comp.phase, comp.roles
         waves_m = []
         for h in hosts:
             if not h.has(role):
@@ -270,8 +270,9 @@ def build(
             changed_nodes.append(h.name)
 
     def ready(names: Sequence[str]) -> Tuple[Step, ...]:
-        return (Step(CONTROL, StepKind.GATE, Gate.NODE_READY, "registered and Ready: " + ", ".join(names),
-                     items=tuple(names), units=("kubelet", "docker")),) if names else ()
+        node = components.KUBELET
+        return (Step(CONTROL, StepKind.GATE, Gate(node.gate), "registered and Ready: " + ", ".join(names),
+                     items=tuple(names), units=node.gate_units),) if names else ()
 
     node_waves = ((Wave(tuple(steps), ready(changed_nodes)),) if steps else ())
     for name, s_h in one_by_one:  # cordon + drain, replace and restart, Ready, uncordon: one node at a time

@@ -1,62 +1,22 @@
-"""The planner's tables: which units each role runs and in which phase, which files each unit reads (a change
-restarts exactly those), which packages each role installs, and which files a plan never shows."""
+"""The planner's rules, read from the component table (installer/components.py): which units a host runs in which
+phase and start order, which files each unit reads (a change restarts exactly those), which packages a host
+installs, the phase that writes each file, and which files a plan never shows."""
 
 from __future__ import annotations
 
 import fnmatch
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from installer import components
+from installer.components import ADDONS_DIR, ADDONS_UNIT, PHASES, REPO_DIR  # noqa: F401
 from installer.inventory import Host
-from installer.render import BIN_DIR, PATHS, UNIT_DIR, File
+from installer.render import File
 
-PHASES = ("preflight", "packages", "os-prep", "registry", "etcd", "etcd-auth", "flannel-network", "flannel", "masters",
-          "lb", "nodes", "addons")
-REPO_DIR = "/var/lib/k8s-offline/repo"
-ADDONS_DIR = "/etc/kubernetes/addons"
-ADDONS_UNIT = "addons"  # pseudo unit in the pending set: manifests written (or about to be), `kubectl apply` due
-KUBECTL_APPLY = f"{BIN_DIR}/kubectl --kubeconfig {PATHS['admin_kubeconfig']} apply -f {ADDONS_DIR}/"
+KUBECTL_APPLY = components.ADDONS_COMMAND
 SECRET_DIRS = ("/etc/kubernetes/pki/", "/etc/etcd/pki/")
-
-# Units each role runs, in start order. flanneld runs wherever the pod network must reach: masters and nodes.
-ROLE_UNITS = {
-    "etcd": ("etcd",),
-    "master": ("flanneld", "kube-apiserver", "kube-controller-manager", "kube-scheduler"),
-    "lb": ("haproxy", "keepalived"),
-    "node": ("flanneld", "docker", "kubelet", "kube-proxy"),
-}
-MASTER_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-UNIT_PHASE = {"etcd": "etcd", "kube-apiserver": "masters", "kube-controller-manager": "masters",
-              "kube-scheduler": "masters", "haproxy": "lb", "keepalived": "lb", "flanneld": "flannel",
-              "docker": "nodes", "kubelet": "nodes", "kube-proxy": "nodes"}
-ROLE_PACKAGES = {
-    "lb": ("haproxy", "keepalived", "ipvsadm"),
-    "node": ("docker-ce", "docker-ce-cli", "containerd.io", "socat", "conntrack-tools", "ipset"),
-}
-K = "/etc/kubernetes"
+UNIT_PHASE = {name: c.phase for name, (_u, c) in components.UNITS.items()}
 # Which files a unit reads: a change to one of them restarts exactly these units.
-OWNERS: Dict[str, Tuple[str, ...]] = {
-    "etcd": ("/etc/etcd/etcd.conf", "/etc/etcd/pki/ca.crt", "/etc/etcd/pki/server.*", f"{UNIT_DIR}/etcd.service",
-             f"{BIN_DIR}/etcd"),
-    "kube-apiserver": (f"{K}/config", f"{K}/apiserver", f"{K}/audit-policy.yaml", f"{K}/admission-control.yaml",
-                       f"{K}/eventratelimit.yaml", f"{K}/pki/ca.crt", f"{K}/pki/etcd-ca.crt",
-                       f"{K}/pki/apiserver*", f"{K}/pki/sa.*", f"{UNIT_DIR}/kube-apiserver.service",
-                       f"{BIN_DIR}/kube-apiserver"),
-    "kube-controller-manager": (f"{K}/config", f"{K}/controller-manager", f"{K}/controller-manager.kubeconfig",
-                                f"{K}/pki/ca.*", f"{K}/pki/sa.key", f"{UNIT_DIR}/kube-controller-manager.service",
-                                f"{BIN_DIR}/kube-controller-manager"),
-    "kube-scheduler": (f"{K}/config", f"{K}/scheduler", f"{K}/scheduler.kubeconfig",
-                       f"{UNIT_DIR}/kube-scheduler.service", f"{BIN_DIR}/kube-scheduler"),
-    "haproxy": ("/etc/haproxy/*", f"{UNIT_DIR}/haproxy.service"),
-    "keepalived": ("/etc/keepalived/*", f"{UNIT_DIR}/keepalived.service"),
-    "flanneld": ("/etc/sysconfig/flanneld", f"{K}/pki/etcd-ca.crt", f"{K}/pki/flanneld-etcd-client*",
-                 f"{UNIT_DIR}/flanneld.service", f"{BIN_DIR}/flanneld"),
-    "docker": ("/etc/docker/daemon.json", f"{UNIT_DIR}/docker.service.d/*"),
-    "kubelet": (f"{K}/config", f"{K}/kubelet", f"{K}/kubelet.kubeconfig", f"{K}/pki/ca.crt", f"{K}/pki/kubelet.*",
-                f"{UNIT_DIR}/kubelet.service", f"{BIN_DIR}/kubelet"),
-    "kube-proxy": (f"{K}/config", f"{K}/proxy", f"{K}/kube-proxy.kubeconfig", f"{UNIT_DIR}/kube-proxy.service",
-                   f"{BIN_DIR}/kube-proxy"),
-}
-OS_PREP_FILES = ("/etc/hosts", "/etc/sysctl.d/k8s.conf", "/etc/modules-load.d/k8s.conf")
+OWNERS: Dict[str, Tuple[str, ...]] = {name: u.reads for name, (u, _c) in components.UNITS.items()}
 SHARED_FILES = ("/etc/hosts",)  # files of other hosts that add-node may change (no restart follows)
 MODULES = ("br_netfilter", "overlay")
 
@@ -64,18 +24,16 @@ MODULES = ("br_netfilter", "overlay")
 def wanted_packages(host: Host) -> Tuple[str, ...]:
     """Packages a host gets from the bundle's repo, by its roles."""
     out: List[str] = []
-    for role, pkgs in ROLE_PACKAGES.items():
-        if host.has(role):
-            out += [p for p in pkgs if p not in out]
+    for c in components.for_host(host):
+        out += [p for p in c.packages if p not in out]
     return tuple(out)
 
 
 def wanted_units(host: Host) -> Tuple[str, ...]:
     """Units a host runs, in phase and start order."""
     out: List[str] = []
-    for role in ("etcd", "master", "lb", "node"):
-        if host.has(role):
-            out += [u for u in ROLE_UNITS[role] if u not in out]
+    for c in components.for_host(host):
+        out += [u for u in c.unit_names if u not in out]
     return tuple(out)
 
 
@@ -84,27 +42,28 @@ def owners(path: str, units: Iterable[str]) -> Tuple[str, ...]:
     return tuple(u for u in units if any(fnmatch.fnmatchcase(path, p) for p in OWNERS.get(u, ())))
 
 
+def declares(c: components.Component, path: str) -> bool:
+    """Whether a component holds the file: one of its templates, executables, PKI material or other files, or a
+    file one of its units reads."""
+    return (any(path == t for t, _ in c.templates) or any(path == b.path for b in c.binaries)
+            or any(path in (m.path, m.key_path) for m in c.material if m.path)
+            or any(fnmatch.fnmatchcase(path, g) for g in c.files + tuple(r for u in c.units for r in u.reads)))
+
+
+def owner_components(path: str, host: Host) -> Tuple[str, ...]:
+    """The components (of those the host runs) that hold a file."""
+    return tuple(c.name for c in components.for_host(host) if declares(c, path))
+
+
 def phase_of(path: str, host: Host) -> str:
-    """The phase that writes a file: the earliest phase of a unit that reads it, else by location."""
-    # the repo, its file and the keys yum checks packages against must all be there before any install
-    if path.startswith((REPO_DIR + "/", "/etc/yum.repos.d/", "/etc/pki/rpm-gpg/")):
-        return "packages"
-    if not host.roles:
-        return "registry"  # only the registry host (install mode) has no cluster role
-    if path in OS_PREP_FILES:
-        return "os-prep"
-    if path.startswith(ADDONS_DIR + "/"):
-        return "addons"
+    """The phase that writes a file: the earliest phase of a unit that reads it, else of a component that holds it."""
     units = owners(path, wanted_units(host))
     if units:
         return min((UNIT_PHASE[u] for u in units), key=PHASES.index)
-    if path.startswith("/etc/etcd/"):
-        return "etcd"
-    if host.has("master") and (path.startswith(K + "/") or path == f"{BIN_DIR}/kubectl"):
-        return "masters"
-    if host.has("etcd") and path == f"{BIN_DIR}/etcdctl":
-        return "etcd"
-    return "nodes"
+    phases = [components.BY_NAME[c].phase for c in owner_components(path, host)]
+    if not phases:
+        raise ValueError(f"no component of {host.name} holds {path} (installer/components.py)")
+    return min(phases, key=PHASES.index)
 
 
 def is_secret(path: str, f: Optional[File] = None) -> bool:

@@ -7,6 +7,7 @@ import difflib
 import hashlib
 from typing import List, Optional, Sequence, Set, Tuple
 
+from installer import components
 from installer.facts import Facts
 from installer.inventory import Host, Inventory
 from installer.plan_model import CONTROL, ControlState, Gate, HostDesired, HostState, Step, StepKind
@@ -66,8 +67,8 @@ def registry_host_steps(h: Host, d: HostDesired, st: HostState, control: Control
     if not why:
         return steps, []
     steps.append(Step(name, StepKind.HARBOR_INSTALL, hd.install_dir, "; ".join(why), command=hd.install_command))
-    gate = Step(CONTROL, StepKind.GATE, Gate.HARBOR_API, f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)",
-                items=(name,))
+    gate = Step(CONTROL, StepKind.GATE, Gate(components.REGISTRY.gate),
+                f"Harbor answers https://{hd.endpoint}/api/systeminfo (site CA)", items=(name,))
     return steps, [gate]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional
 
+from installer import components
 from installer.inventory import Inventory
 from installer.plan_model import Check, HostDesired, HostState
 
@@ -32,9 +33,8 @@ def preflight(inv: Inventory, desired: Mapping[str, HostDesired], states: Mappin
     """Checks on facts only; none changes anything."""
     out: List[Check] = []
     c = inv.cluster
-    ports_of = {"etcd": (2379, 2380), "kube-apiserver": (c.apiserver_port,), "kube-controller-manager": (10252,),
-                "kube-scheduler": (10251,), "haproxy": (c.lb_port,), "kubelet": (10250,),
-                "kube-proxy": (10249, 10256)}
+    ports_of = {name: tuple(getattr(c, p) if isinstance(p, str) else p for p in u.ports)
+                for name, (u, _comp) in components.UNITS.items()}  # a str names the cluster setting
     for name, d in desired.items():
         st = states.get(name)
         if st is None:

@@ -1,8 +1,9 @@
 """Pure rendering: (inventory, host, PKI files, images, versions) -> {remote path: File} for that host.
 
-Which files a host gets follows its roles: etcd, master, lb, node (a master that is not a node gets no
-kubelet, kube-proxy, flanneld or docker configuration). Templates live in installer/templates/, one per
-file on the host, rendered with StrictUndefined so a missing variable is an error, never an empty string.
+Which files a host gets follows its roles: the templates of the components it runs (installer/components.py;
+a master that is not a node gets no kubelet, kube-proxy or docker configuration). Templates live in
+installer/templates/, one per file on the host, rendered with StrictUndefined so a missing variable is an
+error, never an empty string.
 """
 
 from __future__ import annotations
@@ -18,56 +19,15 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import jinja2
 
+from installer import components
+from installer.components import BIN_DIR, CNI_BIN_DIR, CNI_CONF_DIR, HARBOR_DIR, PATHS, UNIT_DIR  # noqa: F401
 from installer.inventory import Host, Inventory
 
-BIN_DIR = "/usr/local/bin"
-CNI_BIN_DIR = "/opt/cni/bin"
-CNI_CONF_DIR = "/etc/cni/net.d"
-UNIT_DIR = "/etc/systemd/system"
 DEFAULT_REPO_URL = "file:///var/lib/k8s-offline/repo"
 MARKER = ".rendered-by-k8s-offline"
 
-# Where PKI material lives on the hosts; templates and pki_material.material_for both read this one table.
-PATHS = {
-    "ca": "/etc/kubernetes/pki/ca.crt",
-    "ca_key": "/etc/kubernetes/pki/ca.key",
-    "sa_key": "/etc/kubernetes/pki/sa.key",
-    "sa_pub": "/etc/kubernetes/pki/sa.pub",
-    "apiserver_crt": "/etc/kubernetes/pki/apiserver.crt",
-    "apiserver_key": "/etc/kubernetes/pki/apiserver.key",
-    "apiserver_kubelet_client_crt": "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
-    "apiserver_kubelet_client_key": "/etc/kubernetes/pki/apiserver-kubelet-client.key",
-    "apiserver_etcd_client_crt": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
-    "apiserver_etcd_client_key": "/etc/kubernetes/pki/apiserver-etcd-client.key",
-    "kubelet_crt": "/etc/kubernetes/pki/kubelet.crt",
-    "kubelet_key": "/etc/kubernetes/pki/kubelet.key",
-    "flanneld_etcd_crt": "/etc/kubernetes/pki/flanneld-etcd-client.crt",
-    "flanneld_etcd_key": "/etc/kubernetes/pki/flanneld-etcd-client.key",
-    "etcd_ca": "/etc/etcd/pki/ca.crt",
-    "etcd_client_ca": "/etc/kubernetes/pki/etcd-ca.crt",  # verifies etcd's servers (apiserver, flanneld)
-    "etcd_crt": "/etc/etcd/pki/server.crt",
-    "etcd_key": "/etc/etcd/pki/server.key",
-    "etcd_admin_crt": "/etc/etcd/pki/admin.crt",  # etcdctl's credential on the etcd hosts (not read by etcd)
-    "etcd_admin_key": "/etc/etcd/pki/admin.key",
-    "admin_kubeconfig": "/etc/kubernetes/admin.kubeconfig",
-    "cm_kubeconfig": "/etc/kubernetes/controller-manager.kubeconfig",
-    "scheduler_kubeconfig": "/etc/kubernetes/scheduler.kubeconfig",
-    "kubelet_kubeconfig": "/etc/kubernetes/kubelet.kubeconfig",
-    "proxy_kubeconfig": "/etc/kubernetes/kube-proxy.kubeconfig",
-    "audit_policy": "/etc/kubernetes/audit-policy.yaml",
-    "audit_log": "/var/log/kubernetes/audit.log",
-    "admission_config": "/etc/kubernetes/admission-control.yaml",
-    "eventratelimit_config": "/etc/kubernetes/eventratelimit.yaml",
-    # an EncryptionConfig (YAML) beside the apiserver's keys; named .key because it is one: the secrets' aescbc
-    # key (0600, never shown in a plan, restarts kube-apiserver when it changes)
-    "encryption_config": "/etc/kubernetes/pki/apiserver-encryption.key",
-}
-
 DEFAULT_UPSTREAM_IMAGES = {"pause": "k8s.gcr.io/pause-amd64:3.1"}
-DEFAULT_VERSIONS = {
-    "kubernetes": "1.10.3", "etcd": "3.3.1", "flannel": "0.10.0", "cni": "0.7.0", "docker": "18.09.1",
-    "haproxy": "1.5.18", "keepalived": "1.3.5",  # CentOS 7 base repository
-}
+DEFAULT_VERSIONS = {v.name: v.default for v in components.VERSIONS}
 ADMISSION_PLUGINS = (  # kubeadm 1.10's set; listed explicitly because 1.10's implicit default is unclear
     "NamespaceLifecycle", "LimitRanger", "ServiceAccount", "DefaultStorageClass", "DefaultTolerationSeconds",
     "NodeRestriction", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook", "ResourceQuota",
@@ -76,12 +36,6 @@ ADMISSION_PLUGINS = (  # kubeadm 1.10's set; listed explicitly because 1.10's im
     "AlwaysPullImages", "DenyEscalatingExec", "SecurityContextDeny", "EventRateLimit",
 )
 ENCRYPTION_KEY_NAME = "k8s-offline-1"  # the aescbc key's name in the EncryptionConfig
-BINARIES = {
-    "etcd": ("etcd", "etcdctl"),
-    "master": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "flanneld"),
-    "node": ("kubelet", "kube-proxy", "kubectl", "flanneld"),
-}
-CNI_PLUGINS = ("bridge", "flannel", "host-local", "loopback", "portmap")
 
 
 @dataclass(frozen=True)
@@ -91,51 +45,6 @@ class File:
     content: bytes = field(repr=False)  # may be a private key: never in a repr, a log or an assertion message
     mode: int = 0o644
     owner: str = "root"
-
-
-# remote path -> template; by role, in the order a reader would look for them
-COMMON = (
-    ("/etc/hosts", "hosts.j2"),
-    ("/etc/sysctl.d/k8s.conf", "sysctl-k8s.conf.j2"),
-    ("/etc/modules-load.d/k8s.conf", "modules-load-k8s.conf.j2"),
-    ("/etc/yum.repos.d/k8s-offline.repo", "k8s-offline.repo.j2"),
-)
-ETCD = (
-    ("/etc/etcd/etcd.conf", "etcd.conf.j2"),
-    (f"{UNIT_DIR}/etcd.service", "etcd.service.j2"),
-)
-KUBE_COMMON = (("/etc/kubernetes/config", "kubernetes-config.j2"),)
-MASTER = (
-    ("/etc/kubernetes/apiserver", "apiserver.j2"),
-    ("/etc/kubernetes/controller-manager", "controller-manager.j2"),
-    ("/etc/kubernetes/scheduler", "scheduler.j2"),
-    (PATHS["audit_policy"], "audit-policy.yaml.j2"),
-    (PATHS["admission_config"], "admission-control.yaml.j2"),
-    (PATHS["eventratelimit_config"], "eventratelimit.yaml.j2"),
-    (f"{UNIT_DIR}/kube-apiserver.service", "kube-apiserver.service.j2"),
-    (f"{UNIT_DIR}/kube-controller-manager.service", "kube-controller-manager.service.j2"),
-    (f"{UNIT_DIR}/kube-scheduler.service", "kube-scheduler.service.j2"),
-)
-LB = (
-    ("/etc/haproxy/haproxy.cfg", "haproxy.cfg.j2"),
-    ("/etc/keepalived/keepalived.conf", "keepalived.conf.j2"),
-    (f"{UNIT_DIR}/haproxy.service", "haproxy.service.j2"),
-    (f"{UNIT_DIR}/keepalived.service", "keepalived.service.j2"),
-)
-# flanneld on masters and nodes: the apiserver must reach pod IPs (metrics-server, webhooks, proxy)
-FLANNEL = (
-    ("/etc/sysconfig/flanneld", "flanneld.sysconfig.j2"),
-    (f"{UNIT_DIR}/flanneld.service", "flanneld.service.j2"),
-)
-NODE = (
-    ("/etc/kubernetes/kubelet", "kubelet.j2"),
-    ("/etc/kubernetes/proxy", "proxy.j2"),
-    (f"{UNIT_DIR}/kubelet.service", "kubelet.service.j2"),
-    (f"{UNIT_DIR}/kube-proxy.service", "kube-proxy.service.j2"),
-    (f"{UNIT_DIR}/docker.service.d/10-k8s.conf", "docker-dropin.conf.j2"),
-    ("/etc/docker/daemon.json", "daemon.json.j2"),
-    (f"{CNI_CONF_DIR}/10-flannel.conflist", "10-flannel.conflist.j2"),
-)
 
 
 def _envargs(flags: Iterable[str]) -> str:
@@ -193,11 +102,8 @@ def flannel_network_config(inv: Inventory) -> str:
 def binaries_for(host: Host) -> List[str]:
     """Remote paths of the binaries a host needs by its roles (kube-*, etcd, flanneld, CNI plugins)."""
     out: List[str] = []
-    for role, names in BINARIES.items():
-        if host.has(role):
-            out += [f"{BIN_DIR}/{n}" for n in names if f"{BIN_DIR}/{n}" not in out]
-    if host.has("node"):
-        out += [f"{CNI_BIN_DIR}/{p}" for p in CNI_PLUGINS]
+    for c in components.for_host(host):
+        out += [b.path for b in c.binaries if b.path not in out]
     return out
 
 
@@ -265,19 +171,8 @@ def render_host(
     vers.update(versions or {})
     ctx = context(inventory, h, images=imgs, versions=vers, repo_url=repo_url, gpgcheck=gpgcheck, gpgkey=gpgkey,
                   etcd_state="existing" if h.name in set(etcd_joining) else "new", unchecked_repo=unchecked_repo)
-    table = list(COMMON)
-    if h.has("etcd"):
-        table += ETCD
-    if h.has("master") or h.has("node"):
-        table += KUBE_COMMON + FLANNEL
-    if h.has("master"):
-        table += MASTER
-    if h.has("lb"):
-        table += LB
-    if h.has("node"):
-        table += NODE
     out: Dict[str, File] = {}
-    for path, template in table:
+    for path, template in (t for c in components.for_host(h) for t in c.templates):
         out[path] = File(_ENV.get_template(template).render(ctx).encode(), 0o644)
     for path, f in pki_files.items():
         if path in out:
@@ -308,8 +203,7 @@ def render_all(
     }
 
 
-HARBOR_DIR = "/opt/harbor"
-HARBOR_CFG = f"{HARBOR_DIR}/harbor.cfg"
+HARBOR_CFG, HARBOR_TEMPLATE = components.REGISTRY.templates[0]
 
 
 def harbor_cert_paths(inv: Inventory) -> Tuple[str, str]:
@@ -327,7 +221,7 @@ def harbor_cfg(inv: Inventory, *, admin_password: str, db_password: str) -> File
         if not value or not value.isalnum():
             raise ValueError(f"{name} must be a non-empty alphanumeric string")
     crt, key = harbor_cert_paths(inv)
-    text = _ENV.get_template("harbor.cfg.j2").render(registry=inv.registry, ssl_cert=crt, ssl_cert_key=key,
+    text = _ENV.get_template(HARBOR_TEMPLATE).render(registry=inv.registry, ssl_cert=crt, ssl_cert_key=key,
                                                     admin_password=admin_password, db_password=db_password)
     return File(text.encode(), 0o600)
 
@@ -349,7 +243,7 @@ def registry_host_files(inv: Inventory, *, versions: Optional[Mapping[str, str]]
     vers.update(versions or {})
     ctx = {"versions": vers, "repo_url": repo_url, "gpgcheck": gpgcheck, "unchecked_repo": unchecked_repo,
            "gpgkey": [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ())}
-    return {"/etc/yum.repos.d/k8s-offline.repo": File(_ENV.get_template("k8s-offline.repo.j2").render(ctx).encode())}
+    return {path: File(_ENV.get_template(template).render(ctx).encode()) for path, template in components.REPO.templates}
 
 
 def write_tree(rendered: Mapping[str, Mapping[str, File]], out_dir: Path) -> int:

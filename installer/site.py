@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from contract.bundle import layout
 from contract.errors import Error
 from installer import addons as addons_mod
-from installer import egress, harbor_install, pki_material, plan_rules
+from installer import components, egress, harbor_install, pki_material, plan_rules
 from installer import pki as pki_mod
 from installer import render as render_mod
 from installer import versions as versions_mod
@@ -23,18 +23,12 @@ from installer.options import Out
 from installer.plan_model import HostDesired, Source
 from installer.state import StateDir
 
-EXTRA_UNITS = ("firewalld", "systemd-sysctl")
+EXTRA_UNITS = tuple(u for c in components.COMPONENTS for u in c.observed)
 
-# binary name -> (tarball glob in binaries/, member path suffix inside it)
-BINARY_SOURCES = {
-    **{n: ("kubernetes-server-linux-amd64.tar.gz", f"kubernetes/server/bin/{n}")
-       for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")},
-    "etcd": ("etcd-v*-linux-amd64.tar.gz", "/etcd"),
-    "etcdctl": ("etcd-v*-linux-amd64.tar.gz", "/etcdctl"),
-    "flanneld": ("flannel-v*-linux-amd64.tar.gz", "flanneld"),
-    "mk-docker-opts.sh": ("flannel-v*-linux-amd64.tar.gz", "mk-docker-opts.sh"),
-}
-CNI_ARCHIVE = "cni-plugins-amd64-v*.tgz"
+# binary name -> (tarball glob in binaries/, member path suffix inside it), from the component table
+BINARY_SOURCES = {b.name: (b.archive, b.member) for c in components.COMPONENTS for b in c.binaries
+                  if b.member is not None}
+CNI_ARCHIVE = components.CNI.binaries[0].archive
 
 
 # ------------------------------------------------------------------ the bundle

@@ -17,15 +17,15 @@ from typing import Dict, List, Mapping, Optional, Set, Tuple
 from contract.errors import EXIT_INVALID, Error
 from installer import plan_rules
 from installer import render as render_mod
+from installer.components import COMPONENTS, VERSIONS
 from installer.inventory import Inventory
 
 KUBERNETES = "kubernetes"
-# what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports
-COMPONENT_VERSIONS = {"binary/kubernetes-server": KUBERNETES, "binary/etcd": "etcd", "binary/flannel": "flannel",
-                      "binary/cni-plugins": "cni", "rpm/docker-ce": "docker", "rpm/haproxy": "haproxy",
-                      "rpm/keepalived": "keepalived"}
-PACKAGE_COMPONENTS = {"docker-ce": "docker", "haproxy": "haproxy", "keepalived": "keepalived"}
-BINARY_COMPONENTS = {"etcd": "etcd", "etcdctl": "etcd", "flanneld": "flannel", "mk-docker-opts.sh": "flannel"}
+# what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports,
+# and the version an rpm or an executable is part of (from the component table)
+COMPONENT_VERSIONS = {v.manifest: v.name for v in VERSIONS}
+PACKAGE_COMPONENTS = {v.package: v.name for v in VERSIONS if v.package}
+BINARY_COMPONENTS = {b.name: b.version for c in COMPONENTS for b in c.binaries if b.version}
 _RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 UPGRADING = "checking the upgrade's Kubernetes version"
 
