@@ -12,7 +12,6 @@ nothing pushed), so what the connected side sees as "the site has it" is what th
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -22,11 +21,10 @@ from contract.bundle.manifest import now_created
 from contract.errors import Error
 from contract.receipt import Receipt, ReceiptBundle, ReceiptFile, ReceiptHost
 from installer import checks as checks_mod
+from installer import components
 from installer import egress
 from installer import facts as facts_mod
 from installer import harbor_install
-from installer import render as render_mod
-from installer import site as site_mod
 from installer.hosts.connector import failures, run_on
 from installer.inventory import Inventory
 from installer.options import first_line
@@ -58,19 +56,9 @@ def bundle_part(state: StateDir) -> Tuple[Tuple[ReceiptBundle, ...], List[str]]:
                           tuple(ReceiptFile(f.path, f.size, f.sha256) for f in files)),), notes
 
 
-def executable_paths(state: StateDir) -> Tuple[str, ...]:
-    """Where the installer puts executables: every binary it extracts, and the CNI plugins of the bundle."""
-    out = [f"{render_mod.BIN_DIR}/{n}" for n in site_mod.BINARY_SOURCES]
-    info = state.bundle_info() or {}
-    archive = layout.find_binary(info.get("dir", "/nonexistent"), site_mod.CNI_ARCHIVE)
-    names = set(render_mod.CNI_PLUGINS)
-    if archive is not None:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                names |= {m.name.rsplit("/", 1)[-1] for m in tar.getmembers() if m.isfile()}
-        except (OSError, tarfile.TarError):
-            pass  # the named plugins are still asked for
-    return tuple(out + [f"{render_mod.CNI_BIN_DIR}/{n}" for n in sorted(names)])
+def executable_paths() -> Tuple[str, ...]:
+    """Where the installer puts executables: every binary of the component table, at its installed path."""
+    return tuple(sorted({b.path for c in components.COMPONENTS for b in c.binaries}))
 
 
 def hosts_part(inv: Inventory, connect: Callable, paths: Sequence[str], max_parallel: int
@@ -125,7 +113,7 @@ def write(inv: Inventory, state: StateDir, out: Path, connect: Callable, max_par
           created: str = "", session=None) -> Tuple[Receipt, List[str]]:
     """Gather the receipt and write it to `out` (atomically, 0644: it holds no secret)."""
     bundles, notes = bundle_part(state)
-    hosts = hosts_part(inv, connect, executable_paths(state), max_parallel)
+    hosts = hosts_part(inv, connect, executable_paths(), max_parallel)
     registry, blobs, more = registry_part(inv, state, session) if session is not None else ("", (), [])
     receipt = Receipt(created=created or now_created(), bundles=bundles, hosts=hosts, registry=registry,
                       registry_blobs=blobs)
