@@ -15,6 +15,7 @@ from contract.bundle.archive import (
     unpack_bundle,
     write_bundle,
 )
+from contract.bundle.contents import Check, Component, ComponentKind, Contents, SourceKind, TrustEntry
 from contract.bundle.layout import kind_of
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.bundle.parts import Part, PartsIndex
@@ -37,6 +38,10 @@ from contract.bundle.verify import VerifyReport, read_signed_head, verify_bundle
 __all__ = [
     "DEFAULT_LEVEL",
     "BundleResult",
+    "Check",
+    "Component",
+    "ComponentKind",
+    "Contents",
     "Entry",
     "FileEntry",
     "KeyFiles",
@@ -44,6 +49,8 @@ __all__ = [
     "Part",
     "PartsIndex",
     "PublicKey",
+    "SourceKind",
+    "TrustEntry",
     "VerifyReport",
     "check_level",
     "fingerprint",

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Optional, Union
 
 import zstandard
 
-from contract.bundle import layout, partcheck, signature, tarstream
+from contract.bundle import contents, layout, partcheck, signature, tarstream
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.bundle.tarstream import Buffered, FrameCheck, Member, ReadAhead, Truncated
 from contract.errors import Error
@@ -41,7 +41,7 @@ class VerifyReport:
     checked: tuple[str, ...] = (layout.SIGNATURE,)  # the signature members that verified
     not_checked: tuple[str, ...] = ()  # signature members present that the given key cannot check
     parts_index: str = ""  # split bundles: 'signed: <files>' or 'unsigned'; '' for one file
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # an unsigned parts index; sources whose check is a warning (contents.LEVEL)
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,8 @@ def check_stream(
     warning = trusted.warning if trusted is not None else ""
     return VerifyReport(manifest.name, manifest.version, len(manifest.files), total, verified.fingerprint,
                         verified.key_type, verified.checked, verified.not_checked,
-                        trusted.status if trusted is not None else "", (warning,) if warning else ())
+                        trusted.status if trusted is not None else "",
+                        ((warning,) if warning else ()) + contents.warnings(manifest.trust))
 
 
 def verify_bundle(path: PathLike, public_key: signature.PublicKey, progress: Optional[Progress] = None) -> VerifyReport:
