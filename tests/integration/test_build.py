@@ -263,7 +263,8 @@ def test_inspect_shows_the_trust_source_of_every_artifact(built):
     comps = {f"{c['kind']}/{c['name']}": c for c in d["components"]}
     assert comps["binary/etcd"]["paths"] == ["binaries/etcd-v3.3.1-linux-amd64.tar"]
     assert all(comps[f"rpm/{r.name}"]["paths"][0].endswith("/Packages/" + r.url.rsplit("/", 1)[-1]) for r in lk.rpms)
-    assert {k for k in comps if not k.startswith("wheel/")} == \
+    assert comps["executable/installer-linux-amd64"]["paths"] == ["installer/installer-linux-amd64"]
+    assert {k for k in comps if not k.startswith(("wheel/", "executable/"))} == \
         {f"binary/{b.name}" for b in lk.binaries} | {f"rpm/{r.name}" for r in lk.rpms} | {f"image/{i.ref}" for i in lk.images}
     assert d["warnings"] == [] and any(n.endswith("binary/flannel") or "binary/flannel," in n for n in d["notes"])
     text = subprocess.run([str(BIN / "bundler"), "inspect", str(built["summary"].bundle)],
