@@ -256,7 +256,7 @@ def _component_problems(where: str, c: dict, files: set[str]) -> list[LocatedPro
     for j, p in enumerate(paths):
         if not isinstance(p, str) or p not in files:
             out.append(LocatedProblem(f"{where}.paths[{j}]", f"{p!r} is not a file of the bundle (files[])"))
-        elif j and paths[j - 1] >= p:
+        elif j and isinstance(paths[j - 1], str) and paths[j - 1] >= p:
             out.append(LocatedProblem(f"{where}.paths[{j}]", f"{p!r} is a duplicate or out of order (sorted)"))
     return out
 
@@ -308,7 +308,7 @@ def _entry_problems(where: str, t: dict) -> list[LocatedProblem]:
                                       "(40 upper-case hex digits)"))
     if t["check"] == Check.GPG_SIGNED.value and not keys:
         out.append(LocatedProblem(f"{where}.keys", "a gpg-signed source names the key(s) it verified with"))
-    elif t["check"] != Check.GPG_SIGNED.value and keys and t["check"] in {c.value for c in Check}:
+    elif t["check"] != Check.GPG_SIGNED.value and keys and t["check"] in [c.value for c in Check]:
         out.append(LocatedProblem(f"{where}.keys", f"must be empty: only a gpg-signed source names keys, "
                                   f"this one is {t['check']}"))
     return out

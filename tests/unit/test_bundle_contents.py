@@ -67,6 +67,8 @@ def at(where: str, key, value):
     (lambda d: d["components"].append("binary/etcd"), "components[3]: must be an object"),
     (at("trust:0", "kind", "tarball"), "trust[0].kind: 'tarball' is not one of binary"),
     (at("trust:0", "check", "trust me"), "trust[0].check: 'trust me' is not one of gpg-signed"),
+    (at("trust:2", "check", ["gpg-signed"]), "trust[2].check: ['gpg-signed'] is not one of gpg-signed"),
+    (at("components:0", "kind", {"binary": 1}), "components[0].kind: {'binary': 1} is not one of"),
     (at("trust:0", "name", ""), "trust[0].name: must be a non-empty string"),
     (at("trust:0", "detail", None), "trust[0].detail: must be a string"),
     (at("trust:0", "keys", FPR), "trust[0].keys: must be a list"),
@@ -123,3 +125,31 @@ def test_findings_come_from_the_check() -> None:
 def test_contents_refuse_untyped_items() -> None:
     with pytest.raises(TypeError, match="TrustEntry"):
         bc.Contents((), ({"kind": "rpm"},))
+
+
+def _leaves(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, path + (i,))
+
+
+def test_any_value_anywhere_is_a_validation_error_never_a_crash() -> None:
+    """Every node of a valid manifest replaced by each JSON type: refused with located problems, or valid."""
+    base = doc()
+    for path in _leaves(base):
+        if not path:
+            continue
+        for value in (None, True, 0, -1, "", "x", [], ["x"], {}, {"x": 1}):
+            d = copy.deepcopy(base)
+            node = d
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            try:
+                Manifest.from_dict(d)
+            except ValidationError as e:
+                assert e.details and all(isinstance(p, str) and p for p in e.details), (path, value)

@@ -146,3 +146,22 @@ def test_format_1_is_still_validated_strictly() -> None:
 
 def test_the_writer_writes_format_2() -> None:
     assert layout.FORMAT_VERSION == 2
+
+
+def test_any_value_in_a_format_1_manifest_is_a_validation_error_never_a_crash() -> None:
+    from tests.unit.test_bundle_contents import _leaves
+
+    _, data = signed_manifest()
+    base = json.loads(data)
+    for path in _leaves(base):
+        for value in (None, True, 0, "", "x", "k=v,=", "key Z; repomd signed", [], {}):
+            d = json.loads(data)
+            node = d
+            for key in path[:-1]:
+                node = node[key]
+            if path:
+                node[path[-1]] = value
+            try:
+                Manifest.from_dict(d)
+            except ValidationError as e:
+                assert e.details, (path, value)
