@@ -165,3 +165,17 @@ def test_any_value_in_a_format_1_manifest_is_a_validation_error_never_a_crash() 
                 Manifest.from_dict(d)
             except ValidationError as e:
                 assert e.details, (path, value)
+
+
+def test_apply_prepares_it_as_any_bundle(tmp_path) -> None:
+    from installer.site import prepare_bundle
+    from installer.state import StateDir
+
+    said = []
+    b = prepare_bundle(BUNDLE, GOLDEN / "bundle.pub", StateDir(tmp_path / "state").ensure(), said.append)
+    assert versions.component_versions(b.components)["kubernetes"] == "1.10.3"
+    assert trust_summary(b.trust)["unchecked_rpms"] == ["rpm/tool"]
+    assert (b.dir / "rpms" / "unchecked" / "Packages" / "tool-1.0-1.el7.x86_64.rpm").is_file()
+    warned = [s for s in said if "WARNING" in s]
+    assert len(warned) == 2 and warned == [f"bundle: WARNING: {w}" for w in fmt.verify_bundle(
+        BUNDLE, fmt.load_public_key(GOLDEN / "bundle.pub")).warnings]
