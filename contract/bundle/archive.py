@@ -17,7 +17,7 @@ import zstandard
 
 from contract.bundle import contents as contents_mod
 from contract.bundle import layout, signature, tarstream
-from contract.bundle.contents import Component, Contents, TrustEntry
+from contract.bundle.contents import Component, TrustEntry
 from contract.bundle.manifest import FileEntry, Manifest, now_created, parse_created
 from contract.bundle.parts import _Writer, locate, open_stream, parse_size
 from contract.bundle.verify import Progress, VerifyReport, check_stream, read_head, read_signed_head
@@ -105,14 +105,13 @@ def write_bundle(
     The manifest is signed with the Ed25519 key (manifest.sig) and, when p256_key is given, with it too
     (manifest.sig.p256, the third member); the manifest then names that key (signer_p256). A split bundle's
     parts index is signed with the same key(s): <index>.sig and <index>.sig.p256 beside it. components, trust
-    and options are the manifest's typed contents (contract.bundle.contents), stored in canonical order.
+    and options are the manifest's typed contents (contract.bundle.contents; the manifest sorts them).
     """
     out = Path(out_dir)
     bundle = layout.bundle_filename(name, version)
     split = parse_size(split_size) if split_size is not None else None
     entries = sorted(entries, key=lambda e: e.path_in_bundle)
     created_text = now_created(created)
-    contents = Contents(tuple(components), tuple(trust), dict(options or {})).sorted()
     manifest = Manifest(
         format_version=layout.FORMAT_VERSION,
         name=name,
@@ -120,9 +119,9 @@ def write_bundle(
         created=created_text,
         spec_sha256=spec_sha256,
         lock_sha256=lock_sha256,
-        components=contents.components,
-        trust=contents.trust,
-        options=contents.options,
+        components=tuple(components),
+        trust=tuple(trust),
+        options=dict(options or {}),
         files=tuple(FileEntry(e.path_in_bundle, e.size, e.sha256, e.mode) for e in entries),
         signer=signature.fingerprint(private_key.public_key()),
         signer_p256=signature.encode_p256_public(p256_key.public_key()) if p256_key is not None else "",
