@@ -175,28 +175,6 @@ def sbom_items(spec: Spec, lock: Lock, installer_files: Sequence[Tuple[str, Path
     return items
 
 
-def components(spec: Spec, lock: Lock) -> Dict[str, str]:
-    """Versions of every component, as `inspect` shows them."""
-    out = {f"binary/{b.name}": b.version for b in lock.binaries}
-    for r in lock.rpms:
-        out[f"rpm/{r.name}"] = f"{r.version}-{r.release}"
-    for img in lock.images:
-        out[f"image/{img.ref}"] = img.digest
-    # where the trust in each artifact comes from (inspect, and the installer's evidence report, show it)
-    for b in lock.binaries:
-        out[f"trust/binary/{b.name}"] = f"sha256 pin: {b.pin_source}"
-    for r in lock.rpms:
-        out[f"trust/rpm/{r.name}"] = ("signature unchecked (gpgcheck: false)" if r.signature == "unchecked"
-                                      else f"signed by {r.signature}" if r.signature else "signature unrecorded")
-    for img in lock.images:
-        out[f"trust/image/{img.ref}"] = "digest served by the upstream registry at lock time"
-    for r in lock.repos:
-        out[f"repo/{r.name}"] = ("gpgcheck off" if not r.gpgcheck
-                                 else f"key {','.join(r.fingerprints)}; repomd {r.metadata}")
-    out["options"] = ",".join(f"{k}={v}" for k, v in sorted(spec.options.model_dump().items()))
-    return out
-
-
 def materialize(entries: list, stage: Staging) -> List[Entry]:
     """Turn ('bytes', path, data) placeholders into staged files; keep Entries as they are."""
     out = []

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import requests
 
 from bundler import assemble, epoch, fetch, since, static, wheels
+from bundler import contents as bundle_contents
 from bundler import lock as lock_mod
 from bundler import spec as spec_mod
 from bundler.cache import Cache
@@ -166,13 +167,14 @@ def run_build(spec_path: Path, mirrors: Optional[Path], key_path: Path, out: Pat
             extra=[exe_entry] if exe_entry else None,
             sbom_extra=[static.sbom_item(static_exe, __version__, exe_entry.sha256)] if exe_entry else ())
         delta = since.load(since_path, cache, entries).delta(entries) if since_path is not None else None
+        typed = bundle_contents.contents(spec, lk, entries)  # components, trust and options of the manifest
         with _bar("bundle") as bar:
             res = fmt.write_bundle(
                 out, spec.name, spec.version, entries, keys.key, p256_key=keys.p256_key,
                 spec_sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest(),
                 lock_sha256=hashlib.sha256(lock_bytes).hexdigest(),
-                components=assemble.components(spec, lk), split_size=split, created=created,
-                progress=bar, level=level, delta=delta)
+                components=typed.components, trust=typed.trust, options=typed.options, split_size=split,
+                created=created, progress=bar, level=level, delta=delta)
     finally:
         stage.cleanup()
     bootstrap = static.write_bootstrap_tar(res.path, static_exe) if static_exe else None

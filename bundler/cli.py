@@ -240,20 +240,20 @@ def _inspect_text(d: dict) -> str:
         lines += _delta_text(d["delta"])
     lines.append("  kinds:")
     lines += [f"    {k:<10} {v['files']:>6} files {v['bytes']:>14} bytes" for k, v in d["kinds"].items() if v["files"]]
-    comps = {k: v for k, v in d["components"].items() if not k.startswith("trust/")}
-    trust = {k[len("trust/"):]: v for k, v in d["components"].items() if k.startswith("trust/")}
-    lines.append("  components:")
-    lines += [f"    {k:<28} {v}" for k, v in comps.items()]
-    if trust:
-        lines.append("  trust (where each artifact's pin comes from):")
-        lines += [f"    {k:<40} {v}" for k, v in trust.items()]
-        first_seen = [k for k, v in trust.items() if v.endswith("first-seen")]
-        unchecked = [k for k, v in trust.items() if "unchecked" in v]
-        if first_seen:
-            lines.append(f"  note: pinned when first seen (upstream publishes no digest): {', '.join(first_seen)}")
-        if unchecked:
-            lines.append(f"  WARNING: RPMs without a signature check (gpgcheck: false in the spec): "
-                         f"{', '.join(unchecked)}")
+    lines.append(f"  components (manifest format {d['format_version']}):")
+    lines += [f"    {c['kind'] + '/' + c['name']:<28} {c['version']}"
+              + (f"  ({len(c['paths'])} files)" if len(c["paths"]) > 1 else "") for c in d["components"]]
+    if d["options"]:
+        lines.append("  options: " + ", ".join(f"{k}={v}" for k, v in d["options"].items()))
+    if d["trust"]:
+        lines.append("  trust (how each source was checked):")
+        lines += [f"    {t['kind'] + '/' + t['name']:<40} {t['check']}" + (f" {','.join(t['keys'])}" if t["keys"] else "")
+                  + (f"  ({t['detail']})" if t["detail"] else "") for t in d["trust"]]
+    lines += [f"  note: {n}" for n in d["notes"]]
+    lines += [f"  WARNING: {w}" for w in d["warnings"]]
+    if d.get("legacy_components"):
+        lines.append("  format 1 entries naming no component, trust or option: "
+                     + ", ".join(f"{k}={v}" for k, v in d["legacy_components"].items()))
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ DEFAULT_PYTHONS = ("3.9", "3.10", "3.11", "3.12")
 PLATFORM = "manylinux2014_x86_64"
 # pip names the manylinux tags differently across wheels; accept any x86_64 manylinux wheel
 EXTRA_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64")
+PROJECT = "k8s-offline"  # the installer's own distribution: its wheel is built here, not downloaded
 WHEEL_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can record
 
 
@@ -43,7 +44,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def runtime_pins(dist: str = "k8s-offline") -> List[str]:
+def runtime_pins(dist: str = PROJECT) -> List[str]:
     """The installer's direct runtime dependencies pinned to the versions of this environment."""
     try:
         reqs = metadata.requires(dist) or []
@@ -60,7 +61,8 @@ def runtime_pins(dist: str = "k8s-offline") -> List[str]:
     return sorted(pins, key=str.lower)
 
 
-def _wheel_name_version(filename: str) -> Tuple[str, str]:
+def name_version(filename: str) -> Tuple[str, str]:
+    """(normalized project name, version) of a wheel's file name: ('pyyaml', '6.0.1')."""
     parts = filename.split("-")
     return _norm(parts[0]), parts[1]
 
@@ -163,12 +165,12 @@ def collect(cache_dir: Path, work_dir: Path, pythons: Sequence[str] = DEFAULT_PY
     for py, ws in per_python.items():
         groups: Dict[str, List[Path]] = {}
         for w in ws:
-            name, version = _wheel_name_version(w.name)
+            name, version = name_version(w.name)
             groups.setdefault(f"{name}=={version}", []).append(w)
             if w.name not in seen:
                 files.append((f"wheels/{w.name}", w))
                 seen.add(w.name)
-        pname, pversion = _wheel_name_version(project.name)
+        pname, pversion = name_version(project.name)
         groups[f"{pname}=={pversion}"] = [project]
         req = proj_dir / f"requirements-cp{py.replace('.', '')}.txt"
         req.write_text(requirements_for(groups))

@@ -4,8 +4,10 @@ version changes per host (apply_command adds them: installer.versions).
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Dict, Iterable, List, Optional
 
+from contract.bundle import contents
+from contract.bundle.contents import Check, SourceKind, TrustEntry
 from installer import etcd_backup, versions
 from installer.executor import Outcome
 from installer.plan_model import Plan
@@ -26,7 +28,7 @@ def evidence(site: Site, plan: Plan, outcome: Outcome, results, seconds: float) 
                    "verified": "signature and every member's sha256", "reused_unpacked": site.bundle.reused,
                    "dir": str(site.bundle.dir)},
         "pki": site.pki_report.lines() if site.pki_report else [],
-        "trust": trust_summary(site.bundle.components),
+        "trust": trust_summary(site.bundle.trust),
         "seed": outcome.seed,
         "changed": changed,
         "nothing_to_do": plan.empty,
@@ -37,17 +39,33 @@ def evidence(site: Site, plan: Plan, outcome: Outcome, results, seconds: float) 
     }
 
 
-def trust_summary(components: Mapping[str, str]) -> dict:
-    """Where the bundle's artifacts were trusted from (as the bundler recorded it in the signed manifest)."""
-    repos = {k[len("repo/"):]: v for k, v in components.items() if k.startswith("repo/")}
-    trust = {k[len("trust/"):]: v for k, v in components.items() if k.startswith("trust/")}
+def trust_summary(trust: Iterable[TrustEntry]) -> dict:
+    """How the bundle's sources were checked at build time (the signed manifest's typed trust section), with the
+    warnings and notes every reader words the same way (contract.bundle.contents.findings)."""
+    trust = tuple(trust)
+    of = {k: [t for t in trust if t.kind is k] for k in SourceKind}
+    repodata = {t.name: t for t in of[SourceKind.RPM_REPODATA]}
     return {
-        "repos": repos,
-        "gpgcheck_off": sorted(r for r, v in repos.items() if v == "gpgcheck off"),
-        "unchecked_rpms": sorted(k for k, v in trust.items() if k.startswith("rpm/") and "unchecked" in v),
-        "first_seen_binaries": sorted(k for k, v in trust.items() if k.startswith("binary/") and v.endswith("first-seen")),
-        "signed_rpms": sum(1 for k, v in trust.items() if k.startswith("rpm/") and v.startswith("signed by")),
+        "sources": [t.to_dict() for t in trust],
+        "repos": {t.name: _repo_text(t, repodata.get(t.name)) for t in of[SourceKind.RPM_REPO]},
+        "gpgcheck_off": sorted(t.name for t in of[SourceKind.RPM_REPO] if t.check is Check.UNCHECKED),
+        "unchecked_rpms": sorted(t.key for t in of[SourceKind.RPM] if t.check is Check.UNCHECKED),
+        "first_seen_binaries": sorted(t.key for t in of[SourceKind.BINARY] if t.check is Check.FIRST_SEEN),
+        "signed_rpms": sum(1 for t in of[SourceKind.RPM] if t.check is Check.GPG_SIGNED),
+        "warnings": list(contents.warnings(trust)),
+        "notes": list(contents.notes(trust)),
     }
+
+
+_REPOMD = {Check.GPG_SIGNED: "signed", Check.UNSIGNED: "unsigned"}
+
+
+def _repo_text(repo: TrustEntry, repodata: Optional[TrustEntry]) -> str:
+    """'key <fingerprints>; repomd signed|unsigned|unchecked', or 'gpgcheck off', from the typed entries."""
+    if repo.check is not Check.GPG_SIGNED:
+        return "gpgcheck off" if repo.check is Check.UNCHECKED else f"packages {repo.check.value}"
+    metadata = _REPOMD.get(repodata.check, repodata.check.value) if repodata is not None else "unrecorded"
+    return f"key {','.join(repo.keys)}; repomd {metadata}"
 
 
 def evidence_text(r: dict) -> str:
@@ -60,11 +78,8 @@ def evidence_text(r: dict) -> str:
         lines.append(f"  RPMs: {t['signed_rpms']} signature-checked at build time against pinned keys; "
                      "yum checks them again on every host (gpgcheck=1)")
         lines += [f"    repo {name}: {how}" for name, how in sorted(t["repos"].items())]
-    if t.get("gpgcheck_off"):
-        lines.append(f"  WARNING: repos with gpgcheck off in the spec: {', '.join(t['gpgcheck_off'])}; "
-                     f"unchecked RPMs: {', '.join(t['unchecked_rpms']) or 'none'}")
-    if t.get("first_seen_binaries"):
-        lines.append(f"  binaries pinned when first seen (no upstream digest): {', '.join(t['first_seen_binaries'])}")
+    lines += [f"  WARNING: {w}" for w in t.get("warnings", [])]
+    lines += [f"  note: {n}" for n in t.get("notes", [])]
     issued = [ln for ln in r["pki"] if ": issued" in ln or "created" in ln]
     lines.append(f"pki: {len(issued)} issued/created" + (f" ({'; '.join(issued)})" if issued else ""))
     if r["seed"]:

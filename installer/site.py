@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contract.bundle import layout
+from contract.bundle.contents import Component, TrustEntry
 from contract.errors import Error
 from installer import addons as addons_mod
 from installer import components, egress, harbor_install, pki_material, plan_rules
@@ -43,9 +44,10 @@ class Bundle:
     fingerprint: str
     name: str
     version: str
-    components: Mapping[str, str]
+    components: Tuple[Component, ...]  # from the signed manifest (contract.bundle.contents)
     reused: bool
     files: Mapping[str, str] = field(default_factory=dict, repr=False)  # path -> sha256, from the signed manifest
+    trust: Tuple[TrustEntry, ...] = ()  # how each source was checked at build time, from the signed manifest
 
 
 def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> Bundle:
@@ -82,8 +84,8 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
             f"{', '.join(report.not_checked)} not checked (no Ed25519 key given)")
     for warning in report.warnings:
         out(f"bundle: WARNING: {warning}")
-    return Bundle(target, digest, report.fingerprint, report.name, report.version, dict(manifest.components), reused,
-                  {f.path: f.sha256 for f in manifest.files})
+    return Bundle(target, digest, report.fingerprint, report.name, report.version, tuple(manifest.components), reused,
+                  {f.path: f.sha256 for f in manifest.files}, tuple(manifest.trust))
 
 
 def _delta_base(head, manifest, info: Optional[dict], bundle_path: Path):

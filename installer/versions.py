@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from contract.bundle import contents
+from contract.bundle.contents import Component
 from contract.errors import EXIT_INVALID, Error
 from installer import plan_rules
 from installer import render as render_mod
@@ -30,9 +32,10 @@ _RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 UPGRADING = "checking the upgrade's Kubernetes version"
 
 
-def component_versions(components: Mapping[str, str]) -> Dict[str, str]:
+def component_versions(components: Iterable[Component]) -> Dict[str, str]:
     """{component: version} of a bundle's signed manifest components (kubernetes, etcd, flannel, cni, docker...)."""
-    return {v: components[k] for k, v in COMPONENT_VERSIONS.items() if k in components}
+    by_key = contents.versions(components)
+    return {v: by_key[k] for k, v in COMPONENT_VERSIONS.items() if k in by_key}
 
 
 def host_versions(inv: Inventory, versions: Mapping[str, str]) -> Dict[str, Dict[str, str]]:
@@ -82,7 +85,7 @@ def recorded_kubernetes(record: Optional[dict]) -> Optional[str]:
     return None if record is None else record.get(KUBERNETES)
 
 
-def decide(record: Optional[dict], components: Mapping[str, str], record_path: Path) -> Decision:
+def decide(record: Optional[dict], components: Iterable[Component], record_path: Path) -> Decision:
     """The version policy: a later patch release of the recorded MAJOR.MINOR, or the same release (nothing to
     do). No record, a bundle without Kubernetes, a minor/major jump or a downgrade is an Error (exit 2)."""
     target = component_versions(components).get(KUBERNETES)
@@ -112,7 +115,7 @@ def decide(record: Optional[dict], components: Mapping[str, str], record_path: P
     return Decision(current, target)
 
 
-def guard_apply(record: Optional[dict], components: Mapping[str, str], record_path: Path) -> None:
+def guard_apply(record: Optional[dict], components: Iterable[Component], record_path: Path) -> None:
     """apply (and add-node, certs renew) keep the Kubernetes version the cluster was recorded with."""
     current, target = recorded_kubernetes(record), component_versions(components).get(KUBERNETES)
     if current is None or target is None or current == target:

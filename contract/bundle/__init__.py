@@ -17,6 +17,7 @@ from contract.bundle.archive import (
 )
 from contract.bundle.delta import BaseDir, Delta
 from contract.bundle.delta import summary as delta_summary
+from contract.bundle.contents import Check, Component, ComponentKind, Contents, SourceKind, TrustEntry
 from contract.bundle.layout import kind_of
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.bundle.parts import Part, PartsIndex
@@ -40,6 +41,10 @@ __all__ = [
     "DEFAULT_LEVEL",
     "BaseDir",
     "BundleResult",
+    "Check",
+    "Component",
+    "ComponentKind",
+    "Contents",
     "Delta",
     "Entry",
     "FileEntry",
@@ -48,6 +53,8 @@ __all__ = [
     "Part",
     "PartsIndex",
     "PublicKey",
+    "SourceKind",
+    "TrustEntry",
     "VerifyReport",
     "check_level",
     "delta_summary",

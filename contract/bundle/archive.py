@@ -15,9 +15,11 @@ from typing import BinaryIO, Optional, Union
 
 import zstandard
 
+from contract.bundle import contents as contents_mod
 from contract.bundle import layout, signature, tarstream
 from contract.bundle.delta import BaseDir, Delta
 from contract.bundle.delta import summary as delta_summary
+from contract.bundle.contents import Component, TrustEntry
 from contract.bundle.manifest import FileEntry, Manifest, now_created, parse_created
 from contract.bundle.parts import _Writer, locate, open_stream, parse_size
 from contract.bundle.verify import Head, Progress, VerifyReport, check_stream, read_head, read_signed_head
@@ -91,7 +93,9 @@ def write_bundle(
     p256_key: Optional[signature.P256PrivateKey] = None,
     spec_sha256: str,
     lock_sha256: str,
-    components: Mapping[str, str],
+    components: Iterable[Component] = (),
+    trust: Iterable[TrustEntry] = (),
+    options: Optional[Mapping[str, str]] = None,
     split_size: Optional[Union[int, str]] = None,
     level: int = DEFAULT_LEVEL,
     threads: int = -1,
@@ -106,7 +110,8 @@ def write_bundle(
 
     The manifest is signed with the Ed25519 key (manifest.sig) and, when p256_key is given, with it too
     (manifest.sig.p256, the third member); the manifest then names that key (signer_p256). A split bundle's
-    parts index is signed with the same key(s): <index>.sig and <index>.sig.p256 beside it.
+    parts index is signed with the same key(s): <index>.sig and <index>.sig.p256 beside it. components, trust
+    and options are the manifest's typed contents (contract.bundle.contents; the manifest sorts them).
     """
     out = Path(out_dir)
     bundle = (layout.delta_filename(name, version, delta.base.version or f"lock-{delta.base.lock_sha256[:12]}")
@@ -121,7 +126,9 @@ def write_bundle(
         created=created_text,
         spec_sha256=spec_sha256,
         lock_sha256=lock_sha256,
-        components=dict(components),
+        components=tuple(components),
+        trust=tuple(trust),
+        options=dict(options or {}),
         files=tuple(FileEntry(e.path_in_bundle, e.size, e.sha256, e.mode) for e in entries),
         signer=signature.fingerprint(private_key.public_key()),
         signer_p256=signature.encode_p256_public(p256_key.public_key()) if p256_key is not None else "",
@@ -364,7 +371,9 @@ def inspect_bundle(path: PathLike, public_key: Optional[signature.PublicKey] = N
         "signer": manifest.signer or None,
         "signer_p256": signature.fingerprint(p256_signer) if p256_signer is not None else None,
         "signatures": list(head.signatures),
-        "components": dict(sorted(manifest.components.items())),
+        **manifest.contents.to_dict(),  # components, trust, options (format 1: as derived from its map)
+        "warnings": list(contents_mod.warnings(manifest.trust)),
+        "notes": list(contents_mod.notes(manifest.trust)),
         "files": len(manifest.files),
         "bytes": manifest.total_size,
         "kinds": kinds,
@@ -373,6 +382,8 @@ def inspect_bundle(path: PathLike, public_key: Optional[signature.PublicKey] = N
     }
     if head.delta is not None:
         info["delta"] = delta_summary(manifest, Delta.from_bytes(head.delta, manifest))
+    if manifest.format_version == 1:
+        info["legacy_components"] = manifest.unmapped()  # format 1 entries that name no component/trust/option
     if verified is not None:
         info["signature"] = {"verified": True, "fingerprint": verified.fingerprint, "key_type": verified.key_type,
                              "checked": list(verified.checked), "not_checked": list(verified.not_checked)}

@@ -10,7 +10,7 @@ from typing import Optional
 from contract import oci
 from contract.errors import Error
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the manifest format written (contract.bundle.manifest reads 1 too)
 
 # The first members of the tar stream, in this order: the manifest, its Ed25519 signature, and (when the
 # bundle was also signed with a P-256 key, for openssl 1.0.2 hosts) its ECDSA P-256 signature.

@@ -1,4 +1,9 @@
-"""The signed manifest: every file's path, size, sha256 and mode, plus what the bundle is."""
+"""The signed manifest: every file's path, size, sha256 and mode, plus what the bundle is.
+
+Format 2 (written since): `components` (a list: kind, name, version, paths), `trust` (how each source was
+checked, typed: contract.bundle.contents) and `options`. Format 1 (read, never written): one `components` map
+of name: string, mapped to the same typed model by contract.bundle.legacy; `legacy_components` keeps it as read.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from contract.bundle import layout, signature
+from contract.bundle import contents as contents_mod
+from contract.bundle import layout, legacy, signature
+from contract.bundle.contents import Component, Contents, TrustEntry
 from contract.errors import LocatedProblem, ValidationError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MODE = re.compile(r"^0[0-7]{3}$")
 _RFC3339_UTC = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
-_KEYS = ("format_version", "name", "version", "created", "spec_sha256", "lock_sha256", "components", "files")
+_KEYS_V1 = ("format_version", "name", "version", "created", "spec_sha256", "lock_sha256", "components", "files")
+_KEYS = {1: _KEYS_V1, 2: _KEYS_V1 + ("trust", "options")}
+READ_VERSIONS = tuple(_KEYS)  # format_version values read; layout.FORMAT_VERSION is the one written
 # signer: fingerprint of the Ed25519 signing key, so `inspect` names it without the key; signer_p256: the
 # P-256 public key (base64 of its DER SubjectPublicKeyInfo) that made manifest.sig.p256, so a manifest
 # verified with the Ed25519 key also vouches for the key of the second signature.
@@ -58,13 +67,28 @@ class Manifest:
     created: str
     spec_sha256: str
     lock_sha256: str
-    components: Mapping[str, str]
+    components: tuple[Component, ...] = ()
     files: tuple[FileEntry, ...] = field(default_factory=tuple)
     signer: str = ""
     signer_p256: str = ""
+    trust: tuple[TrustEntry, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+    # format 1 only: the `components` map as read (components, trust and options are derived from it)
+    legacy_components: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # typed contents only (a format 1 map goes through from_dict), stored in canonical order
+        canonical = Contents(tuple(self.components), tuple(self.trust), dict(self.options)).sorted()
+        object.__setattr__(self, "components", canonical.components)
+        object.__setattr__(self, "trust", canonical.trust)
+        object.__setattr__(self, "options", canonical.options)
+
+    @property
+    def contents(self) -> Contents:
+        return Contents(tuple(self.components), tuple(self.trust), self.options)
 
     def to_dict(self) -> dict:
-        """The JSON-ready form (modes as '0644' strings, files sorted as given)."""
+        """The JSON-ready form (modes as '0644' strings, files sorted as given); a format 1 manifest as read."""
         out = {
             "format_version": self.format_version,
             "name": self.name,
@@ -72,11 +96,14 @@ class Manifest:
             "created": self.created,
             "spec_sha256": self.spec_sha256,
             "lock_sha256": self.lock_sha256,
-            "components": dict(self.components),
             "files": [
                 {"path": f.path, "size": f.size, "sha256": f.sha256, "mode": f"{f.mode:04o}"} for f in self.files
             ],
         }
+        if self.format_version == 1:
+            out["components"] = dict(self.legacy_components)
+        else:
+            out.update(self.contents.to_dict())
         if self.signer:
             out["signer"] = self.signer
         if self.signer_p256:
@@ -96,10 +123,15 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
-        """Validate a decoded manifest strictly and freeze it."""
+        """Validate a decoded manifest (format 1 or 2) strictly and freeze it."""
         problems = _problems(data)
         if problems:
             raise _error(problems)
+        if data["format_version"] == 1:
+            contents, _ = legacy.contents_from_v1(data["components"])
+            legacy_components = dict(data["components"])
+        else:
+            contents, legacy_components = Contents.from_dict(data), {}
         return cls(
             format_version=data["format_version"],
             name=data["name"],
@@ -107,12 +139,15 @@ class Manifest:
             created=data["created"],
             spec_sha256=data["spec_sha256"],
             lock_sha256=data["lock_sha256"],
-            components=dict(data["components"]),
+            components=contents.components,
             files=tuple(
                 FileEntry(f["path"], f["size"], f["sha256"], int(f["mode"], 8)) for f in data["files"]
             ),
             signer=data.get("signer", ""),
             signer_p256=data.get("signer_p256", ""),
+            trust=contents.trust,
+            options=contents.options,
+            legacy_components=legacy_components,
         )
 
     @classmethod
@@ -132,6 +167,14 @@ class Manifest:
     def by_path(self) -> dict[str, FileEntry]:
         """The files keyed by path."""
         return {f.path: f for f in self.files}
+
+    def versions(self) -> dict[str, str]:
+        """{'<kind>/<name>': version} of the components, e.g. {'binary/etcd': '3.3.1'}."""
+        return contents_mod.versions(self.components)
+
+    def unmapped(self) -> dict[str, str]:
+        """The entries of a format 1 `components` map that name no component, trust or options ({} for format 2)."""
+        return legacy.contents_from_v1(self.legacy_components)[1] if self.format_version == 1 else {}
 
     def p256_signer(self) -> Optional[signature.P256PublicKey]:
         """The P-256 key that made manifest.sig.p256, or None when the bundle has no second signature."""
@@ -158,18 +201,21 @@ def _problems(data: Any) -> list[LocatedProblem]:
     """Every located problem of a decoded manifest, in document order."""
     if not isinstance(data, dict):
         return [LocatedProblem("", "must be a JSON object")]
+    version = data.get("format_version")
+    if not _is_int(version) or version not in _KEYS:
+        expected = " or ".join(str(v) for v in READ_VERSIONS)
+        return [LocatedProblem("format_version", f"unsupported {version!r}, expected {expected}",
+                               hint="use an installer matching the bundler")]
+    keys = _KEYS[version]
     out: list[LocatedProblem] = []
-    for key in sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS)):
+    for key in sorted(set(data) - set(keys) - set(_OPTIONAL_KEYS)):
         out.append(LocatedProblem(key, "unknown field"))
-    for key in _KEYS:
+    for key in keys:
         if key not in data:
             out.append(LocatedProblem(key, "missing"))
     if out:
         return out
 
-    if data["format_version"] != layout.FORMAT_VERSION or not _is_int(data["format_version"]):
-        out.append(LocatedProblem("format_version", f"unsupported {data['format_version']!r}, expected "
-                                  f"{layout.FORMAT_VERSION}", hint="use an installer matching the bundler"))
     for key in ("name", "version"):
         if not isinstance(data[key], str) or not data[key]:
             out.append(LocatedProblem(key, "must be a non-empty string"))
@@ -188,18 +234,15 @@ def _problems(data: Any) -> list[LocatedProblem]:
     for key in ("spec_sha256", "lock_sha256"):
         if not isinstance(data[key], str) or not _HEX64.match(data[key]):
             out.append(LocatedProblem(key, "must be 64 lowercase hex digits"))
-    components = data["components"]
-    if not isinstance(components, dict):
-        out.append(LocatedProblem("components", "must be an object of name: version"))
-    else:
-        for name, version in components.items():
-            if not name or not isinstance(version, str) or not version:
-                out.append(LocatedProblem(f"components.{name}", "must map a name to a non-empty version string"))
-
     files = data["files"]
     if not isinstance(files, list):
         out.append(LocatedProblem("files", "must be a list"))
         return out
+    if version == 1:
+        out += _v1_components_problems(data["components"])
+    else:
+        out += contents_mod.problems(data, {f["path"] for f in files if isinstance(f, dict)
+                                            and isinstance(f.get("path"), str)})
     seen: set[str] = set()
     previous: Optional[str] = None
     for i, entry in enumerate(files):
@@ -223,6 +266,14 @@ def _problems(data: Any) -> list[LocatedProblem]:
                 if parent in seen:
                     out.append(LocatedProblem(f"files[{i}].path", f"{path!r} lies under file {parent!r}"))
     return out
+
+
+def _v1_components_problems(components: Any) -> list[LocatedProblem]:
+    """Format 1: `components` is an object of name: non-empty string."""
+    if not isinstance(components, dict):
+        return [LocatedProblem("components", "must be an object of name: version")]
+    return [LocatedProblem(f"components.{name}", "must map a name to a non-empty version string")
+            for name, version in components.items() if not name or not isinstance(version, str) or not version]
 
 
 def _signer_p256_problems(value: Any) -> list[LocatedProblem]:

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Optional, Union
 
 import zstandard
 
-from contract.bundle import layout, partcheck, signature, tarstream
+from contract.bundle import contents, layout, partcheck, signature, tarstream
 from contract.bundle.delta import MAX_SIZE as MAX_DELTA_SIZE
 from contract.bundle.delta import BaseDir, Delta
 from contract.bundle.manifest import FileEntry, Manifest
@@ -43,7 +43,7 @@ class VerifyReport:
     checked: tuple[str, ...] = (layout.SIGNATURE,)  # the signature members that verified
     not_checked: tuple[str, ...] = ()  # signature members present that the given key cannot check
     parts_index: str = ""  # split bundles: 'signed: <files>' or 'unsigned'; '' for one file
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # an unsigned parts index; sources whose check is a warning (contents.LEVEL)
     delta_base: str = ""  # a delta bundle: the base it needs (Base.describe()); '' for a complete bundle
     from_base_files: int = 0  # of `files`, taken from the base (a delta)
     from_base_bytes: int = 0
@@ -342,7 +342,8 @@ def check_stream(
     warning = trusted.warning if trusted is not None else ""
     return VerifyReport(manifest.name, manifest.version, len(manifest.files), total, verified.fingerprint,
                         verified.key_type, verified.checked, verified.not_checked,
-                        trusted.status if trusted is not None else "", (warning,) if warning else (),
+                        trusted.status if trusted is not None else "",
+                        ((warning,) if warning else ()) + contents.warnings(manifest.trust),
                         delta_base=delta.base.describe() if delta is not None else "",
                         from_base_files=len(skipped), from_base_bytes=sum(expected[p].size for p in skipped),
                         base_checked=bool(sources) or (delta is not None and not skipped))

@@ -124,6 +124,11 @@ def test_fresh_apply_with_ssh_cut_mid_apply_then_resume(site):
     assert report["checks"]["ok"] and "h4" in report["changed"]
     assert report["bundle"]["signer_fingerprint"].startswith("SHA256:") and report["bundle"]["reused_unpacked"]
     assert report["seed"] is None or report["seed"]["totals"]["images"] == 7  # seeded by the first run
+    # the bundle's trust, from the signed manifest's typed section: every RPM signature-checked, nothing unchecked
+    trust = {f"{t['kind']}/{t['name']}": t["check"] for t in report["trust"]["sources"]}
+    assert trust["binary/kubernetes-server"] == "upstream-digest" and trust["rpm/haproxy"] == "gpg-signed"
+    assert report["trust"]["warnings"] == [] and report["trust"]["signed_rpms"] > 0
+    assert "WARNING" not in (site.state / "report.txt").read_text()
 
     check = site.check()
     assert check.rc == 0, _fail(check)

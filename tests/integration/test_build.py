@@ -25,6 +25,7 @@ from bundler import lock as lock_mod
 from bundler.cache import Cache
 from bundler.sources.oci_layout import ref_name
 from contract import bundle as fmt
+from contract.bundle.contents import FINDING_TEXT
 from contract.bundle.manifest import parse_created
 from contract.errors import Error
 
@@ -246,17 +247,29 @@ def test_inspect_shows_the_trust_source_of_every_artifact(built):
     r = subprocess.run([str(BIN / "bundler"), "inspect", str(built["summary"].bundle), "--json"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    comps = json.loads(r.stdout)["components"]
+    d = json.loads(r.stdout)
+    trust = {f"{t['kind']}/{t['name']}": t for t in d["trust"]}
     lk = lock_mod.load(built["summary"].lock_path)
-    assert all(f"trust/binary/{b.name}" in comps for b in lk.binaries)
-    assert comps["trust/binary/kubernetes-server"] == "sha256 pin: upstream"
-    assert comps["trust/binary/flannel"] == "sha256 pin: first-seen"
-    assert all(comps[f"trust/rpm/{r.name}"].startswith("signed by ") for r in lk.rpms)
-    assert all(f"trust/image/{i.ref}" in comps for i in lk.images)
-    assert any(k.startswith("repo/") and "key " in v for k, v in comps.items())
+    assert d["format_version"] == 2
+    assert all(f"binary/{b.name}" in trust for b in lk.binaries)
+    assert trust["binary/kubernetes-server"]["check"] == "upstream-digest"
+    assert trust["binary/flannel"]["check"] == "first-seen"
+    assert all(trust[f"rpm/{r.name}"]["check"] == "gpg-signed" and trust[f"rpm/{r.name}"]["keys"] == [r.signature]
+               for r in lk.rpms)
+    assert all(trust[f"image/{i.ref}"]["check"] == "registry-digest" for i in lk.images)
+    assert any(t["kind"] == "rpm-repo" and t["check"] == "gpg-signed" and t["keys"] for t in d["trust"])
+    assert trust["wheel/k8s-offline"]["check"] == "built"
+    # every component names the files that make it, and every file named is in the manifest
+    comps = {f"{c['kind']}/{c['name']}": c for c in d["components"]}
+    assert comps["binary/etcd"]["paths"] == ["binaries/etcd-v3.3.1-linux-amd64.tar"]
+    assert all(comps[f"rpm/{r.name}"]["paths"][0].endswith("/Packages/" + r.url.rsplit("/", 1)[-1]) for r in lk.rpms)
+    assert comps["executable/installer-linux-amd64"]["paths"] == ["installer/installer-linux-amd64"]
+    assert {k for k in comps if not k.startswith(("wheel/", "executable/"))} == \
+        {f"binary/{b.name}" for b in lk.binaries} | {f"rpm/{r.name}" for r in lk.rpms} | {f"image/{i.ref}" for i in lk.images}
+    assert d["warnings"] == [] and any(n.endswith("binary/flannel") or "binary/flannel," in n for n in d["notes"])
     text = subprocess.run([str(BIN / "bundler"), "inspect", str(built["summary"].bundle)],
                           capture_output=True, text=True).stdout
-    assert "pinned when first seen" in text and "flannel" in text
+    assert "pinned when first seen" in text and "flannel" in text and "WARNING" not in text
 
 
 def test_repos_with_gpgcheck_off_go_into_a_second_repository(built, tmp_path):
@@ -275,7 +288,13 @@ def test_repos_with_gpgcheck_off_go_into_a_second_repository(built, tmp_path):
     extras = {r.url.rsplit("/", 1)[-1] for r in lk.rpms if r.repo == "extras"}
     assert extras, "the closure has no extras package: the fixture table changed"
     site = tmp_path / "site"
-    fmt.unpack_bundle(s.bundle, fmt.load_public_key(built["pub"]), site)
+    report = fmt.unpack_bundle(s.bundle, fmt.load_public_key(built["pub"]), site)
+    # the typed trust says so, and verify warns from it (not from any wording)
+    manifest, _, _ = fmt.read_manifest(s.bundle)
+    unchecked = {f"rpm/{r.name}" for r in lk.rpms if r.repo == "extras"} | {"rpm-repo/extras", "rpm-repodata/extras"}
+    sources = [t.key for t in manifest.trust if t.check is fmt.Check.UNCHECKED]
+    assert set(sources) == unchecked
+    assert report.warnings == (f"{FINDING_TEXT[fmt.Check.UNCHECKED]}: {', '.join(sources)}",)
     assert fmt.layout.has_unchecked_repo({p.relative_to(site).as_posix() for p in site.rglob("*")})
     assert {p.name for p in (site / "rpms" / "unchecked" / "Packages").iterdir()} == extras
     main = {p.name for p in (site / "rpms" / "Packages").iterdir()}

@@ -23,6 +23,7 @@ from contract.bundle import (
     load_private_key,
     write_bundle,
 )
+from tests.typed_contents import typed
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ def signed(tmp_path_factory) -> tuple[Path, Path]:
     result = write_bundle(
         root / "dist", "k8s", "1.10.3",
         [Entry(layout.binary_path("kubelet"), source, len(data), hashlib.sha256(data).hexdigest(), 0o755)],
-        load_private_key(key_path), spec_sha256="a" * 64, lock_sha256="b" * 64, components={"kubernetes": "1.10.3"},
+        load_private_key(key_path), spec_sha256="a" * 64, lock_sha256="b" * 64, **typed({"binary/kubernetes-server": "1.10.3"}),
     )
     out = root / "extracted"
     out.mkdir()
@@ -105,7 +106,7 @@ def dual(tmp_path_factory):
         root / "dist", "k8s", "1.10.3",
         [Entry(layout.binary_path("kubelet"), source, len(data), hashlib.sha256(data).hexdigest(), 0o755)],
         load_private_key(keys.key), p256_key=load_p256_private_key(keys.p256_key),
-        spec_sha256="a" * 64, lock_sha256="b" * 64, components={"kubernetes": "1.10.3"},
+        spec_sha256="a" * 64, lock_sha256="b" * 64, **typed({"binary/kubernetes-server": "1.10.3"}),
     )
     out = root / "extracted"
     out.mkdir()
@@ -189,7 +190,7 @@ def split_dual(tmp_path_factory):
         root / "dist", "k8s", "1.10.3",
         [Entry(layout.binary_path("kubelet"), source, len(data), hashlib.sha256(data).hexdigest(), 0o755)],
         load_private_key(keys.key), p256_key=load_p256_private_key(keys.p256_key),
-        spec_sha256="a" * 64, lock_sha256="b" * 64, components={"kubernetes": "1.10.3"}, split_size="16KiB",
+        spec_sha256="a" * 64, lock_sha256="b" * 64, **typed({"binary/kubernetes-server": "1.10.3"}), split_size="16KiB",
     )
     assert len(result.parts) > 2
     return result.path, keys

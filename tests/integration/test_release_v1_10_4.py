@@ -40,9 +40,9 @@ def test_the_manifest_says_1_10_4(built):
     report = fmt.verify_bundle(s.bundle, pub)
     assert (report.name, report.version) == ("k8s", "1.10.4")
     manifest, _, _ = fmt.read_manifest(s.bundle, pub)
-    assert manifest.components["binary/kubernetes-server"] == "1.10.4"
-    assert manifest.components["binary/kubernetes-client"] == "1.10.4"
-    assert manifest.components["binary/etcd"] == "3.3.1"  # everything else as in the default release
+    assert manifest.versions()["binary/kubernetes-server"] == "1.10.4"
+    assert manifest.versions()["binary/kubernetes-client"] == "1.10.4"
+    assert manifest.versions()["binary/etcd"] == "3.3.1"  # everything else as in the default release
     assert versions.component_versions(manifest.components)["kubernetes"] == "1.10.4"
     d = versions.decide({"kubernetes": "1.10.3"}, manifest.components, Path("applied.json"))
     assert (d.current, d.target, d.same) == ("1.10.3", "1.10.4", False)

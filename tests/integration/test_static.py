@@ -20,6 +20,7 @@ import pytest
 from bundler import static
 from contract import bundle as fmt
 from contract.version import __version__
+from tests.typed_contents import typed
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_INSTALLER = Path(sys.executable).parent / "installer"
@@ -88,7 +89,7 @@ def _small_bundle(work: Path, exe: Path) -> Path:
     data.write_bytes(os.urandom(1 << 20))
     entries = [static.entry(exe), fmt.Entry("binaries/etcd-v3.3.1.tar.gz", data, data.stat().st_size, _sha(data))]
     res = fmt.write_bundle(work / "dist", "k8s", "1.10.3", entries, fmt.load_private_key(work / "keys/bundle.key"),
-                           spec_sha256="0" * 64, lock_sha256="1" * 64, components={"binary/etcd": "3.3.1"},
+                           spec_sha256="0" * 64, lock_sha256="1" * 64, **typed({"binary/etcd": "3.3.1"}, "binaries/etcd-v3.3.1.tar.gz"),
                            created="2026-01-02T03:04:05Z", level=3)
     return res.path
 

@@ -20,6 +20,7 @@ import zstandard
 
 from bundler import static
 from contract import bundle as fmt
+from tests.typed_contents import typed
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "static" / "bootstrap.sh"
@@ -53,7 +54,7 @@ def bundles(tmp_path_factory):
     entries = [static.entry(exe),
                fmt.Entry("binaries/noise.bin", noise, noise.stat().st_size, _sha(noise.read_bytes()), 0o644)]
     key = fmt.load_private_key(d / "keys" / "bundle.key")
-    kw = dict(spec_sha256="0" * 64, lock_sha256="1" * 64, components={"binary/noise": "1"}, level=3)
+    kw = dict(spec_sha256="0" * 64, lock_sha256="1" * 64, level=3, **typed({"binary/noise": "1"}, "binaries/noise.bin"))
     whole = fmt.write_bundle(d / "dist", "k8s", "1.10.3", entries, key, **kw)
     split = fmt.write_bundle(d / "split", "k8s", "1.10.3", entries, key, split_size="1M", **kw)
     boot = static.write_bootstrap_tar(whole.path, exe)
@@ -243,7 +244,7 @@ def dual(tmp_path_factory):
     noise.write_bytes(os.urandom(3 << 20))
     entries = [static.entry(exe),
                fmt.Entry("binaries/noise.bin", noise, noise.stat().st_size, _sha(noise.read_bytes()), 0o644)]
-    kw = dict(spec_sha256="0" * 64, lock_sha256="1" * 64, components={"binary/noise": "1"}, level=3,
+    kw = dict(spec_sha256="0" * 64, lock_sha256="1" * 64, level=3, **typed({"binary/noise": "1"}, "binaries/noise.bin"),
               p256_key=fmt.load_p256_private_key(keys.p256_key))
     key = fmt.load_private_key(keys.key)
     whole = fmt.write_bundle(d / "dist", "k8s", "1.10.3", entries, key, **kw)

@@ -25,9 +25,16 @@ from contract.bundle import (
     verify_bundle,
     write_bundle,
 )
+from contract.bundle import contents as bc
 from contract.errors import Error
 
 CREATED = "2018-05-21T10:00:00Z"
+COMPONENTS = (bc.Component(bc.ComponentKind.RPM, "docker-ce", "17.03.2.ce-1.el7.centos",
+                                 (layout.rpm_path("docker-ce-17.03.2.ce-1.el7.centos.x86_64.rpm"),)),
+              bc.Component(bc.ComponentKind.BINARY, "kubernetes-server", "1.10.3",
+                                 (layout.binary_path("kubectl"), layout.binary_path("kubelet"))))
+TRUST = (bc.TrustEntry(bc.SourceKind.RPM, "docker-ce", bc.Check.UNCHECKED, (), "gpgcheck: false"),
+         bc.TrustEntry(bc.SourceKind.BINARY, "kubernetes-server", bc.Check.UPSTREAM_DIGEST))
 SPEC = "a" * 64
 LOCK = "b" * 64
 
@@ -76,7 +83,7 @@ def entries_of(files) -> list[Entry]:
 def build(out_dir, files, keys, **kwargs):
     kwargs.setdefault("created", CREATED)
     return write_bundle(out_dir, "k8s", "1.10.3", entries_of(files), keys[0], spec_sha256=SPEC,
-                        lock_sha256=LOCK, components={"kubernetes": "1.10.3", "etcd": "3.2.18"}, **kwargs)
+                        lock_sha256=LOCK, components=COMPONENTS, trust=TRUST, options={"dns": "kube-dns"}, **kwargs)
 
 
 def tree(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -206,7 +213,16 @@ def test_read_manifest_and_inspect(unsplit, split, keys) -> None:
     for handle in (unsplit.path, split.parts[0]):
         info = inspect_bundle(handle, keys[1])
         assert (info["name"], info["version"], info["created"]) == ("k8s", "1.10.3", CREATED)
-        assert info["components"] == {"etcd": "3.2.18", "kubernetes": "1.10.3"}
+        assert info["format_version"] == 2 and info["options"] == {"dns": "kube-dns"}
+        assert info["components"] == [
+            {"kind": "binary", "name": "kubernetes-server", "version": "1.10.3",
+             "paths": [layout.binary_path("kubectl"), layout.binary_path("kubelet")]},
+            {"kind": "rpm", "name": "docker-ce", "version": "17.03.2.ce-1.el7.centos",
+             "paths": [layout.rpm_path("docker-ce-17.03.2.ce-1.el7.centos.x86_64.rpm")]}]
+        assert [(t["kind"], t["name"], t["check"]) for t in info["trust"]] == [
+            ("binary", "kubernetes-server", "upstream-digest"), ("rpm", "docker-ce", "unchecked")]
+        assert info["warnings"] == [f"{bc.FINDING_TEXT[bc.Check.UNCHECKED]}: rpm/docker-ce"]
+        assert info["notes"] == [] and "legacy_components" not in info
         assert info["kinds"]["binary"]["files"] == 3
         assert info["kinds"]["binary"]["bytes"] == 5_000_000 + 4 + 7 * 20000
         assert info["kinds"]["rpm"]["files"] == 2

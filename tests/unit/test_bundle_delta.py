@@ -24,6 +24,7 @@ from contract.bundle import (
 from contract.bundle.delta import Base, BaseDir, Delta, omitted
 from contract.bundle.manifest import Manifest
 from contract.errors import Error, ValidationError
+from tests.typed_contents import typed
 
 CREATED = "2018-06-01T10:00:00Z"
 SPEC = "a" * 64
@@ -65,7 +66,8 @@ NEW = {
 
 def _bundle(out: Path, version: str, entries, keys, lock: str, **kw):
     return write_bundle(out, "k8s", version, entries, keys[0], spec_sha256=SPEC, lock_sha256=lock,
-                        components={"kubernetes": version}, created=CREATED, **kw)
+                        **typed({"binary/kubernetes-server": version},
+                                layout.binary_path("kubernetes-server-linux-amd64.tar")), created=CREATED, **kw)
 
 
 @pytest.fixture(scope="module")

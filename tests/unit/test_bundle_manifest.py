@@ -7,21 +7,31 @@ import json
 
 import pytest
 
+from contract.bundle.contents import Check, Component, ComponentKind, SourceKind, TrustEntry
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.errors import Error
 
 H = "0123456789abcdef" * 4
+FPR = "6341AB2753D78A78A7C27BB124C6A8A7F4A80EB5"
+KUBELET = Component(ComponentKind.BINARY, "kubernetes-server", "1.10.3", ("binaries/kubelet",))
+RPM = Component(ComponentKind.RPM, "a", "1.0-1.el7", ("rpms/a.rpm",))
+TRUST = (TrustEntry(SourceKind.BINARY, "kubernetes-server", Check.UPSTREAM_DIGEST, (), "sha256 from upstream"),
+         TrustEntry(SourceKind.RPM, "a", Check.GPG_SIGNED, (FPR,), "signed"),
+         TrustEntry(SourceKind.RPM_REPO, "base", Check.GPG_SIGNED, (FPR,), "the repo's key"),
+         TrustEntry(SourceKind.RPM_REPODATA, "base", Check.UNSIGNED, (), "no repomd.xml.asc"))
 
 
 def sample() -> Manifest:
     return Manifest(
-        format_version=1,
+        format_version=2,
         name="k8s",
         version="1.10.3",
         created="2018-05-21T10:00:00Z",
         spec_sha256=H,
         lock_sha256=H,
-        components={"kubernetes": "1.10.3", "etcd": "3.2.18"},
+        components=(KUBELET, RPM),
+        trust=TRUST,
+        options={"dns": "kube-dns"},
         files=(
             FileEntry("binaries/kubelet", 10, H, 0o755),
             FileEntry("bundle-lock.yaml", 0, H, 0o644),
@@ -31,19 +41,30 @@ def sample() -> Manifest:
 
 
 def test_round_trip_is_exact() -> None:
-    m = sample()
+    m = sample().check()
     data = m.to_bytes()
     again = Manifest.from_bytes(data)
     assert again == m
     assert again.to_bytes() == data
     assert data.endswith(b"\n")
     assert list(json.loads(data)) == sorted(json.loads(data))
+    assert again.components == (KUBELET, RPM) and again.trust == TRUST and again.options == {"dns": "kube-dns"}
+    assert again.versions() == {"binary/kubernetes-server": "1.10.3", "rpm/a": "1.0-1.el7"}
+    assert json.loads(data)["trust"][1] == {"kind": "rpm", "name": "a", "check": "gpg-signed", "keys": [FPR],
+                                            "detail": "signed"}
+    assert json.loads(data)["components"][0] == {"kind": "binary", "name": "kubernetes-server",
+                                                 "version": "1.10.3", "paths": ["binaries/kubelet"]}
 
 
 def test_bytes_do_not_depend_on_component_order() -> None:
     m = sample()
-    reordered = Manifest(**{**m.__dict__, "components": {"etcd": "3.2.18", "kubernetes": "1.10.3"}})
+    reordered = Manifest(**{**m.__dict__, "components": (RPM, KUBELET), "trust": TRUST[::-1]})
     assert reordered.to_bytes() == m.to_bytes()
+
+
+def test_untyped_components_are_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="Component"):
+        Manifest(**{**sample().__dict__, "components": {"kubernetes": "1.10.3"}})
 
 
 def test_helpers() -> None:
@@ -93,11 +114,15 @@ def _set_file(i, key, value):
         (_set_file(0, "mode", 493), "files[0].mode"),
         (_set_file(0, "extra", 1), "files[0].extra"),
         (lambda d: d["files"][0].pop("sha256"), "files[0].sha256"),
-        (lambda d: d.update(format_version=2), "format_version"),
+        (lambda d: d.update(format_version=3), "format_version"),
+        (lambda d: d.update(format_version="2"), "format_version"),
+        (lambda d: d.update(format_version=True), "format_version"),
         (lambda d: d.update(created="2018-05-21 10:00:00"), "created"),
         (lambda d: d.update(created="2018-05-21T10:00:00+02:00"), "created"),
         (lambda d: d.update(spec_sha256="x"), "spec_sha256"),
-        (lambda d: d.update(components={"etcd": 3}), "components.etcd"),
+        (lambda d: d.update(components={"etcd": "3.2.18"}), "components"),  # a format 1 map in format 2
+        (lambda d: d.pop("trust"), "trust"),
+        (lambda d: d.pop("options"), "options"),
         (lambda d: d.update(files={}), "files"),
         (lambda d: d.pop("name"), "name"),
         (lambda d: d.update(surprise=1), "surprise"),
@@ -123,7 +148,7 @@ def test_garbage_is_refused(data: bytes) -> None:
 
 def test_check_refuses_setuid_mode() -> None:
     m = sample()
-    bad = Manifest(**{**m.__dict__, "files": (FileEntry("binaries/kubelet", 1, H, 0o4755),)})
+    bad = Manifest(**{**m.__dict__, "files": (FileEntry("binaries/kubelet", 1, H, 0o4755),) + m.files[1:]})
     with pytest.raises(Error, match=r"files\[0\].mode"):
         bad.check()
 

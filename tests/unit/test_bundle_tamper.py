@@ -32,6 +32,7 @@ from contract.bundle import (
 )
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.errors import Error
+from tests.typed_contents import typed
 
 CREATED = "2018-05-21T10:00:00Z"
 KUBELET = layout.binary_path("kubelet")
@@ -65,7 +66,8 @@ def _write(out: Path, keys, contents=CONTENTS, version="1.10.3", **kwargs):
     src = out / "src"
     src.mkdir(parents=True)
     return write_bundle(out / "dist", "k8s", version, _entries(src, contents), keys[0], spec_sha256="a" * 64,
-                        lock_sha256="b" * 64, components={"kubernetes": "1.10.3"}, created=CREATED, **kwargs)
+                        lock_sha256="b" * 64, **typed({"binary/kubernetes-server": "1.10.3"}, KUBELET),
+                        created=CREATED, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +248,8 @@ def special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo
 
 def signed_head(key, contents, version="1.10.3") -> list:
     manifest = Manifest(
-        format_version=1, name="k8s", version=version, created=CREATED, spec_sha256="a" * 64,
-        lock_sha256="b" * 64, components={"kubernetes": "1.10.3"},
+        format_version=2, name="k8s", version=version, created=CREATED, spec_sha256="a" * 64,
+        lock_sha256="b" * 64,
         files=tuple(FileEntry(p, len(d), hashlib.sha256(d).hexdigest(), m) for p, (d, m) in sorted(contents.items())),
     )
     data = manifest.to_bytes()
@@ -405,8 +407,8 @@ def dual_head(dual, contents=CONTENTS, *, named=True, signer=None) -> list:
     """manifest.json naming dual's P-256 key (unless named=False), manifest.sig, and manifest.sig.p256 made
     by `signer` (dual's own P-256 key by default)."""
     manifest = Manifest(
-        format_version=1, name="k8s", version="1.10.3", created=CREATED, spec_sha256="a" * 64,
-        lock_sha256="b" * 64, components={"kubernetes": "1.10.3"},
+        format_version=2, name="k8s", version="1.10.3", created=CREATED, spec_sha256="a" * 64,
+        lock_sha256="b" * 64,
         files=tuple(FileEntry(p, len(d), hashlib.sha256(d).hexdigest(), m) for p, (d, m) in sorted(contents.items())),
         signer_p256=signature.encode_p256_public(dual.p256[1]) if named else "",
     )

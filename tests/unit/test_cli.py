@@ -165,13 +165,14 @@ def signed(tmp_path_factory):
     import hashlib
 
     from contract.bundle import Entry, generate_keys, load_p256_private_key, load_private_key, write_bundle
+    from tests.typed_contents import typed
 
     d = tmp_path_factory.mktemp("signed")
     keys = generate_keys(d / "keys")
     src = d / "f"
     src.write_bytes(b"kubelet")
     entries = [Entry("binaries/kubelet", src, 7, hashlib.sha256(b"kubelet").hexdigest(), 0o755)]
-    kw = dict(spec_sha256="0" * 64, lock_sha256="1" * 64, components={"kubernetes": "1.10.3"})
+    kw = dict(spec_sha256="0" * 64, lock_sha256="1" * 64, **typed({"binary/kubernetes-server": "1.10.3"}))
     key = load_private_key(keys.key)
     dual = write_bundle(d / "dual", "k8s", "1.10.3", entries, key, p256_key=load_p256_private_key(keys.p256_key),
                         **kw)

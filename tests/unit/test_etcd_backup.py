@@ -326,7 +326,7 @@ def test_apply_takes_it_after_planning_and_before_the_first_change(monkeypatch, 
 
     order = []
     bundle = SimpleNamespace(name="k8s", version="1", digest="d" * 64, fingerprint="f", reused=True, dir=tmp_path,
-                             components={})
+                             components=(), trust=())
     site = SimpleNamespace(inv=inv, pki=Pki(tmp_path), state=StateDir(tmp_path).ensure(), bundle=bundle,
                            pki_report=None)
     plan = a_plan(step("k8s-master1"))

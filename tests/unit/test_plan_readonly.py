@@ -22,6 +22,7 @@ from installer import facts as facts_mod
 from installer.hosts.connector import Result
 from installer.render import flannel_network_config
 from tests.fixtures.harbor import layout
+from tests.typed_contents import typed
 from tests.unit.test_plan import converged_facts
 
 INV = {
@@ -61,7 +62,7 @@ def signed_bundle(d: Path, files: Dict[str, bytes], **write_kw):
     generate_keypair(d / "keys")
     return write_bundle(d / "dist", "k8s", "1.10.3", entries, load_private_key(d / "keys" / "bundle.key"),
                         spec_sha256="0" * 64, lock_sha256="1" * 64,
-                        components={"binary/kubernetes-server": "1.10.3"}, level=1, **write_kw)
+                        **typed({"binary/kubernetes-server": "1.10.3"}, next(iter(files))), level=1, **write_kw)
 
 
 @pytest.fixture(scope="module")

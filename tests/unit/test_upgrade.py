@@ -19,6 +19,7 @@ from installer import inventory as inventory_mod
 from installer.pki import Pki
 from installer.runlock import LOCK_FILE
 from installer.state import StateDir
+from tests.typed_contents import components, trust
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "inventory.example.yaml"
@@ -26,7 +27,7 @@ RECORD = Path("/state/applied.json")
 
 
 def k8s(version):
-    return {"binary/kubernetes-server": version, "binary/etcd": "3.3.1", "binary/flannel": "0.10.0"}
+    return components({"binary/kubernetes-server": version, "binary/etcd": "3.3.1", "binary/flannel": "0.10.0"})
 
 
 def refused(record, version):
@@ -72,7 +73,7 @@ def test_no_record_is_refused_saying_how_to_get_one():
 
 def test_a_bundle_without_kubernetes_or_with_a_bad_version_is_refused():
     with pytest.raises(Error) as e:
-        versions.decide({"kubernetes": "1.10.3"}, {"binary/etcd": "3.3.1"}, RECORD)
+        versions.decide({"kubernetes": "1.10.3"}, components({"binary/etcd": "3.3.1"}), RECORD)
     assert "names no Kubernetes version" in e.value.message and e.value.exit_code == EXIT_INVALID
     e = refused({"kubernetes": "1.10.3"}, "latest")
     assert e.message.startswith("the bundle's version 'latest' is not a Kubernetes release version")
@@ -126,7 +127,7 @@ def test_changes_list_only_what_moved_on_converged_hosts():
 
 def fake_site(inv, root, version):
     bundle = SimpleNamespace(name="k8s", version=version, digest="d" * 64, fingerprint="f", reused=True, dir=root,
-                             components=k8s(version))
+                             components=k8s(version), trust=trust(k8s(version)))
     return SimpleNamespace(inv=inv, pki=Pki(root), state=StateDir(root).ensure(), bundle=bundle, pki_report=None)
 
 
@@ -174,7 +175,8 @@ def bundles(tmp_path_factory):
     entries = [Entry("binaries/kubelet", src, 7, hashlib.sha256(b"kubelet").hexdigest(), 0o644)]
     key = load_private_key(d / "keys" / "bundle.key")
     out = {v: write_bundle(d / v, "k8s", v, entries, key, spec_sha256="0" * 64, lock_sha256="1" * 64,
-                           components=k8s(v), level=1).path for v in ("1.10.2", "1.10.3", "1.10.4", "1.11.0")}
+                           components=k8s(v), trust=trust(k8s(v)), level=1).path
+           for v in ("1.10.2", "1.10.3", "1.10.4", "1.11.0")}
     return out, d / "keys" / "bundle.pub"
 
 
