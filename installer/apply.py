@@ -16,7 +16,7 @@ import requests
 from contract.bundle import layout
 from contract.errors import Error
 from installer import checks as checks_mod
-from installer import egress, etcd_backup, preflight, versions
+from installer import egress, etcd_backup, etcd_membership, versions
 from installer import plan as plan_mod
 from installer.executor import Executor, Outcome, StepFailed  # noqa: F401  (re-exported)
 from installer.gather import control_state, gather_states
@@ -42,15 +42,9 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
     names = [h.name for h in site.inv.hosts]
     if site.registry_host is not None:
         names.append(site.registry_host.name)
-    recorded = site.state.etcd_members()
-    problem = preflight.etcd_membership_problem(recorded, site.inv)
-    if problem:
-        raise Error(f"the inventory changes the members of the running etcd cluster: {problem}",
-                    context="planning the etcd phase",
-                    hint=f"apply forms the etcd cluster once and does not add or remove members: keep the etcd "
-                         f"role on exactly {', '.join(sorted(recorded or {}))} (recorded in "
-                         f"{site.state.root / 'etcd-members.json'}), or change the membership by hand with "
-                         "`etcdctl member add/remove` and update that file; nothing was changed")
+    refusal = etcd_membership.moved_members(site.state.etcd_members(), site.inv)  # before any host is asked
+    if refusal:
+        raise refusal
     states = gather_states(site, hosts, names, opts, read_only=read_only)
     control = control_state(site, opts.session)
     plan = plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
