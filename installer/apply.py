@@ -87,6 +87,7 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
     """`installer apply` (and add-node with focus, upgrade with the decision of its version policy): the whole
     pipeline; returns the evidence report. Only upgrade changes the Kubernetes version a cluster was recorded with."""
     t0 = opts.clock()
+    etcd_membership.refuse_moved_early(Path(inventory), Path(state_dir))  # before the PKI follows the new address
     site = load_site(inventory, bundle_path, pub, state_dir, opts.out)
     previous = site.state.applied()  # what the last successful run converged to (None before the first)
     if upgrade is None:

@@ -110,6 +110,19 @@ def moved_members(recorded: Optional[Mapping[str, str]], inv: Inventory) -> Opti
                     "joins)", EXIT_INVALID)
 
 
+def refuse_moved_early(inventory_path, state_dir) -> None:
+    """moved_members before apply loads the site: the PKI would otherwise reissue the moved member's
+    certificates (and the apiserver's) in the state directory for an apply that is then refused."""
+    from installer import inventory as inventory_mod
+    from installer.state import StateDir
+
+    state = StateDir(state_dir)
+    recorded = state.etcd_members() if state.root.is_dir() else None
+    refusal = moved_members(recorded, inventory_mod.load(inventory_path)) if recorded else None
+    if refusal:
+        raise refusal
+
+
 def decide(inv: Inventory, states: Mapping[str, HostState], control: ControlState,
            starting: Set[str] = frozenset()) -> Optional[Change]:
     """The membership change of this run (None: the inventory's group is the recorded membership), or a
