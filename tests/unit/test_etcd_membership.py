@@ -102,11 +102,6 @@ def phase(plan, name=em.PHASE):
     return next(p for p in plan.phases if p.name == name)
 
 
-def shape(ph):
-    return [([(s.host, str(s.kind), str(s.target)) for s in w.steps], [(str(g.target), g.items) for g in w.gates])
-            for w in ph.waves]
-
-
 @pytest.fixture(scope="module")
 def moved(tmp_path_factory):
     """One inventory edit: h1 leaves the etcd group (stays a master), h4 (a node) joins it."""
@@ -121,9 +116,7 @@ def test_a_host_added_to_the_etcd_group_joins_behind_the_gates_and_the_leave_wai
     plan = P.build(inv, d, states, control(inv, THREE))
     ph = phase(plan)
     assert ph.rolling
-    waves = shape(ph)
-    assert waves[0] == ([("control", "gate", "etcd-members-healthy")], []) or waves[0][0][0][2] == "etcd-members-healthy"
-    gate = ph.waves[0].steps[0]
+    [gate] = ph.waves[0].steps
     assert gate.target is Gate.ETCD_MEMBERS_HEALTHY and gate.items == ("h1", "h2", "h3")
     prepared = [(s.kind, s.target) for s in ph.waves[1].steps]
     assert {s.host for s in ph.waves[1].steps} == {"h4"}
@@ -259,7 +252,7 @@ def test_re_runs_after_a_failure_resume_the_change(moved):
     plan = P.build(inv, d, states, control(inv, recorded, unhealthy=("h4",)))
     etcd = phase(plan, "etcd")
     assert [s.kind for s in etcd.steps if s.host == "h4" and s.acts][-2:] == [StepKind.ETCD_JOIN, StepKind.RESTART]
-    assert not phase(plan).waves and "after" not in "".join(plan.deferred)
+    assert not phase(plan).waves
     assert plan.deferred == ("etcd membership: h1 leaves by the next apply (this run rejoins h4 first: one "
                              "membership change per run)",)
     script = etcd_member.join_script(inv, inv.host("h4"), members=recorded)
@@ -358,11 +351,53 @@ def test_the_record_follows_and_a_host_gone_from_the_inventory_loses_its_etcd_ro
                            items=tuple(f"{n}={a}" for n, a in THREE.items()))
     assert em.record(st, inv, step) == "recorded: h1, h2, h3"
     assert st.etcd_members() == THREE and st.hosts()["h9"]["roles"] == ["node"]
+
+
+def test_remove_node_refuses_a_member_and_says_how_apply_removes_it(tmp_path):
     from installer import remove_node
 
-    with pytest.raises(Error) as e:  # an etcd member: the hint says how
-        remove_node.plan(inv, StateDir(tmp_path / "s2").ensure(), None, ["h1"], keep_data=False)
-    assert "still in the inventory" in e.value.message
+    inv = load(tmp_path)
+    st = StateDir(tmp_path / "state").ensure()
+    st.set_etcd_members(dict(THREE, h9="198.18.0.19"))
+    st.set_hosts({"h9": {"name": "h9", "address": "198.18.0.19", "roles": ["node"]}})
+    with pytest.raises(Error) as e:  # still a recorded member
+        remove_node.plan(inv, st, None, ["h9"], keep_data=False)
+    assert "is an etcd member" in e.value.message
+    assert "out of the etcd group in the inventory and run `installer apply`" in e.value.hint
+
+
+def test_apply_refuses_a_moved_member_before_loading_the_site(tmp_path):
+    inv_path = tmp_path / "inv.yaml"
+    load(tmp_path)  # writes inv.yaml
+    state = tmp_path / "state"
+    em.refuse_moved_early(inv_path, state)  # no state directory: nothing recorded, nothing refused
+    StateDir(state).ensure().set_etcd_members(dict(THREE, h2="198.18.0.42"))
+    with pytest.raises(em.MembershipRefused) as e:
+        em.refuse_moved_early(inv_path, state)
+    assert "h2 (198.18.0.42 -> 198.18.0.12) changed address" in e.value.message and e.value.exit_code == 2
+    assert sorted(p.name for p in state.iterdir()) == ["etcd-members.json"]  # no PKI was made
+
+
+def test_gates_probe_recorded_members_outside_the_inventory(monkeypatch, tmp_path):
+    from installer import checks, gates
+
+    inv = load(tmp_path, ("h2", "h3", "h4"))
+    st = StateDir(tmp_path / "state").ensure()
+    st.set_etcd_members(dict(THREE, h4=ADDR["h4"]))
+    asked = []
+
+    def health_of(pki, session, members):
+        asked.extend(members.values())
+        return [checks.Result("etcd health", n, n != "h1", "healthy" if n != "h1" else "refused")
+                for n in members]
+
+    monkeypatch.setattr(checks, "etcd_health_of", health_of)
+    site = SimpleNamespace(inv=inv, pki=None, state=st)
+    ok, detail = gates._etcd_ok(site, None, ("h1", "h2", "h3"))
+    assert not ok and detail == "h1: refused" and ADDR["h1"] in asked
+    assert gates._etcd_ok(site, None, ("h2", "h3", "h4")) == (True, "3 healthy")
+    ok, detail = gates._etcd_ok(site, None, ("h2", "h7"))
+    assert not ok and "h7: not a member" in detail
 
 
 class Conn:
