@@ -14,11 +14,10 @@ import pytest
 import yaml
 
 from contract.errors import Error
-from installer import etcd_backup, etcd_member
+from installer import etcd_backup, etcd_member, plan_model, plan_rules
 from installer import etcd_membership as em
 from installer import inventory as inventory_mod
 from installer import plan as P
-from installer import plan_model, plan_rules
 from installer.etcd_backup import OnMember
 from installer.facts import Facts, FileState, UnitState
 from installer.plan_model import Gate, StepKind
