@@ -186,8 +186,10 @@ def this_run(inv: Inventory, states: Mapping[str, HostState], control: ControlSt
     if change is None:
         return None, []
     if focus:
-        raise _refused(f"the inventory changes the etcd membership ({change.name} "
-                       f"{'joins' if change.kind == ADD else 'leaves'}): add-node changes no etcd member",
+        from installer.preflight import etcd_membership_problem
+
+        raise _refused(f"the inventory changes the etcd membership "
+                       f"({etcd_membership_problem(dict(control.etcd_members), inv)}): add-node changes no etcd member",
                        "run installer apply, which makes the change one member at a time", EXIT_INVALID)
     what = [f"{change.name} {'joins' if change.kind == ADD else 'leaves'}"] + list(change.later)
     if rejoining:

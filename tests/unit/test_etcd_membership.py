@@ -162,6 +162,7 @@ def test_the_next_apply_removes_the_leaving_member_and_retires_its_host(moved):
     assert ph.waves[3].steps[0].items == ("h2=198.18.0.12", "h3=198.18.0.13", "h4=198.18.0.14")
     assert [(g.target, g.items) for g in ph.waves[3].gates] == [(Gate.ETCD_HEALTH, ("h2", "h3", "h4"))]
     assert plan.deferred == () and plan.empty is False
+    assert etcd_backup.changes_etcd_or_masters(plan, inv) == ["h2", "h1"]  # a snapshot first
     # the etcd phase's gates count h1 while it is still a member
     assert em.cluster_names(inv, em.decide(inv, {}, control(inv, recorded)), recorded) == ("h2", "h3", "h4", "h1")
     again = P.build(inv, d, states_for(inv, d), control(inv, {n: ADDR[n] for n in ("h2", "h3", "h4")}))
@@ -268,6 +269,7 @@ def test_add_node_changes_no_member(moved):
     with pytest.raises(em.MembershipRefused) as e:
         P.build(inv, d, states_for(inv, d, d_old, newcomer="h4"), control(inv, THREE), focus=["h5"])
     assert "add-node changes no etcd member" in e.value.message and "installer apply" in e.value.hint
+    assert "h4 would join; h1 would leave" in e.value.message
 
 
 def test_only_the_bootstrap_lines_of_etcd_conf_do_not_restart_a_member(moved):
