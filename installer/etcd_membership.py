@@ -201,6 +201,16 @@ def this_run(inv: Inventory, states: Mapping[str, HostState], control: ControlSt
                     f"run; this one: {what[0]})"]
 
 
+def joined(inv: Inventory, recorded: Optional[Mapping[str, str]]) -> Inventory:
+    """The inventory with the etcd role only on hosts that are recorded members (the cluster checks after an
+    apply that deferred a join: that host is no member yet); the inventory itself when nothing is deferred."""
+    if not recorded or all(m.name in recorded for m in inv.etcd_members):
+        return inv
+    hosts = tuple(h if not h.has("etcd") or h.name in recorded else
+                  h.model_copy(update={"roles": tuple(r for r in h.roles if r != "etcd")}) for h in inv.hosts)
+    return inv.model_copy(update={"hosts": hosts})
+
+
 # ------------------------------------------------------------------ the etcd phase around a change
 
 

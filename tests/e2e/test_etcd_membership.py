@@ -91,6 +91,7 @@ def test_etcd_moves_from_a_master_to_a_node_one_member_per_apply(testbed_factory
                 samples.append((time.monotonic(), ok))
                 time.sleep(0.2)
 
+        started = {n: cluster.unit_invocation(tb, n, "etcd") for n in (2, 3)}
         t = threading.Thread(target=probe, daemon=True)
         t.start()
         try:
@@ -102,6 +103,10 @@ def test_etcd_moves_from_a_master_to_a_node_one_member_per_apply(testbed_factory
             assert add.rc == 0, _fail(add)
             assert "etcd snapshot: " in add.stderr and "backups/etcd-" in add.stderr, add.stderr[-3000:]
             assert _members(ctl, (2, 3, 4)) == {f"h{n}": "started" for n in (1, 2, 3, 4)}
+            # the members that stay got the new ETCD_INITIAL_CLUSTER without a restart (bootstrap-only setting)
+            for n in (2, 3):
+                assert f"h4=https://{addrs[4]}:2380" in tb.ssh(n, "cat /etc/etcd/etcd.conf").stdout
+                assert cluster.unit_invocation(tb, n, "etcd") == started[n], f"h{n}'s etcd was restarted"
             recorded = json.loads((state / "etcd-members.json").read_text())["members"]
             assert recorded == {f"h{n}": addrs[n] for n in (1, 2, 3, 4)}, recorded
             remove = cluster.installer("apply", *args(inv2), timeout=1200)

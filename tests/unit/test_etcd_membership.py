@@ -189,6 +189,10 @@ def test_two_joins_make_one_change_per_run(tmp_path):
     assert adds == ["h4"] and plan.deferred == ("etcd membership: h5 joins by the next apply (one member changes "
                                                 "per run; this one: h4 joins)",)
     assert all(s.host != "h5" for p in plan.phases if p.name in ("etcd", em.PHASE) for s in p.steps)
+    # the checks after that apply count h4 (recorded by then), not h5 (no member yet)
+    checked = em.joined(inv, dict(THREE, h4=ADDR["h4"]))
+    assert [m.name for m in checked.etcd_members] == ["h1", "h2", "h3", "h4"] and checked.host("h5").roles == ("node",)
+    assert em.joined(inv, {n: ADDR[n] for n in ADDR}) is inv
 
 
 def test_a_dead_leaving_member_is_removed_before_a_join(moved):
