@@ -16,7 +16,7 @@ import requests
 from contract.bundle import layout
 from contract.errors import Error
 from installer import checks as checks_mod
-from installer import egress, etcd_backup, preflight, versions
+from installer import egress, etcd_backup, etcd_membership, versions
 from installer import plan as plan_mod
 from installer.executor import Executor, Outcome, StepFailed  # noqa: F401  (re-exported)
 from installer.gather import control_state, gather_states
@@ -42,15 +42,9 @@ def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[
     names = [h.name for h in site.inv.hosts]
     if site.registry_host is not None:
         names.append(site.registry_host.name)
-    recorded = site.state.etcd_members()
-    problem = preflight.etcd_membership_problem(recorded, site.inv)
-    if problem:
-        raise Error(f"the inventory changes the members of the running etcd cluster: {problem}",
-                    context="planning the etcd phase",
-                    hint=f"apply forms the etcd cluster once and does not add or remove members: keep the etcd "
-                         f"role on exactly {', '.join(sorted(recorded or {}))} (recorded in "
-                         f"{site.state.root / 'etcd-members.json'}), or change the membership by hand with "
-                         "`etcdctl member add/remove` and update that file; nothing was changed")
+    refusal = etcd_membership.moved_members(site.state.etcd_members(), site.inv)  # before any host is asked
+    if refusal:
+        raise refusal
     states = gather_states(site, hosts, names, opts, read_only=read_only)
     control = control_state(site, opts.session)
     plan = plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
@@ -93,6 +87,7 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
     """`installer apply` (and add-node with focus, upgrade with the decision of its version policy): the whole
     pipeline; returns the evidence report. Only upgrade changes the Kubernetes version a cluster was recorded with."""
     t0 = opts.clock()
+    etcd_membership.refuse_moved_early(Path(inventory), Path(state_dir))  # before the PKI follows the new address
     site = load_site(inventory, bundle_path, pub, state_dir, opts.out)
     previous = site.state.applied()  # what the last successful run converged to (None before the first)
     if upgrade is None:
@@ -119,7 +114,9 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
             outcome = Executor(site, hosts, opts).run(plan)
     finally:
         hosts.close()
-    results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for,
+    # the etcd group as far as it joined: a member whose join the plan deferred is not checked yet
+    checked = etcd_membership.joined(site.inv, site.state.etcd_members())
+    results = checks_mod.run_all(checked, site.pki, opts.session, opts.connector_for,
                                  opts.max_parallel) if opts.checks else None
     # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
     # check that fails is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds (also after an empty plan)
@@ -127,7 +124,7 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         if results.ok:
             break
         opts.sleep(SETTLE_PAUSE)
-        results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for, opts.max_parallel)
+        results = checks_mod.run_all(checked, site.pki, opts.session, opts.connector_for, opts.max_parallel)
     if results is not None:  # seeded by now: every reference must be there with the bundle's digest
         results.results += images_results(site, opts.session)
     changed = {"upgrade": upgrade.to_dict() if upgrade else None,

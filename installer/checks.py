@@ -10,7 +10,7 @@ import json
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -86,18 +86,23 @@ def _why(e: Exception) -> str:
 
 def etcd_health(inv: Inventory, pki: Pki, session: requests.Session) -> List[Result]:
     """GET /health on every member's client URL with the etcd-healthcheck client certificate."""
+    return etcd_health_of(pki, session, {m.name: m.address for m in inv.etcd_members})
+
+
+def etcd_health_of(pki: Pki, session: requests.Session, members: Mapping[str, str]) -> List[Result]:
+    """etcd_health of the members given as {name: address} (e.g. recorded ones outside the inventory's group)."""
     out = []
-    for m in inv.etcd_members:
-        url = f"https://{m.address}:2379/health"
+    for name, address in members.items():
+        url = f"https://{address}:2379/health"
         r, why = _get(session, url, pki, "etcd-healthcheck")
         if r is None:
-            out.append(Result("etcd health", m.name, False, why))
+            out.append(Result("etcd health", name, False, why))
             continue
         try:
             healthy = str(r.json().get("health")) == "true"
         except ValueError:
             healthy = False
-        out.append(Result("etcd health", m.name, r.status_code == 200 and healthy,
+        out.append(Result("etcd health", name, r.status_code == 200 and healthy,
                           "healthy" if healthy else f"HTTP {r.status_code}: {r.text.strip()[:120]}"))
     return out
 

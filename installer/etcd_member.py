@@ -19,7 +19,7 @@ recorded membership does not change: the same names at the same addresses.
 from __future__ import annotations
 
 import shlex
-from typing import List, Mapping, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from contract.errors import Error
 from installer.etcd_auth import etcdctl
@@ -50,8 +50,11 @@ def joiners(inv: Inventory, states: Mapping[str, HostState], control: ControlSta
     if not control.etcd_recorded:
         return []  # the cluster is formed by this run, not joined
     running = {m.name for m in inv.etcd_members if m.name in states and _running(states[m.name])}
+    recorded = dict(control.etcd_members)
     for m in inv.etcd_members:
         st = states.get(m.name)
+        if recorded and m.name not in recorded:
+            continue  # new in the etcd group: it joins (installer.etcd_membership), it does not rejoin
         if st is None or st.facts.probes.get(PROBE_DATA) != 1 or m.name in running:
             continue
         if running - {m.name}:
@@ -67,13 +70,16 @@ def with_join(steps: Sequence[Step], host: Host) -> List[Step]:
     return out + [join, Step(host.name, StepKind.RESTART, "etcd", "joins the cluster")]
 
 
-def join_script(inv: Inventory, host: Host, on: OnMember = OnMember()) -> str:
-    """sh run on the joining host (see the module docstring)."""
+def join_script(inv: Inventory, host: Host, on: OnMember = OnMember(),
+                members: Optional[Mapping[str, str]] = None) -> str:
+    """sh run on the joining host (see the module docstring). members: the recorded membership {name: address}
+    (the cluster as it is, which etcd checks ETCD_INITIAL_CLUSTER against); the inventory's group without one."""
     q = shlex.quote
-    others = [m for m in inv.etcd_members if m.name != host.name]
-    e = etcdctl(on, ",".join(m.address for m in others), on.admin_cert, on.admin_key)
+    members = dict(members) if members else {m.name: m.address for m in inv.etcd_members}
+    members.setdefault(host.name, host.address)
+    e = etcdctl(on, ",".join(a for n, a in members.items() if n != host.name), on.admin_cert, on.admin_key)
     peer = f"https://{host.address}:2380"
-    cluster = ",".join(f"{m.name}=https://{m.address}:2380" for m in inv.etcd_members)
+    cluster = ",".join(f"{n}=https://{a}:2380" for n, a in members.items())
     return "\n".join([
         "set -e",
         f"e() {{ {e} \"$@\"; }}",
@@ -91,9 +97,10 @@ def join_script(inv: Inventory, host: Host, on: OnMember = OnMember()) -> str:
     ]) + "\n"
 
 
-def join(conn, inv: Inventory, host: Host, on: OnMember = OnMember()) -> str:
+def join(conn, inv: Inventory, host: Host, on: OnMember = OnMember(),
+         members: Optional[Mapping[str, str]] = None) -> str:
     """Run the join step on the member's host; the summary for the journal."""
-    r = conn.run(join_script(inv, host, on), timeout=TIMEOUT, check=False)
+    r = conn.run(join_script(inv, host, on, members), timeout=TIMEOUT, check=False)
     if r.rc != 0:
         raise Error(f"{host.name}: re-adding it to the etcd cluster failed (exit status {r.rc})",
                     context=f"replacing etcd member {host.name} (its data is gone)",

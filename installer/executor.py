@@ -15,6 +15,7 @@ from installer import (
     drain,
     etcd_auth,
     etcd_member,
+    etcd_membership,
     gates,
     harbor_install,
     plan_model,
@@ -164,7 +165,21 @@ class Executor:
 
     def _etcd_join(self, s: Step) -> StepResult:
         inv = self.site.inv
-        return StepResult(Status.DONE, etcd_member.join(self.hosts[s.host], inv, inv.host(s.host)))
+        return StepResult(Status.DONE, etcd_member.join(self.hosts[s.host], inv, inv.host(s.host),
+                                                        members=self.site.state.etcd_members()))
+
+    def _etcd_member_add(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, etcd_membership.run(self.hosts[s.host], s, f"etcd member add {s.target}"))
+
+    def _etcd_member_remove(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, etcd_membership.run(self.hosts[s.host], s, f"etcd member remove {s.target}"))
+
+    def _etcd_member_retire(self, s: Step) -> StepResult:
+        done, detail = etcd_membership.retire(self.site, self.hosts, self.opts.connector_for, s)
+        return StepResult(Status.DONE if done else Status.SKIPPED, detail)
+
+    def _etcd_members_record(self, s: Step) -> StepResult:
+        return StepResult(Status.DONE, etcd_membership.record(self.site.state, self.site.inv, s))
 
     def _drain(self, s: Step) -> StepResult:
         session = drain.fresh_session(self.opts.session)
@@ -283,6 +298,10 @@ HANDLERS: Dict[StepKind, Callable[[Executor, Step], StepResult]] = {
     StepKind.FLANNEL_KEY: Executor._flannel_key,
     StepKind.ETCD_AUTH: Executor._etcd_auth,
     StepKind.ETCD_JOIN: Executor._etcd_join,
+    StepKind.ETCD_MEMBER_ADD: Executor._etcd_member_add,
+    StepKind.ETCD_MEMBER_REMOVE: Executor._etcd_member_remove,
+    StepKind.ETCD_MEMBER_RETIRE: Executor._etcd_member_retire,
+    StepKind.ETCD_MEMBERS_RECORD: Executor._etcd_members_record,
     StepKind.DRAIN: Executor._drain,
     StepKind.UNCORDON: Executor._uncordon,
     StepKind.PUT: Executor._put,

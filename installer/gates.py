@@ -30,9 +30,22 @@ class Env:
     harbor_log: Callable[[str], List[str]]  # host -> the tail of Harbor's install log there
 
 
-def _etcd_ok(inv, pki, session, members: Sequence[str]) -> Tuple[bool, str]:
+def _etcd_results(site, session) -> List[checks_mod.Result]:
+    """/health of the inventory's members and of the recorded ones outside its etcd group (a member that leaves
+    is one until it was removed)."""
+    results = checks_mod.etcd_health(site.inv, site.pki, session)
+    state = getattr(site, "state", None)
+    recorded = (state.etcd_members() if state is not None else None) or {}
+    extra = {n: a for n, a in recorded.items() if n not in {r.target for r in results}}
+    return results + (checks_mod.etcd_health_of(site.pki, session, extra) if extra else [])
+
+
+def _etcd_ok(site, session, members: Sequence[str]) -> Tuple[bool, str]:
     """All of `members` (every member when empty) answer /health."""
-    results = [r for r in checks_mod.etcd_health(inv, pki, session) if not members or r.target in members]
+    results = [r for r in _etcd_results(site, session) if not members or r.target in members]
+    missing = [n for n in members if n not in {r.target for r in results}]
+    results += [checks_mod.Result("etcd health", n, False, "not a member the inventory or the record names")
+                for n in missing]
     return checks_mod.all_ok(results)
 
 
@@ -43,7 +56,7 @@ def _harbor_probe(env: Env, s: Step) -> Probe:
 
 
 def _etcd_probe(env: Env, s: Step) -> Probe:
-    return functools.partial(_etcd_ok, env.site.inv, env.site.pki, env.session, s.items)
+    return functools.partial(_etcd_ok, env.site, env.session, s.items)
 
 
 def _apiserver_probe(env: Env, s: Step) -> Probe:
@@ -72,7 +85,7 @@ def _unhealthy_members(env: Env, s: Step) -> List[str]:
     """Exactly the members of the gate that are not healthy (all of them when none says so)."""
     inv = env.site.inv
     hosts = _named_hosts(env, s)
-    hosts = [r.target for r in checks_mod.etcd_health(inv, env.site.pki, env.session) if not r.ok and r.target in hosts]
+    hosts = [r.target for r in _etcd_results(env.site, env.session) if not r.ok and r.target in hosts]
     return hosts or [m.name for m in inv.etcd_members if m.name in s.items]
 
 
@@ -97,6 +110,14 @@ def _quorum_at_risk(env: Env, s: Step, hosts: List[str], detail: str, timeout: f
                       f"one at a time")
 
 
+def _membership_at_risk(env: Env, s: Step, hosts: List[str], detail: str, timeout: float) -> Error:
+    return Error(f"{', '.join(hosts)}: etcd not healthy, so the etcd membership is not changed (a member added or "
+                 f"removed now could lose quorum): {detail}", context=f"waiting {timeout:.0f} s for {s.reason}",
+                 details=[f"{h} etcd: {ln}" for h in hosts for ln in env.unit_log(h, "etcd")[-10:]],
+                 hint=f"start or repair etcd on {', '.join(hosts)} (systemctl status etcd; journalctl -u etcd), "
+                      "then run apply again: the change is made then")
+
+
 @dataclass(frozen=True)
 class Handler:
     """One gate: its probe, whom to name and the error when it is not reached in time."""
@@ -111,6 +132,7 @@ HANDLERS: Dict[Gate, Handler] = {
     Gate.HARBOR_API: Handler(_harbor_probe, error=_harbor_not_reached, slow=True),
     Gate.ETCD_HEALTH: Handler(_etcd_probe, blame=_unhealthy_members),
     Gate.ETCD_OTHERS_HEALTHY: Handler(_etcd_probe, blame=_unhealthy_members, error=_quorum_at_risk),
+    Gate.ETCD_MEMBERS_HEALTHY: Handler(_etcd_probe, blame=_unhealthy_members, error=_membership_at_risk),
     Gate.APISERVER_HEALTHZ: Handler(_apiserver_probe),
     Gate.VIP_HEALTHZ: Handler(_vip_probe),
     Gate.NODE_READY: Handler(_nodes_probe),

@@ -67,8 +67,12 @@ def control_state(site: Site, session: requests.Session) -> ControlState:
         except Error:
             missing = None
     value = checks_mod.flannel_config(inv, site.pki, session)
-    unhealthy = tuple(r.target for r in checks_mod.etcd_health(inv, site.pki, session) if not r.ok)
+    recorded = site.state.etcd_members()
+    health = checks_mod.etcd_health(inv, site.pki, session)
+    extra = {n: a for n, a in (recorded or {}).items() if n not in {r.target for r in health}}
+    health += checks_mod.etcd_health_of(site.pki, session, extra) if extra else []  # members leaving the group
+    unhealthy = tuple(r.target for r in health if not r.ok)
     return ControlState(images_missing=missing, images_total=total, flannel_config=value, harbor_up=up,
                         harbor_detail=detail, etcd_unhealthy=unhealthy,
-                        etcd_recorded=site.state.etcd_members() is not None,
+                        etcd_recorded=recorded is not None, etcd_members=tuple((recorded or {}).items()),
                         cordoned=drain.marked(inv, site.pki, session) if inv.nodes else ())

@@ -15,6 +15,8 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
              images (control host)
   etcd       all members at once when none runs (Type=notify waits for quorum), else rolling and
              quorum-safe: stopped or unhealthy members first, a healthy one only once all others are healthy
+  etcd-membership  one member joins or leaves when the inventory's etcd group differs from the recorded
+             membership (installer.etcd_membership), each step behind a health gate
   flannel-network  the v2 key <prefix>/config (control host, etcd client cert)
   flannel    flanneld on every master and node in parallel (Type=notify: a start returns once the lease and
              /run/flannel/subnet.env exist), so the apiservers reach pod IPs through flannel.1
@@ -37,6 +39,7 @@ from __future__ import annotations
 from typing import Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from installer import components, etcd_auth, etcd_member
+from installer import etcd_membership as em
 from installer import secrets_rewrite as sr
 from installer.inventory import Host, Inventory
 from installer.plan_model import (
@@ -64,7 +67,8 @@ from installer.render import BIN_DIR, PATHS, UNIT_DIR
 
 
 def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], states: Mapping[str, HostState],
-                  control: ControlState, inv: Inventory, gate: Step, joining: Sequence[str] = ()) -> Tuple[Wave, ...]:
+                  control: ControlState, cluster: Sequence[str], gate: Step,
+                  joining: Sequence[str] = ()) -> Tuple[Wave, ...]:
     """Quorum-safe rolling waves: members that do not run or are unhealthy first (starting them can only
     restore quorum), then the healthy ones, each after a gate that every *other* member is healthy, so a
     healthy member is never restarted while another one is down."""
@@ -79,7 +83,7 @@ def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], st
     waves: List[Wave] = []
     for h in order:
         if h.name in joining or (not down(h) and h.name not in unhealthy):
-            others = tuple(m.name for m in inv.etcd_members if m.name != h.name)
+            others = tuple(n for n in cluster if n != h.name)
             waves.append(Wave((Step(CONTROL, StepKind.GATE, Gate.ETCD_OTHERS_HEALTHY, f"every etcd member but {h.name} "
                                     f"answers /health before {h.name} "
                                     f"{'rejoins' if h.name in joining else 'restarts'} (quorum kept)", items=others,
@@ -180,25 +184,35 @@ def build(
     phases.append(Phase("registry", tuple(reg_waves) + ((Wave(tuple(steps)),) if steps else ())))
 
     # etcd: all members at once when none runs (Type=notify: each start waits for quorum), else rolling
+    # (a host new in the etcd group joins in the etcd-membership phase after it: installer.etcd_membership)
+    recorded = dict(control.etcd_members)
     members = [h for h in hosts if h.has("etcd") and in_focus(h)]
-    per_host = {h.name: host_phase(h, "etcd") for h in members}
+    per_host = {h.name: em.quiet(host_phase(h, "etcd"), states[h.name], pending.get(h.name, set())) for h in members}
+    newcomers = {n: per_host.pop(n) for n in list(per_host) if recorded and n not in recorded}
+    members = [h for h in members if h.name not in newcomers]
     joining = [n for n in etcd_member.joiners(inv, states, control) if n in per_host]
     for n in joining:
         per_host[n] = etcd_member.with_join(per_host[n], inv.host(n))
+    starting = {n for n, s_h in per_host.items() if any(s.kind is StepKind.RESTART for s in s_h)}
+    change, later = em.this_run(inv, states, control, starting, focus=focus_set is not None, rejoining=joining)
+    deferred += later
+    cluster = em.cluster_names(inv, change, recorded)
     active = [h for h in members if per_host.get(h.name)]
     any_running = any((states[h.name].facts.units or {}).get("etcd") and
                       states[h.name].facts.units["etcd"].running for h in hosts if h.has("etcd"))
     restarting = [h for h in active if any(s.kind is StepKind.RESTART for s in per_host[h.name])]
     gate = Step(CONTROL, StepKind.GATE, Gate(components.ETCD.gate), "every member answers /health over TLS",
-                items=tuple(m.name for m in inv.etcd_members), units=components.ETCD.gate_units)
+                items=cluster, units=components.ETCD.gate_units)
     if active and any_running and restarting:
-        phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, inv, gate, joining),
+        phases.append(Phase("etcd", _etcd_rolling(active, per_host, states, control, cluster, gate, joining),
                             rolling=True))
     elif active:
         waves_e = (Wave(tuple(s for h in active for s in per_host[h.name]), (gate,) if restarting else ()),)
         phases.append(Phase("etcd", waves_e))
     else:
         phases.append(Phase("etcd"))
+    change_waves = em.waves(change, newcomers.get(change.name, ()) if change else (), states)
+    phases.append(Phase(em.PHASE, change_waves, rolling=bool(change_waves)))
 
     phases.append(etcd_auth.phase(inv, {n: st.facts for n, st in states.items()}, in_focus))
 

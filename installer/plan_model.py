@@ -46,6 +46,10 @@ class StepKind(Name):
     FLANNEL_KEY = "flannel-key"
     ETCD_AUTH = "etcd-auth"  # turn on etcd v3 authentication (installer.etcd_auth)
     ETCD_JOIN = "etcd-join"  # a member whose data is gone rejoins the running cluster (installer.etcd_member)
+    ETCD_MEMBER_ADD = "etcd-member-add"  # etcdctl member add on a running member (installer.etcd_membership)
+    ETCD_MEMBER_REMOVE = "etcd-member-remove"  # etcdctl member remove on a member that stays
+    ETCD_MEMBER_RETIRE = "etcd-member-retire"  # the removed member's host: etcd stopped, its data moved aside
+    ETCD_MEMBERS_RECORD = "etcd-members-record"  # the recorded membership follows a change
     DRAIN = "drain"  # cordon a node and evict its pods before its kubelet is replaced (installer.drain)
     UNCORDON = "uncordon"  # make it schedulable again once Ready
     KUBECTL_APPLY = "kubectl-apply"
@@ -59,6 +63,7 @@ class Gate(Name):
     HARBOR_API = "harbor-api"
     ETCD_HEALTH = "etcd-health"  # every member in items answers /health
     ETCD_OTHERS_HEALTHY = "etcd-others-healthy"  # the members in items answer /health (one is about to restart)
+    ETCD_MEMBERS_HEALTHY = "etcd-members-healthy"  # the members in items answer /health (the membership changes)
     APISERVER_HEALTHZ = "apiserver-healthz"
     VIP_HEALTHZ = "vip-healthz"
     NODE_READY = "node-ready"
@@ -68,7 +73,9 @@ LABELS = {StepKind.PUT: "file", StepKind.BINARY: "binary", StepKind.REPO: "repo"
           StepKind.COMMAND: "run", StepKind.DAEMON_RELOAD: "systemctl", StepKind.ENABLE: "enable",
           StepKind.RESTART: "restart", StepKind.GATE: "wait for", StepKind.SEED: "seed",
           StepKind.HARBOR_PROJECT: "harbor", StepKind.HARBOR_UNPACK: "unpack", StepKind.HARBOR_INSTALL: "run",
-          StepKind.FLANNEL_KEY: "etcd v2 key", StepKind.ETCD_AUTH: "etcd", StepKind.ETCD_JOIN: "rejoin", StepKind.DRAIN: "drain", StepKind.UNCORDON: "uncordon", StepKind.KUBECTL_APPLY: "kubectl apply",
+          StepKind.FLANNEL_KEY: "etcd v2 key", StepKind.ETCD_AUTH: "etcd", StepKind.ETCD_JOIN: "rejoin",
+          StepKind.ETCD_MEMBER_ADD: "etcd member add", StepKind.ETCD_MEMBER_REMOVE: "etcd member remove",
+          StepKind.ETCD_MEMBER_RETIRE: "retire", StepKind.ETCD_MEMBERS_RECORD: "record", StepKind.DRAIN: "drain", StepKind.UNCORDON: "uncordon", StepKind.KUBECTL_APPLY: "kubectl apply",
           StepKind.REWRITE_SECRETS: "rewrite-secrets", StepKind.SKIP: "skip"}  # how a plan line starts
 
 
@@ -133,6 +140,7 @@ class ControlState:
     flannel_config: Optional[str] = None  # the current v2 value; None: missing or etcd not reachable
     etcd_unhealthy: Optional[Tuple[str, ...]] = None  # members whose /health failed; None: not probed
     etcd_recorded: bool = False  # the cluster was formed (etcd-members.json exists): members join, not form
+    etcd_members: Tuple[Tuple[str, str], ...] = ()  # that record: (name, address) of each member
     cordoned: Tuple[str, ...] = ()  # nodes an earlier run cordoned for their upgrade and did not uncordon
 
 

@@ -1,4 +1,4 @@
-"""Preflight: what must hold on every host before apply changes anything, and the etcd membership guard."""
+"""Preflight: what must hold on every host before apply changes anything, and how the etcd membership differs."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ MIN_DISK_KB = {"/": 1 << 20, "/var": 1 << 20}  # 1 GiB
 
 
 def etcd_membership_problem(recorded: Optional[Mapping[str, str]], inv: Inventory) -> Optional[str]:
-    """Why the inventory's etcd members cannot be applied to the cluster formed with `recorded`, or None.
+    """How the inventory's etcd members differ from the recorded membership (`recorded`), or None.
 
-    apply forms the etcd cluster once (initial-cluster-state new); a member that joins a running cluster
-    needs `etcdctl member add` first and one that leaves needs `member remove`, which apply does not do."""
+    apply makes such a change one member per run (installer.etcd_membership); this names all of them."""
     if not recorded:
         return None
     now = {m.name: m.address for m in inv.etcd_members}

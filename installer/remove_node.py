@@ -2,8 +2,8 @@
 
 The host must already be gone from the inventory file (the inventory stays the one description of the
 cluster); its address, roles and ssh settings come from the state directory's host record (hosts.json, kept by
-every apply). Refused: a host still in the inventory, one never recorded, an etcd member (membership changes are
-not remove-node's); the last master cannot leave the inventory (it does not validate without one). In order, printed first as the plan:
+every apply). Refused: a host still in the inventory, one never recorded, an etcd member (apply removes members:
+take it out of the etcd group and apply first); the last master cannot leave the inventory (it does not validate without one). In order, printed first as the plan:
 
   1. cordon the Node and delete its pods through the API (VIP, admin certificate); wait for them to go
   2. on the host: stop and disable its units (kubelet, kube-proxy, flanneld, docker, ...)
@@ -82,8 +82,9 @@ def plan(inv: Inventory, state: StateDir, pki: Pki, names: Sequence[str], keep_d
         host = Host.model_validate(recorded[name])
         if host.has("etcd") or name in members:
             raise _refuse(f"{name} is an etcd member: remove-node does not change etcd's membership",
-                          "remove the member with `etcdctl member remove` first (the membership guard refuses "
-                          "an apply that changes it), then remove the host")
+                          f"take {name} out of the etcd group in the inventory and run `installer apply` (it removes "
+                          "the member from the running cluster, quorum-safe, and stops etcd there), then remove "
+                          "the host")
         out.append(_removal(inv, pki, host, keep_data))
     return out
 
