@@ -171,3 +171,15 @@ def test_a_roll_stopped_on_its_first_step_touched_nothing_else(inv, desired):  #
     assert (first.host, first.kind) == ("h1", StepKind.BINARY)
     assert versions.progress(plan, [], [first.to_dict()]) == {"failed": ["h1"], "done": [], "partly": [],
                                                               "untouched": ["h2", "h3", "h4", "h5"]}
+
+
+def test_the_yum_repo_file_does_not_name_the_kubernetes_release(inv):  # noqa: F811
+    """The packages phase writes it on every host at once, before the roll: a patch upgrade with the same RPMs
+    must leave it alone, or it would touch the hosts after a failed one."""
+    from installer.render import render_all
+
+    repo = "/etc/yum.repos.d/k8s-offline.repo"
+    for kw in ({}, {"gpgcheck": True, "gpgkey": ["file:///etc/pki/rpm-gpg/k"], "unchecked_repo": True}):
+        a, b = (render_all(inv, pki_files={}, versions={"kubernetes": v}, **kw) for v in ("1.10.3", "1.10.4"))
+        assert all(a[h.name][repo] == b[h.name][repo] for h in inv.hosts)
+        assert b"1.10" not in a["h1"][repo].content
