@@ -204,7 +204,7 @@ def stopped(e: Error, plan: Plan, executed: Sequence[Mapping[str, str]], failed:
     cordoned = [n for n in drained if not any(x["kind"] == str(StepKind.UNCORDON) and x["target"] == n
                                               for x in executed)]
     e.details = list(e.details) + [
-        f"the upgrade to {decision.target} stopped on {_names(p['failed'])}"
+        f"the upgrade to {decision.target} stopped on {', '.join(p['failed']) or 'a step of the control host'}"
         + (f" (left cordoned: {', '.join(cordoned)})" if cordoned else "") + f": done on {_names(p['done'])}"
         + (f"; partly done on {', '.join(p['partly'])}" if p["partly"] else "")
         + f"; not touched: {_names(p['untouched'])}"]

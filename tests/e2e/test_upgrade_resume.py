@@ -102,6 +102,10 @@ def test_a_failed_host_stops_the_roll_and_a_rerun_resumes(site, tmp_path_factory
     err = run.stderr[run.stderr.rfind("error:"):]
     assert err.splitlines()[0].startswith(f"error: h{FAILED}: binary {FAULT} failed in phase nodes"), err
     assert "Operation not permitted" in err and "hint:" in err, err
+    # and what the run left, and that the same command resumes
+    assert f"the upgrade to 1.10.4 stopped on h{FAILED} (left cordoned: h{FAILED}): done on h1, h2, h3; " \
+           "not touched: h5" in err, err
+    assert "then run `installer upgrade` with the same bundle again: it resumes" in err, err
     print(f"\nthe upgrade stopped at h{FAILED} after {run.seconds:.1f} s:\n{err[:1500]}")
     # every host before it in the roll runs 1.10.4: new executables, restarted units, the stand-ins say so
     for n in MASTERS:
