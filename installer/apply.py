@@ -111,7 +111,14 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
         else:  # a snapshot first when the plan changes etcd or a master and etcd runs
             backup = etcd_backup.before_changes(site.inv, site.pki, site.state.root, plan, opts.session,
                                                 hosts.__getitem__, opts.out)
-            outcome = Executor(site, hosts, opts).run(plan)
+            executor = Executor(site, hosts, opts)
+            try:
+                outcome = executor.run(plan)
+            except Error as e:  # an upgrade says what it left: the hosts done, the one it stopped on, the rest
+                if upgrade is not None and executor.outcome is not None:
+                    o = executor.outcome
+                    raise versions.stopped(e, plan, o.executed, o.failed, upgrade) from None
+                raise
     finally:
         hosts.close()
     # the etcd group as far as it joined: a member whose join the plan deferred is not checked yet

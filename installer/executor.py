@@ -44,6 +44,7 @@ class Outcome:
 
     plan: Plan
     executed: List[dict] = field(default_factory=list)
+    failed: List[dict] = field(default_factory=list)  # the steps that failed (a run stops after their wave)
     seed: Optional[dict] = None
     skipped: List[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -112,9 +113,10 @@ class Executor:
                         details=[f"{h}: {first_line(x)}" for h, x in sorted(bad.items())],
                         hint="fix the hosts named, then run apply again: it resumes where this run stopped")
         for g in wave.gates:
-            self._step(phase, g)
+            self._step(phase, g, after=tuple(by_host))
 
-    def _step(self, phase: str, s: Step) -> None:
+    def _step(self, phase: str, s: Step, after: tuple = ()) -> None:
+        """Run one step (after: for a gate, the hosts of the wave it guards)."""
         t = self.opts.clock()
         self.opts.out(f"  {s.host:<14} {s.line()}")
         try:
@@ -123,6 +125,8 @@ class Executor:
         except Error as e:
             self.journal.record("step", phase=phase, host=s.host, kind=str(s.kind), target=str(s.target),
                                 status=Status.FAILED.value, error=e.message, seconds=round(self.opts.clock() - t, 3))
+            self.outcome.failed.append(dict(s.to_dict(), phase=phase, status=Status.FAILED.value, error=e.message,
+                                            **({"after": [h for h in after if h != CONTROL]} if after else {})))
             if isinstance(e, StepFailed):
                 raise
             raise StepFailed(f"{s.host}: {s.kind} {s.target} failed in phase {phase}: {e.message}",

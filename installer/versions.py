@@ -5,6 +5,7 @@ Pure: fed by the recorded versions (StateDir.applied), the signed manifest's com
 The policy: `upgrade` moves Kubernetes to a later patch release of the same MAJOR.MINOR only (1.10.3 -> 1.10.4);
 it refuses a minor or major jump and a downgrade, and does nothing when the cluster already runs the bundle's
 release. `apply` never changes the Kubernetes version of a recorded cluster (guard_apply): one way to upgrade.
+An upgrade that stops on a host says what it left (stopped): the hosts done, the one it stopped on, the untouched.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from contract.bundle import contents
 from contract.bundle.contents import Component
@@ -21,6 +22,7 @@ from installer import plan_rules
 from installer import render as render_mod
 from installer.components import COMPONENTS, VERSIONS
 from installer.inventory import Inventory
+from installer.plan_model import CONTROL, Plan, StepKind
 
 KUBERNETES = "kubernetes"
 # what a component is called in the signed manifest (the bundler's `binary/<name>`, `rpm/<name>`) -> in reports,
@@ -163,3 +165,54 @@ def evidence_lines(r: Optional[dict]) -> List[str]:
     for host, comps in sorted((r.get("hosts") or {}).items()):
         lines.append(f"{host}: " + ", ".join(f"{c} {v['from']} -> {v['to']}" for c, v in comps.items()))
     return lines
+
+
+def _node_of(step: Mapping[str, str]) -> Optional[str]:
+    """The host a step changes: its own, or the node a drain/uncordon from the control host is about."""
+    if step["host"] != CONTROL:
+        return step["host"]
+    return step["target"] if step["kind"] in (str(StepKind.DRAIN), str(StepKind.UNCORDON)) else None
+
+
+def progress(plan: Plan, executed: Sequence[Mapping[str, str]],
+             failed: Sequence[Mapping[str, str]]) -> Dict[str, List[str]]:
+    """After a run that stopped, the hosts (in plan order) by what happened to them: "failed" (a step failed
+    there, or the gate after its steps), "done" (every step planned for them ran), "partly" (some ran),
+    "untouched" (none ran); `executed` and `failed`: the steps that ran and those that failed (Outcome.executed,
+    Outcome.failed, whose gates name the hosts of the wave they guard in "after")."""
+    ran = {(e["host"], e["kind"], e["target"]) for e in executed}
+    bad = {n for f in failed for n in ([_node_of(f)] if _node_of(f) else f.get("after") or ())}
+    planned: Dict[str, List[Tuple[str, str, str]]] = {}
+    for s in plan.steps:
+        d = s.to_dict()
+        node = _node_of(d) if s.acts else None
+        if node is not None:
+            planned.setdefault(node, []).append((d["host"], d["kind"], d["target"]))
+    out: Dict[str, List[str]] = {"failed": [], "done": [], "partly": [], "untouched": []}
+    for host, steps in planned.items():
+        n = sum(k in ran for k in steps)
+        out["failed" if host in bad else "done" if n == len(steps) else "partly" if n else "untouched"].append(host)
+    return out
+
+
+def _names(hosts: Sequence[str]) -> str:
+    return ", ".join(hosts) or "none"
+
+
+def stopped(e: Error, plan: Plan, executed: Sequence[Mapping[str, str]], failed: Sequence[Mapping[str, str]],
+            decision: Decision) -> Error:
+    """The error of an upgrade that stopped on a host, saying what it left and that the same command resumes."""
+    p = progress(plan, executed, failed)
+    drained = [x["target"] for x in executed if x["kind"] == str(StepKind.DRAIN)]
+    cordoned = [n for n in drained if not any(x["kind"] == str(StepKind.UNCORDON) and x["target"] == n
+                                              for x in executed)]
+    e.details = list(e.details) + [
+        f"the upgrade to {decision.target} stopped on {', '.join(p['failed']) or 'a step of the control host'}"
+        + (f" (left cordoned: {', '.join(cordoned)})" if cordoned else "") + f": done on {_names(p['done'])}"
+        + (f"; partly done on {', '.join(p['partly'])}" if p["partly"] else "")
+        + f"; not touched: {_names(p['untouched'])}"]
+    resume = (f"then run `installer upgrade` with the same bundle again: it resumes where this run stopped "
+              f"(hosts already at {decision.target} are not touched again"
+              + (", a node left cordoned is uncordoned once it is upgraded)" if cordoned else ")"))
+    e.hint = f"{e.hint}; {resume}" if e.hint else f"fix the cause, {resume}"
+    return e

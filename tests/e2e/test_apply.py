@@ -6,6 +6,7 @@ an SSH cut and resume, converged re-apply, a changed file, VIP failover, leader 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -14,6 +15,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -36,13 +38,14 @@ class Site:
     def __init__(self, tb, bundle: cluster.BuiltBundle, work: Path, ca: Path) -> None:
         self.tb, self.bundle, self.work, self.ca = tb, bundle, work, ca
         self.state = work / "state"
-        # 3 masters + 2 nodes (h4, h5); h6 joins with add-node
+        # 3 masters + 2 nodes (h4, h5); h6 joins with add-node (a testbed of 6 hosts)
         self.inv4 = cluster.write_inventory(tb, work / "inventory.yaml", 5, ca_file=ca)
-        self.inv5 = cluster.write_inventory(tb, work / "inventory-6.yaml", 6, ca_file=ca)
+        self.inv5 = cluster.write_inventory(tb, work / "inventory-6.yaml", 6, ca_file=ca) if tb.n_hosts >= 6 else None
         self.known_hosts = work / "known_hosts"
 
-    def args(self, inv: Path = None) -> list:
-        return ["--bundle", str(self.bundle.path), "--pub", str(self.bundle.pub), "-i", str(inv or self.inv4),
+    def args(self, inv: Path = None, bundle: cluster.BuiltBundle = None) -> list:
+        b = bundle or self.bundle
+        return ["--bundle", str(b.path), "--pub", str(b.pub), "-i", str(inv or self.inv4),
                 "--state", str(self.state), "--known-hosts", str(self.known_hosts)]
 
     def apply(self, inv: Path = None) -> cluster.Run:
@@ -63,13 +66,14 @@ class Site:
         return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
 
 
-@pytest.fixture(scope="module")
-def site(testbed_factory, tmp_path_factory):
+@contextlib.contextmanager
+def open_site(testbed_factory, tmp_path_factory, n_hosts: int = 6, name: str = "apply") -> Iterator[Site]:
+    """A booted testbed of n_hosts (5: the 3 masters and 2 nodes alone), the 1.10.3 bundle, the site registry."""
     t0 = time.monotonic()
-    tb = testbed_factory.create(6)
-    work = tmp_path_factory.mktemp("apply")
+    tb = testbed_factory.create(n_hosts)
+    work = tmp_path_factory.mktemp(name)
     bundle = cluster.build_bundle(work / "build")
-    cluster.register_base_rpms(tb, range(1, 7), bundle.base_rpms)
+    cluster.register_base_rpms(tb, range(1, n_hosts + 1), bundle.base_rpms)
     tls = make_site_ca(work / "registry-ca", tb.control_address)  # the site's existing registry and its CA
     reg = cluster.Registry(work / "registry", tb.control_address, tls_cert=tls["cert"], tls_key=tls["key"]).start()
     print(f"\nsetup: testbed + bundle ({bundle.seconds:.1f} s) + registry in {time.monotonic() - t0:.1f} s")
@@ -77,6 +81,12 @@ def site(testbed_factory, tmp_path_factory):
         yield Site(tb, bundle, work, tls["ca"])
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="module")
+def site(testbed_factory, tmp_path_factory):
+    with open_site(testbed_factory, tmp_path_factory) as s:
+        yield s
 
 
 def _fail(run: cluster.Run) -> str:
@@ -726,8 +736,7 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
             quorum.append(sum(r.ok for r in checks_mod.etcd_health(inv, pki, session)))
             time.sleep(0.2)
 
-    args = ["--bundle", str(newer.path), "--pub", str(newer.pub), "-i", str(site.inv4), "--state", str(site.state),
-            "--known-hosts", str(site.known_hosts)]
+    args = site.args(bundle=newer)
     # a pod without a controller on h4: the drain before h4's kubelet is replaced evicts it
     image = f"{inv.registry.endpoint}/{inv.registry.project}/pause-amd64:3.1"
     (site.tb.merged(1) / "root/drain-probe.yaml").write_text(

@@ -163,6 +163,46 @@ def test_apply_records_the_versions_and_upgrade_reports_the_changes(converge, in
     assert StateDir(tmp_path).applied()["kubernetes"] == "1.10.4"
 
 
+def test_a_failed_upgrade_says_what_it_left_and_a_failed_apply_does_not(converge, monkeypatch, inv, tmp_path):
+    """The executor stops on the first node: upgrade's error adds the hosts done / stopped on / untouched and
+    that the same command resumes; the record stays at the version the cluster was at (the re-run upgrades)."""
+    converge("1.10.3")
+    masters, nodes = [h.name for h in inv.masters], [h.name for h in inv.nodes]
+    steps = [plan_model.Step(n, plan_model.StepKind.RESTART, "kubelet" if n in nodes else "kube-apiserver", "new")
+             for n in masters + nodes]
+    plan = plan_model.Plan((), (plan_model.Phase("nodes", tuple(plan_model.Wave((s,)) for s in steps), rolling=True),))
+
+    class StopsOnTheFirstNode:
+        def __init__(self, site, hosts, opts):
+            self.outcome = None
+
+        def run(self, plan):
+            self.outcome = apply_mod.Outcome(plan, executed=[s.to_dict() for s in steps[:len(masters)]],
+                                             failed=[steps[len(masters)].to_dict()])
+            raise apply_mod.StepFailed(f"{nodes[0]}: restart kubelet failed", hint="read the unit's log")
+
+    monkeypatch.setattr(apply_mod, "make_plan", lambda *a, **k: plan)
+    monkeypatch.setattr(apply_mod, "Executor", StopsOnTheFirstNode)
+    monkeypatch.setattr(apply_mod.etcd_backup, "before_changes", lambda *a, **k: None)
+    opts = apply_mod.Options(connector_for=lambda i, h: None, session=None, checks=False, out=lambda line: None)
+
+    def run(up):
+        return apply_mod.apply_command(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts, upgrade=up)
+
+    monkeypatch.setattr(apply_mod, "load_site", lambda *a, **k: fake_site(inv, tmp_path, "1.10.4"))
+    with pytest.raises(apply_mod.StepFailed) as e:
+        run(versions.Decision("1.10.3", "1.10.4"))
+    assert e.value.message == f"{nodes[0]}: restart kubelet failed"
+    assert e.value.details == [f"the upgrade to 1.10.4 stopped on {nodes[0]}: done on {', '.join(masters)}; "
+                               f"not touched: {', '.join(nodes[1:])}"]
+    assert e.value.hint.startswith("read the unit's log; then run `installer upgrade` with the same bundle again")
+    assert StateDir(tmp_path).applied()["kubernetes"] == "1.10.3"
+    monkeypatch.setattr(apply_mod, "load_site", lambda *a, **k: fake_site(inv, tmp_path, "1.10.3"))
+    with pytest.raises(apply_mod.StepFailed) as e:
+        run(None)
+    assert e.value.details == [] and e.value.hint == "read the unit's log"
+
+
 # ------------------------------------------------------------------ the command
 
 @pytest.fixture(scope="module")
