@@ -14,7 +14,11 @@ from contract.cliutil import emit, guarded
 from installer import cli_certs, cli_etcd, runlock
 from installer import cli_common as common
 from installer import inventory as inventory_mod
-from installer.cli_bundle import receipt, unpack, verify  # their bodies: contract/bundle/commands.py (bundler's too)
+from installer.cli_bundle import (  # their bodies: contract/bundle/commands.py (bundler's too)
+    receipt,
+    unpack,
+    verify,
+)
 from installer.cli_cluster import add_node, apply, check, plan, remove_node, upgrade
 from installer.cli_common import JSON, STATE, new_app
 from installer.cli_seed import seed

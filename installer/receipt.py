@@ -21,10 +21,8 @@ from contract.bundle.manifest import now_created
 from contract.errors import Error
 from contract.receipt import Receipt, ReceiptBundle, ReceiptFile, ReceiptHost
 from installer import checks as checks_mod
-from installer import components
-from installer import egress
+from installer import components, egress, harbor_install
 from installer import facts as facts_mod
-from installer import harbor_install
 from installer.hosts.connector import failures, run_on
 from installer.inventory import Inventory
 from installer.options import first_line

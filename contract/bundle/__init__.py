@@ -15,9 +15,9 @@ from contract.bundle.archive import (
     unpack_bundle,
     write_bundle,
 )
+from contract.bundle.contents import Check, Component, ComponentKind, Contents, SourceKind, TrustEntry
 from contract.bundle.delta import BaseDir, Delta
 from contract.bundle.delta import summary as delta_summary
-from contract.bundle.contents import Check, Component, ComponentKind, Contents, SourceKind, TrustEntry
 from contract.bundle.layout import kind_of
 from contract.bundle.manifest import FileEntry, Manifest
 from contract.bundle.parts import Part, PartsIndex

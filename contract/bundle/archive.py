@@ -17,9 +17,9 @@ import zstandard
 
 from contract.bundle import contents as contents_mod
 from contract.bundle import layout, signature, tarstream
+from contract.bundle.contents import Component, TrustEntry
 from contract.bundle.delta import BaseDir, Delta
 from contract.bundle.delta import summary as delta_summary
-from contract.bundle.contents import Component, TrustEntry
 from contract.bundle.manifest import FileEntry, Manifest, now_created, parse_created
 from contract.bundle.parts import _Writer, locate, open_stream, parse_size
 from contract.bundle.verify import Head, Progress, VerifyReport, check_stream, read_head, read_signed_head

@@ -38,7 +38,7 @@ def keys(tmp_path_factory):
 
 def _write(src: Path, contents: dict) -> list[Entry]:
     out = []
-    for i, (path, data) in enumerate(sorted(contents.items())):
+    for path, data in sorted(contents.items()):
         p = src / hashlib.sha256(path.encode()).hexdigest()[:12]
         p.write_bytes(data)
         out.append(Entry(path, p, len(data), hashlib.sha256(data).hexdigest(), 0o755 if "bin" in path else 0o644))
