@@ -57,9 +57,9 @@ from installer.plan_model import (
 from installer.plan_rules import (
     ADDONS_DIR,
     ADDONS_UNIT,
-    KUBECTL_APPLY,
     SHARED_FILES,
     UNIT_PHASE,
+    addons_command,
 )
 from installer.plan_steps import files_steps, os_prep_steps, packages_step, registry_host_steps, unit_steps
 from installer.preflight import preflight
@@ -310,7 +310,8 @@ def build(
         steps += puts
         if puts or ADDONS_UNIT in pending.get(m.name, set()):
             why = "manifests changed" if puts else "manifests written by an earlier run, not applied yet"
-            steps.append(Step(m.name, StepKind.KUBECTL_APPLY, ADDONS_DIR, why, command=KUBECTL_APPLY))
+            steps.append(Step(m.name, StepKind.KUBECTL_APPLY, ADDONS_DIR, why,
+                              command=addons_command(inv.cluster.dns_addon)))
     # secrets stored before the encryption config: re-written once every master runs with it
     enc = PATHS["encryption_config"]
     writes_enc = [h.name for h in masters if in_focus(h) and any(

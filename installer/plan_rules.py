@@ -13,6 +13,15 @@ from installer.inventory import Host
 from installer.render import File
 
 KUBECTL_APPLY = components.ADDONS_COMMAND
+
+
+def addons_command(dns_addon: str) -> str:
+    """`kubectl apply` of the addons, the DNS manifest first: its Service asks for the fixed cluster.dns_ip, and a
+    Service applied before it without a clusterIP (the dashboard's, in directory order) may be given that very
+    address by the apiserver's random allocation ("provided IP is already allocated")."""
+    dns = f"{ADDONS_DIR}/{dns_addon}.yaml"
+    kubectl = KUBECTL_APPLY.split(" apply ", 1)[0]
+    return f"if [ -f {dns} ]; then {kubectl} apply -f {dns}; fi && {KUBECTL_APPLY}"
 SECRET_DIRS = ("/etc/kubernetes/pki/", "/etc/etcd/pki/")
 UNIT_PHASE = {name: c.phase for name, (_u, c) in components.UNITS.items()}
 # Which files a unit reads: a change to one of them restarts exactly these units.

@@ -324,7 +324,9 @@ def test_changed_addon_manifest_is_put_then_applied(inv, with_addons, desired):
     plan = P.build(inv, with_addons, states, control_ok(inv))
     assert addon_steps(plan) == [("h1", "put", MANIFEST), ("h1", "kubectl-apply", plan_rules.ADDONS_DIR)]
     apply_step = plan.steps[-1]
-    assert apply_step.command == plan_rules.KUBECTL_APPLY and apply_step.reason == "manifests changed"
+    assert apply_step.command == plan_rules.addons_command("kube-dns") and apply_step.reason == "manifests changed"
+    # the DNS manifest (its Service's fixed cluster IP) first, then the whole directory
+    assert apply_step.command.index("/kube-dns.yaml") < apply_step.command.rindex(f"apply -f {plan_rules.ADDONS_DIR}/")
     assert [p.name for p in plan.phases if p.waves][-1] == "addons"
 
 
