@@ -117,17 +117,18 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
             backup = etcd_backup.before_changes(site.inv, site.pki, site.state.root, plan, opts.session,
                                                 hosts.__getitem__, opts.out)
             outcome = Executor(site, hosts, opts).run(plan)
+        # the checks reach the hosts over the run's open connections (no second ssh handshake per host)
+        results = checks_mod.run_all(site.inv, site.pki, opts.session, hosts.connector_for,
+                                     opts.max_parallel) if opts.checks else None
+        # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
+        # check that fails is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds (also after an empty plan)
+        for _ in range(SETTLE_TRIES if results is not None else 0):
+            if results.ok:
+                break
+            opts.sleep(SETTLE_PAUSE)
+            results = checks_mod.run_all(site.inv, site.pki, opts.session, hosts.connector_for, opts.max_parallel)
     finally:
         hosts.close()
-    results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for,
-                                 opts.max_parallel) if opts.checks else None
-    # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
-    # check that fails is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds (also after an empty plan)
-    for _ in range(SETTLE_TRIES if results is not None else 0):
-        if results.ok:
-            break
-        opts.sleep(SETTLE_PAUSE)
-        results = checks_mod.run_all(site.inv, site.pki, opts.session, opts.connector_for, opts.max_parallel)
     if results is not None:  # seeded by now: every reference must be there with the bundle's digest
         results.results += images_results(site, opts.session)
     changed = {"upgrade": upgrade.to_dict() if upgrade else None,
