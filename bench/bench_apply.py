@@ -40,6 +40,7 @@ REAPPLY_6_GOAL = 2.0  # seconds, converged re-apply on 6 hosts (release size)
 SCALE_GOAL = 1.5  # T(24) / T(3), first apply
 REAPPLY_24_GOAL = 5.0  # seconds, converged re-apply on 24 hosts
 SCP_DIR = "/var/tmp/bench-scp"
+LOGS: List[Optional[Path]] = [None]  # --logs: where each installer run's progress (stderr) is kept
 
 
 def inventory(tb, path: Path, n: int) -> Path:
@@ -118,6 +119,9 @@ class Bed:
         r = cluster.installer(*args, "-i", str(self.inv), "--state", str(self.state), "--known-hosts",
                               str(self.known_hosts), *extra, timeout=1800)
         took = time.monotonic() - t
+        if LOGS[0] is not None:
+            runs = len(list(LOGS[0].glob(f"{self.prefix}-*.log")))
+            (LOGS[0] / f"{self.prefix}-{runs + 1:02d}-{command}.log").write_text(r.stderr + r.stdout)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
         self.busy = busy() - busy0
@@ -352,7 +356,11 @@ def main(argv=None) -> int:
     ap.add_argument("--release-hosts", type=int, default=6, help="hosts of the release-size run (0: skip it)")
     ap.add_argument("--scale", default="3,12,24", help="host counts of the scaling runs ('' : skip them)")
     ap.add_argument("--bundles", type=Path, help="keep the built bundles here and reuse them on the next run")
+    ap.add_argument("--logs", type=Path, help="keep each installer run's output here")
     args = ap.parse_args(argv)
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        LOGS[0] = args.logs
     sys.path.insert(0, str(ROOT))
     sizes = [int(s) for s in args.scale.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:

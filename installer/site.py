@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from contract.bundle import layout
 from contract.errors import Error
 from installer import addons as addons_mod
-from installer import egress, harbor_install, pki_material, plan_rules
+from installer import egress, harbor_install, local_sums, pki_material, plan_rules
 from installer import pki as pki_mod
 from installer import render as render_mod
 from installer import versions as versions_mod
@@ -128,13 +128,11 @@ def extract_binaries(bundle: Bundle, state: StateDir, names: Sequence[str]) -> D
                     shutil.copyfileobj(src, f)
                 tmp.chmod(0o755)
                 tmp.rename(dest / n)
+    sums = local_sums.Sums(dest)  # an unchanged file is not hashed again on every run (installer/local_sums.py)
     for n, (pattern, member) in wanted.items():
         p = dest / n
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        out[n] = (p, Source(digest.hexdigest(), f"{pattern}!{member}", 0o755))
+        out[n] = (p, Source(sums.sha256(p), f"{pattern}!{member}", 0o755))
+    sums.save()
     return out
 
 
