@@ -229,15 +229,21 @@ def release_part(bundle, work: Path, n: int) -> dict:
     print(f"release size: {n} hosts", flush=True)
     with Bed(n, bundle, work, "bapr", "198.18.250") as bed:
         load0 = load()
+        wall = time.time()
         first = bed.apply()
+        cpu1, busy1 = bed.cpu, bed.busy
+        breakdown = phases(bed, bed.runs()[-1], wall)
+        copy = copying(bed.runs()[-1])
         load1 = load()
         files = host_files(bed)
         nbytes = {h: sum(p.stat().st_size for p in f.values()) for h, f in files.items()}
         scp_after = scp(bed, files)
         problems = check_once(files, bed.runs()[-1])
+        before = len(bed.runs())
         again = bed.apply()
+        cpu2, busy2 = bed.cpu, bed.busy
         load2 = load()
-        b2, r2 = copies(bed.runs()[-1])
+        b2, r2 = copies([e for run in bed.runs()[before:] for e in run])  # an empty plan journals no run at all
         if b2 or r2:
             problems.append(f"the converged re-apply copied again: {sorted(b2)[:3]} {dict(r2)}")
         scp_second = scp(bed, files)
@@ -250,7 +256,8 @@ def release_part(bundle, work: Path, n: int) -> dict:
     return {"hosts": n, "first": first, "again": again, "scp": (scp_after + scp_second) / 2,
             "scp_runs": (scp_after, scp_second), "bytes": nbytes,
             "files": {h: len(f) for h, f in files.items()}, "problems": problems, "caught": caught,
-            "node": node, "target": target, "cache_lines": cache_lines, "loads": (load0, load1, load2)}
+            "node": node, "target": target, "cache_lines": cache_lines, "loads": (load0, load1, load2),
+            "phases": breakdown, "copying": copy, "cpu": cpu1, "busy": busy1, "cpu_again": cpu2, "busy_again": busy2}
 
 
 # -- scale: 3, 12, 24 hosts ------------------------------------------------------------------------
@@ -271,6 +278,24 @@ def phases(bed: Bed, run: List[dict], started: float) -> List[Tuple[str, float]]
     if done is not None:
         out.append(("checks, report", time.time() - done))
     return out
+
+
+def copying(run: List[dict]) -> float:
+    """Seconds the run spent writing files to hosts: per phase, the host that wrote longest (the union of its
+    write steps' intervals: a batch journals each of its steps with the batch's time), summed over the phases."""
+    spans: Dict[Tuple[str, str], List[Tuple[float, float]]] = {}
+    for e in run:
+        if e.get("event") == "step" and e.get("kind") in ("put", "binary", "repo"):
+            spans.setdefault((e["phase"], e["host"]), []).append((e["t"] - e.get("seconds", 0), e["t"]))
+    per_phase: Dict[str, float] = {}
+    for (phase, _host), iv in spans.items():
+        total, end = 0.0, float("-inf")
+        for a, b in sorted(iv):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+        per_phase[phase] = max(per_phase.get(phase, 0.0), total)
+    return sum(per_phase.values())
 
 
 def scale_part(bundle, work: Path, sizes: List[int]) -> dict:
@@ -305,11 +330,16 @@ def report(rel: Optional[dict], sc: Optional[dict]) -> bool:
         print(f"    first apply {rel['first']:6.1f} s   scp of the same files to the same hosts "
               f"{rel['scp']:.1f} s (runs {rel['scp_runs'][0]:.1f}, {rel['scp_runs'][1]:.1f})   "
               f"ratio {ratio:.2f} (goal <= {SCP_GOAL}) {'ok' if ratio <= SCP_GOAL else 'MISSED'}")
+        print(f"    of the first apply, writing files to the hosts took {rel['copying']:.1f} s "
+              f"({rel['copying'] / rel['scp']:.2f}x scp); installer CPU {rel['cpu']:.0f} s, the machine's "
+              f"{rel['busy']:.0f} s (hosts included)")
+        print("    where it went: " + ", ".join(f"{p} {t:.1f}s" for p, t in rel["phases"]))
         print(f"    each file crossed to each host once (journal: binary and repo steps against the desired state): "
               f"{'yes' if not rel['problems'] else 'NO: ' + '; '.join(rel['problems'][:5])}")
         print(f"    converged re-apply {rel['again']:.2f} s (goal <= {REAPPLY_6_GOAL} s) "
               f"{'ok' if rel['again'] <= REAPPLY_6_GOAL else 'MISSED'}; it copied nothing and hashed only files "
-              f"whose identity changed (facts hash cache: {rel['cache_lines']} sums cached on h{rel['node']})")
+              f"whose identity changed (facts hash cache: {rel['cache_lines']} sums cached on h{rel['node']}); "
+              f"installer CPU {rel['cpu_again']:.1f} s, the machine's {rel['busy_again']:.1f} s")
         print(f"    one byte of {rel['target']} changed in place on h{rel['node']} (size and mtime kept; the "
               f"write moved its ctime): plan {'re-copies it' if rel['caught'] else 'DID NOT see it'}")
         print(f"    load average: before {rel['loads'][0]}, after first {rel['loads'][1]}, after converged "

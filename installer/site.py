@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from contract.bundle import layout
 from contract.errors import Error
 from installer import addons as addons_mod
-from installer import egress, harbor_install, local_sums, pki_material, plan_rules
+from installer import bundle_seen, egress, harbor_install, local_sums, pki_material, plan_rules
 from installer import pki as pki_mod
 from installer import render as render_mod
 from installer import versions as versions_mod
@@ -64,8 +64,15 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
     info = state.bundle_info()
     target = state.root / f"bundle-{digest[:16]}"
     if info and info.get("manifest_sha256") == digest and target.is_dir():
-        out(f"bundle: verifying {bundle_path} (same bundle as unpacked: reusing {target})")
-        report = fmt.verify_bundle(bundle_path, key)
+        report = bundle_seen.remembered(info, bundle_path, fmt.fingerprint(key))  # installer/bundle_seen.py
+        if report is not None:
+            out(f"bundle: {bundle_path} unchanged since verified in full, signature checked (reusing {target})")
+        else:
+            out(f"bundle: verifying {bundle_path} (same bundle as unpacked: reusing {target})")
+            report = fmt.verify_bundle(bundle_path, key)
+            seen = bundle_seen.remember(info, bundle_path, report)
+            if seen != info:
+                state.set_bundle_info(seen)
         reused = True
     else:
         out(f"bundle: verifying and unpacking {bundle_path}")
@@ -75,8 +82,9 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
         for old in state.root.glob("bundle-*"):
             if old != target and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-        state.set_bundle_info({"manifest_sha256": digest, "fingerprint": report.fingerprint, "dir": str(target),
-                               "name": report.name, "version": report.version, "bundle": str(bundle_path)})
+        state.set_bundle_info(bundle_seen.remember(
+            {"manifest_sha256": digest, "fingerprint": report.fingerprint, "dir": str(target), "name": report.name,
+             "version": report.version, "bundle": str(bundle_path)}, bundle_path, report))
         reused = False
     if report.not_checked:
         out(f"bundle: verified with the {report.key_type} key {report.fingerprint}; "
