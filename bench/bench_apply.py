@@ -43,6 +43,23 @@ SCP_DIR = "/var/tmp/bench-scp"
 LOGS: List[Optional[Path]] = [None]  # --logs: where each installer run's progress (stderr) is kept
 
 
+class BenchFailed(Exception):
+    """An installer run of the bench failed (its output is in the message)."""
+
+
+def networks(tb, n: int) -> dict:
+    """The cluster networks: the e2e ones (pods in /28s of a /25: at most 8 flanneld hosts) up to 8 hosts, else
+    pods in /28s of 198.19.<net>.0/23 (32 hosts; <net> even) and services, docker0 in 198.19.<net + 2>.0/24."""
+    from tests.e2e import cluster
+
+    if n <= 8:
+        return cluster.e2e_networks(tb)
+    slot = int(tb.net.rsplit(".", 1)[1])
+    assert slot % 2 == 0, "an even third octet for a /23 of pods"
+    return {"pod_cidr": f"198.19.{slot}.0/23", "pod_subnet_len": 28, "service_cidr": f"198.19.{slot + 2}.0/26",
+            "docker_bip": f"198.19.{slot + 2}.65/26"}
+
+
 def inventory(tb, path: Path, n: int) -> Path:
     """3 masters (etcd + lb); with 3 hosts the third is also the node, with more hosts h4.. are nodes."""
     from tests.e2e import cluster
@@ -55,7 +72,7 @@ def inventory(tb, path: Path, n: int) -> Path:
         h = tb.host(i)
         hosts.append({"name": h.name, "address": h.address, "roles": roles})
     path.write_text(yaml.safe_dump({
-        "cluster": {"name": "bench", "vip": tb.vip, "interface": "eth0", **cluster.e2e_networks(tb)},
+        "cluster": {"name": "bench", "vip": tb.vip, "interface": "eth0", **networks(tb, n)},
         "ssh": {"user": "root", "key": str(tb.key_path), "connect_timeout": 3},
         "registry": {"mode": "external", "hostname": "registry.bench.test", "address": tb.control_address,
                      "port": cluster.REGISTRY_PORT, "insecure": True, "project": "kubernetes"},
@@ -126,7 +143,7 @@ class Bed:
         self.cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
         self.busy = busy() - busy0
         if r.rc not in (0, 2) or (r.rc == 2 and "--detailed-exitcode" not in extra):
-            raise SystemExit(f"{command} on {self.n} hosts failed (rc {r.rc}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+            raise BenchFailed(f"{command} on {self.n} hosts failed (rc {r.rc}):\n{r.stdout[-1000:]}\n{r.stderr[-1500:]}")
         return took, r.stdout
 
     def apply(self) -> float:
@@ -302,18 +319,27 @@ def scale_part(bundle, work: Path, sizes: List[int]) -> dict:
     res = {}
     for i, n in enumerate(sizes):
         print(f"scale: {n} hosts", flush=True)
-        with Bed(n, bundle, work, f"bap{n}", f"198.18.{240 + i}") as bed:
-            wall = time.time()
-            first = bed.apply()
-            breakdown = phases(bed, bed.runs()[-1], wall)
-            cpu, machine = bed.cpu, bed.busy
-            load1 = load()
-            again = bed.apply()
-            res[n] = {"first": first, "again": again, "load": load1, "phases": breakdown, "cpu": cpu,
-                      "busy": machine, "cpu_again": bed.cpu, "busy_again": bed.busy}
-            print(f"  first {first:.1f} s (installer CPU {cpu:.1f} s, machine CPU {machine:.1f} s), converged "
-                  f"{again:.2f} s (installer CPU {bed.cpu:.1f} s) ({load1})", flush=True)
+        try:
+            res[n] = scale_one(n, bundle, work, f"198.18.{(240, 244, 236, 232)[i % 4]}")
+        except (BenchFailed, RuntimeError) as e:  # RuntimeError: the testbed did not boot
+            print(f"  FAILED: {e}", flush=True)
     return res
+
+
+def scale_one(n: int, bundle, work: Path, net: str) -> dict:
+    with Bed(n, bundle, work, f"bap{n}", net) as bed:
+        wall = time.time()
+        first = bed.apply()
+        breakdown = phases(bed, bed.runs()[-1], wall)
+        cpu, machine = bed.cpu, bed.busy
+        load1 = load()
+        again = bed.apply()
+        r = {"first": first, "again": again, "load": load1, "phases": breakdown, "cpu": cpu,
+             "busy": machine, "cpu_again": bed.cpu, "busy_again": bed.busy}
+        print(f"  first {first:.1f} s (installer CPU {cpu:.1f} s, machine CPU {machine:.1f} s), converged "
+              f"{again:.2f} s (installer CPU {bed.cpu:.1f} s) ({load1})", flush=True)
+        print("  where the first apply went: " + ", ".join(f"{p} {t:.1f}s" for p, t in breakdown), flush=True)
+        return r
 
 
 def report(rel: Optional[dict], sc: Optional[dict]) -> bool:
@@ -398,11 +424,20 @@ def main(argv=None) -> int:
         if args.bundles:
             args.bundles.mkdir(parents=True, exist_ok=True)
         rel = sc = None
+        failed = False
         if args.release_hosts:
-            rel = release_part(bundle_for(work, "release", args.bundles), work, args.release_hosts)
+            try:
+                rel = release_part(bundle_for(work, "release", args.bundles), work, args.release_hosts)
+                report(rel, None)
+            except (BenchFailed, RuntimeError) as e:
+                print(f"  FAILED: {e}", flush=True)
+                failed = True
         if sizes:
             sc = scale_part(bundle_for(work, "small", args.bundles), work, sizes)
-    return 0 if report(rel, sc) else 1
+        if sizes:
+            failed |= len(sc) < len(sizes)
+    print("\n=== summary")
+    return 0 if report(rel, sc) and not failed else 1
 
 
 if __name__ == "__main__":
