@@ -85,6 +85,14 @@ def load() -> str:
     return "load %.1f/%.1f/%.1f" % os.getloadavg()
 
 
+def idle_load(seconds: float = 5.0) -> float:
+    """How many of the machine's cores were busy while nothing of the bench ran (the booted cluster's daemons and
+    other users' work): the background a measurement shares the machine with."""
+    b0, t0 = busy(), time.monotonic()
+    time.sleep(seconds)
+    return (busy() - b0) / (time.monotonic() - t0)
+
+
 def busy() -> float:
     """CPU seconds this machine has spent not idle since boot (all cores; /proc/stat)."""
     fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
@@ -257,6 +265,7 @@ def release_part(bundle, work: Path, n: int) -> dict:
         scp_after = scp(bed, files)
         problems = check_once(files, bed.runs()[-1])
         before = len(bed.runs())
+        background = idle_load()
         again = bed.apply()
         cpu2, busy2 = bed.cpu, bed.busy
         load2 = load()
@@ -274,7 +283,8 @@ def release_part(bundle, work: Path, n: int) -> dict:
             "scp_runs": (scp_after, scp_second), "bytes": nbytes,
             "files": {h: len(f) for h, f in files.items()}, "problems": problems, "caught": caught,
             "node": node, "target": target, "cache_lines": cache_lines, "loads": (load0, load1, load2),
-            "phases": breakdown, "copying": copy, "cpu": cpu1, "busy": busy1, "cpu_again": cpu2, "busy_again": busy2}
+            "phases": breakdown, "copying": copy, "cpu": cpu1, "busy": busy1, "cpu_again": cpu2, "busy_again": busy2,
+            "background": background}
 
 
 # -- scale: 3, 12, 24 hosts ------------------------------------------------------------------------
@@ -333,11 +343,13 @@ def scale_one(n: int, bundle, work: Path, net: str) -> dict:
         breakdown = phases(bed, bed.runs()[-1], wall)
         cpu, machine = bed.cpu, bed.busy
         load1 = load()
+        background = idle_load()
         again = bed.apply()
         r = {"first": first, "again": again, "load": load1, "phases": breakdown, "cpu": cpu,
-             "busy": machine, "cpu_again": bed.cpu, "busy_again": bed.busy}
+             "busy": machine, "cpu_again": bed.cpu, "busy_again": bed.busy, "background": background}
         print(f"  first {first:.1f} s (installer CPU {cpu:.1f} s, machine CPU {machine:.1f} s), converged "
-              f"{again:.2f} s (installer CPU {bed.cpu:.1f} s) ({load1})", flush=True)
+              f"{again:.2f} s (installer CPU {bed.cpu:.1f} s; before it, {background:.2f} of the {os.cpu_count()} "
+              f"cores were busy with nothing of the bench running) ({load1})", flush=True)
         print("  where the first apply went: " + ", ".join(f"{p} {t:.1f}s" for p, t in breakdown), flush=True)
         return r
 
@@ -365,7 +377,8 @@ def report(rel: Optional[dict], sc: Optional[dict]) -> bool:
         print(f"    converged re-apply {rel['again']:.2f} s (goal <= {REAPPLY_6_GOAL} s) "
               f"{'ok' if rel['again'] <= REAPPLY_6_GOAL else 'MISSED'}; it copied nothing and hashed only files "
               f"whose identity changed (facts hash cache: {rel['cache_lines']} sums cached on h{rel['node']}); "
-              f"installer CPU {rel['cpu_again']:.1f} s, the machine's {rel['busy_again']:.1f} s")
+              f"installer CPU {rel['cpu_again']:.1f} s, the machine's {rel['busy_again']:.1f} s; before it "
+              f"{rel['background']:.2f} of the {os.cpu_count()} cores were busy with nothing of the bench running")
         print(f"    one byte of {rel['target']} changed in place on h{rel['node']} (size and mtime kept; the "
               f"write moved its ctime): plan {'re-copies it' if rel['caught'] else 'DID NOT see it'}")
         print(f"    load average: before {rel['loads'][0]}, after first {rel['loads'][1]}, after converged "
@@ -379,7 +392,8 @@ def report(rel: Optional[dict], sc: Optional[dict]) -> bool:
         for n in sizes:
             r = sc[n]
             print(f"    {n:3d} hosts: first apply {r['first']:6.1f} s (CPU {r['cpu']:.0f} / {r['busy']:.0f})   "
-                  f"converged {r['again']:5.2f} s (CPU {r['cpu_again']:.1f} / {r['busy_again']:.1f})   ({r['load']})")
+                  f"converged {r['again']:5.2f} s (CPU {r['cpu_again']:.1f} / {r['busy_again']:.1f}; cores busy "
+                  f"before it: {r['background']:.2f})   ({r['load']})")
         lo, hi = sizes[0], sizes[-1]
         ratio = sc[hi]["first"] / sc[lo]["first"]
         print(f"    T({hi})/T({lo}) first apply = {ratio:.2f} (goal <= {SCALE_GOAL}) "
