@@ -45,7 +45,7 @@ def render(templates: Path, inv: Inventory, images: Mapping[str, str]) -> Dict[s
                         hint="the bundle must carry the image for every addon it ships (see `bundler inspect`)") \
                 from None
         try:
-            list(yaml.safe_load_all(text))
+            list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))  # libyaml: every run
         except yaml.YAMLError as e:
             raise Error(f"addon manifest {path.name} is not valid YAML after rendering: {e}",
                         context="rendering addon manifests") from None

@@ -119,19 +119,20 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
                     o = executor.outcome
                     raise versions.stopped(e, plan, o.executed, o.failed, upgrade) from None
                 raise
+        # the etcd group as far as it joined: a member whose join the plan deferred is not checked yet
+        checked = etcd_membership.joined(site.inv, site.state.etcd_members())
+        # the checks reach the hosts over the run's open connections (no second ssh handshake per host)
+        results = checks_mod.run_all(checked, site.pki, opts.session, hosts.connector_for,
+                                     opts.max_parallel) if opts.checks else None
+        # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
+        # check that fails is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds (also after an empty plan)
+        for _ in range(SETTLE_TRIES if results is not None else 0):
+            if results.ok:
+                break
+            opts.sleep(SETTLE_PAUSE)
+            results = checks_mod.run_all(checked, site.pki, opts.session, hosts.connector_for, opts.max_parallel)
     finally:
         hosts.close()
-    # the etcd group as far as it joined: a member whose join the plan deferred is not checked yet
-    checked = etcd_membership.joined(site.inv, site.state.etcd_members())
-    results = checks_mod.run_all(checked, site.pki, opts.session, opts.connector_for,
-                                 opts.max_parallel) if opts.checks else None
-    # after restarts the leases of controller-manager/scheduler take a few seconds to be taken again: a
-    # check that fails is repeated for up to SETTLE_TRIES * SETTLE_PAUSE seconds (also after an empty plan)
-    for _ in range(SETTLE_TRIES if results is not None else 0):
-        if results.ok:
-            break
-        opts.sleep(SETTLE_PAUSE)
-        results = checks_mod.run_all(checked, site.pki, opts.session, opts.connector_for, opts.max_parallel)
     if results is not None:  # seeded by now: every reference must be there with the bundle's digest
         results.results += images_results(site, opts.session)
     changed = {"upgrade": upgrade.to_dict() if upgrade else None,

@@ -12,6 +12,7 @@ client (check, apply after seeding), one the site registry lacks or serves with 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ def references(files_by_host: Mapping[str, Mapping[str, File]]) -> Tuple[List[Im
     """Every image reference of every host's files, and the files that could not be read for them."""
     refs: List[ImageRef] = []
     problems: List[Problem] = []
+    parsed: Dict[str, object] = {}  # YAML text -> its references (host and path left blank) or its YAMLError
     for host, files in sorted(files_by_host.items()):
         for path, f in sorted(files.items()):
             if is_secret(path, f):
@@ -142,11 +144,17 @@ def references(files_by_host: Mapping[str, Mapping[str, File]]) -> Tuple[List[Im
             except UnicodeDecodeError:
                 continue
             if path.endswith(YAML_SUFFIXES):
-                try:
-                    refs += manifest_references(text, host, path)
-                except yaml.YAMLError as e:
+                if text not in parsed:  # the same manifest on many hosts is parsed once
+                    try:
+                        parsed[text] = manifest_references(text, "", "")
+                    except yaml.YAMLError as e:
+                        parsed[text] = e
+                got = parsed[text]
+                if isinstance(got, yaml.YAMLError):
                     problems.append(Problem(f"{host}:{path}", "", f"not valid YAML, its images cannot be listed: "
-                                            f"{str(e).splitlines()[0]}"))
+                                            f"{str(got).splitlines()[0]}"))
+                else:
+                    refs += [dataclasses.replace(r, host=host, path=path) for r in got]  # type: ignore[union-attr]
             else:
                 refs += flag_references(text, host, path)
     return refs, problems
@@ -155,7 +163,7 @@ def references(files_by_host: Mapping[str, Mapping[str, File]]) -> Tuple[List[Im
 def manifest_references(text: str, host: str, path: str) -> List[ImageRef]:
     """The image of every container and initContainer of every object in a multi-document YAML text."""
     out: List[ImageRef] = []
-    for doc in yaml.safe_load_all(text):
+    for doc in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: every run
         for obj, key, c in _containers(doc, None):
             kind = "initContainer" if key == "initContainers" else "container"
             name = c.get("name") if isinstance(c, dict) else None

@@ -23,12 +23,13 @@ from installer import (
     secrets_rewrite,
 )
 from installer import render as render_mod
-from installer.hosts.connector import failures, run_on
+from installer.hosts.connector import PartialWrite, Upload, failures, run_on
 from installer.options import Hosts, Options, first_line
 from installer.plan_model import CONTROL, Gate, Name, Plan, Step, StepKind
 from installer.site import Site, record_etcd_members
 
 JOURNAL_LINES = 30
+WRITES = (StepKind.PUT, StepKind.BINARY, StepKind.REPO)  # steps that only write files: batched per host
 
 
 # ------------------------------------------------------------------ executing
@@ -99,8 +100,19 @@ class Executor:
             by_host.setdefault(s.host, []).append(s)
 
         def host_steps(name: str) -> None:
-            for s in by_host[name]:
-                self._step(phase, s)
+            steps = by_host[name]
+            batch = hasattr(self.hosts[name], "put_many") if any(s.kind in WRITES for s in steps) else False
+            i = 0
+            while i < len(steps):
+                j = i
+                while batch and j < len(steps) and steps[j].kind in WRITES:
+                    j += 1
+                if j - i >= 2:  # consecutive writes of one host: one round trip (put_many), journaled step by step
+                    self._writes(phase, steps[i:j])
+                    i = j
+                else:
+                    self._step(phase, steps[i])
+                    i += 1
 
         results = run_on(list(by_host), host_steps, self.opts.max_parallel)
         bad = failures(results)
@@ -123,15 +135,46 @@ class Executor:
             result = HANDLERS[s.kind](self, s)
             self._learn(s, result)
         except Error as e:
-            self.journal.record("step", phase=phase, host=s.host, kind=str(s.kind), target=str(s.target),
-                                status=Status.FAILED.value, error=e.message, seconds=round(self.opts.clock() - t, 3))
+            raise self._failed(phase, s, e, t, after) from None
+        self._done(phase, s, result, t)
+
+    def _writes(self, phase: str, steps: List[Step]) -> None:
+        """Consecutive file writes of one host in one command (put_many); each step journaled as it ended: those
+        wholly written before a failure are done, the one that was being written failed, the rest never ran."""
+        t = self.opts.clock()
+        uploads: List[Upload] = []
+        last: List[int] = []  # per step: the index of its last upload
+        for s in steps:
+            self.opts.out(f"  {s.host:<14} {s.line()}")
+            uploads += self._before_write(s)
+            last.append(len(uploads) - 1)
+        try:
+            self.hosts[steps[0].host].put_many(uploads)
+        except PartialWrite as e:
+            for s, end in zip(steps, last):
+                if end >= e.written:
+                    raise self._failed(phase, s, e, t) from None
+                self._done(phase, s, self._written(s), t)
+        except Error as e:
+            raise self._failed(phase, steps[0], e, t) from None
+        for s in steps:
+            self._done(phase, s, self._written(s), t)
+
+    def _failed(self, phase: str, s: Step, e: Error, t: float, after: tuple = ()) -> StepFailed:
+        """Journal a failed step (and keep it in the outcome; after: for a gate, the hosts of the wave it guards);
+        the StepFailed to raise."""
+        self.journal.record("step", phase=phase, host=s.host, kind=str(s.kind), target=str(s.target),
+                            status=Status.FAILED.value, error=e.message, seconds=round(self.opts.clock() - t, 3))
+        if self.outcome is not None:
             self.outcome.failed.append(dict(s.to_dict(), phase=phase, status=Status.FAILED.value, error=e.message,
                                             **({"after": [h for h in after if h != CONTROL]} if after else {})))
-            if isinstance(e, StepFailed):
-                raise
-            raise StepFailed(f"{s.host}: {s.kind} {s.target} failed in phase {phase}: {e.message}",
-                             context=e.context or f"applying phase {phase} on {s.host}", details=e.details,
-                             hint=e.hint or "fix the cause, then run apply again: it resumes") from None
+        if isinstance(e, StepFailed):
+            return e
+        return StepFailed(f"{s.host}: {s.kind} {s.target} failed in phase {phase}: {e.message}",
+                          context=e.context or f"applying phase {phase} on {s.host}", details=e.details,
+                          hint=e.hint or "fix the cause, then run apply again: it resumes")
+
+    def _done(self, phase: str, s: Step, result: StepResult, t: float) -> None:
         self.journal.record("step", phase=phase, host=s.host, kind=str(s.kind), target=str(s.target),
                             status=result.status.value, detail=result.detail, seconds=round(self.opts.clock() - t, 3))
         if s.acts:
@@ -197,29 +240,42 @@ class Executor:
         checks_mod.put_flannel_config(self.site.inv, self.site.pki, self.opts.session, s.command or "")
         return StepResult(Status.DONE, "written")
 
+    def _before_write(self, s: Step) -> List[Upload]:
+        """What a write step records before it writes (a crash right after the write still restarts the units /
+        applies the manifest), and the files it writes."""
+        if s.kind is StepKind.PUT:
+            units = tuple(s.units) + ((plan_rules.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
+            if units:
+                self.pending.add(s.host, units)
+            if s.target == render_mod.PATHS["encryption_config"]:  # the secrets are re-written after the masters
+                self.pending.add(CONTROL, (secrets_rewrite.SECRETS_UNIT,))
+            return [Upload(s.target, s.file.content, s.file.mode, s.file.owner)]
+        if s.kind is StepKind.BINARY:
+            if s.units:
+                self.pending.add(s.host, s.units)
+            return [Upload(s.target, self.site.local[s.source.origin], s.source.mode)]
+        repo = self.site.desired[s.host].repo
+        return [Upload(path, self.site.local[repo[path].origin], 0o644) for path in s.items]
+
+    @staticmethod
+    def _written(s: Step) -> StepResult:
+        return StepResult(Status.DONE, f"{len(s.items)} files" if s.kind is StepKind.REPO else "")
+
     def _put(self, s: Step) -> StepResult:
-        pend = self.pending
-        # before the write: a crash right after it still restarts the units / applies the manifest
-        units = tuple(s.units) + ((plan_rules.ADDONS_UNIT,) if addons_mod.is_manifest(s.target) else ())
-        if units:
-            pend.add(s.host, units)
-        if s.target == render_mod.PATHS["encryption_config"]:  # the secrets are re-written after the masters
-            pend.add(CONTROL, (secrets_rewrite.SECRETS_UNIT,))
-        self.hosts[s.host].put(s.target, s.file.content, s.file.mode, s.file.owner)
-        return StepResult(Status.DONE)
+        (u,) = self._before_write(s)
+        self.hosts[s.host].put(u.path, u.content, u.mode, u.owner)
+        return self._written(s)
 
     def _binary(self, s: Step) -> StepResult:
-        if s.units:
-            self.pending.add(s.host, s.units)
-        self.hosts[s.host].put_file(s.target, self.site.local[s.source.origin], s.source.mode)
-        return StepResult(Status.DONE)
+        (u,) = self._before_write(s)
+        self.hosts[s.host].put_file(u.path, u.content, u.mode)
+        return self._written(s)
 
     def _repo(self, s: Step) -> StepResult:
         c = self.hosts[s.host]
-        for path in s.items:
-            src = self.site.desired[s.host].repo[path]
-            c.put_file(path, self.site.local[src.origin], 0o644)
-        return StepResult(Status.DONE, f"{len(s.items)} files")
+        for u in self._before_write(s):
+            c.put_file(u.path, u.content, u.mode)
+        return self._written(s)
 
     def _command(self, s: Step) -> StepResult:
         r = self.hosts[s.host].run(s.command, timeout=900, check=not s.tolerate)

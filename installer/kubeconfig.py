@@ -28,7 +28,10 @@ def build(*, cluster: str, server: str, user: str, ca_pem: bytes, cert_pem: byte
         "current-context": context,
         "preferences": {},
     }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1 << 20).encode()
+    # libyaml's emitter when present: the same bytes as yaml.safe_dump (tests/unit/test_libyaml.py), 15x
+    # faster; every host's kubeconfigs are built on every run
+    return yaml.dump(doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                     default_flow_style=False, width=1 << 20).encode()
 
 
 def parse(content: bytes) -> dict:

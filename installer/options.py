@@ -4,15 +4,17 @@ proxy-free session, and the per-run pool of host connections.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict
+from pathlib import Path
+from typing import Callable, Dict, Optional
 
 import requests
 
 from contract.errors import Error
 from installer import harbor_install
-from installer.hosts.connector import DEFAULT_PARALLEL, Connector
+from installer.hosts.connector import DEFAULT_PARALLEL, Connector, Result
 from installer.inventory import Host, Inventory
 
 Out = Callable[[str], None]
@@ -54,18 +56,28 @@ def default_session() -> requests.Session:
 
 
 class Hosts:
-    """Open connectors by host name, created on first use, closed together."""
+    """Open connectors by host name, created on first use, closed together: one connection (an ssh master) per
+    host for a whole run, the checks after it included (`connector_for`)."""
 
     def __init__(self, inv: Inventory, opts: Options) -> None:
         self.inv, self.opts = inv, opts
         self._conns: Dict[str, Connector] = {}
+        self._lock = threading.Lock()  # hosts are handled in parallel threads
 
     def __getitem__(self, name: str) -> Connector:
-        if name not in self._conns:
-            reg = harbor_install.registry_host(self.inv)
-            host = reg if reg is not None and name == reg.name else self.inv.host(name)
-            self._conns[name] = self.opts.connector_for(self.inv, host)
-        return self._conns[name]
+        with self._lock:
+            if name not in self._conns:
+                reg = harbor_install.registry_host(self.inv)
+                host = reg if reg is not None and name == reg.name else self.inv.host(name)
+                self._conns[name] = self.opts.connector_for(self.inv, host)
+            return self._conns[name]
+
+    def connector_for(self, inv: Inventory, host: Host) -> Connector:
+        """A connector factory (Options.connector_for's signature) lending this pool's open connections: what
+        code given a factory closes stays open for the rest of the run; another inventory gets its own."""
+        if inv is not self.inv:
+            return self.opts.connector_for(inv, host)
+        return Borrowed(self[host.name])
 
     def close(self) -> None:
         for c in self._conns.values():
@@ -74,6 +86,29 @@ class Hosts:
             except Exception:  # closing must never hide the real outcome
                 pass
         self._conns.clear()
+
+
+class Borrowed:
+    """A connector lent by a pool (Hosts): every call goes to it, close() is the pool's."""
+
+    def __init__(self, conn: Connector) -> None:
+        self.conn = conn
+        self.name = conn.name
+
+    def run(self, cmd, **kw) -> Result:
+        return self.conn.run(cmd, **kw)
+
+    def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None:
+        self.conn.put(path, content, mode, owner, group)
+
+    def put_file(self, path: str, local: Path, mode: int, owner: str = "root", group: str = "root") -> None:
+        self.conn.put_file(path, local, mode, owner, group)
+
+    def get(self, path: str) -> Optional[bytes]:
+        return self.conn.get(path)
+
+    def close(self) -> None:
+        """Nothing: the pool closes the connection at the end of the run."""
 
 
 def first_line(e: BaseException) -> str:

@@ -15,7 +15,7 @@ from contract.bundle import layout
 from contract.bundle.contents import Component, TrustEntry
 from contract.errors import Error
 from installer import addons as addons_mod
-from installer import components, egress, harbor_install, pki_material, plan_rules
+from installer import bundle_seen, components, egress, harbor_install, local_sums, pki_material, plan_rules
 from installer import pki as pki_mod
 from installer import render as render_mod
 from installer import versions as versions_mod
@@ -63,8 +63,15 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
     info = state.bundle_info()
     target = state.root / f"bundle-{digest[:16]}"
     if info and info.get("manifest_sha256") == digest and target.is_dir():
-        out(f"bundle: verifying {bundle_path} (same bundle as unpacked: reusing {target})")
-        report = fmt.verify_bundle(bundle_path, key)  # a delta: what it carries; the rest was checked at unpack
+        report = bundle_seen.remembered(info, bundle_path, fmt.fingerprint(key))  # installer/bundle_seen.py
+        if report is not None:
+            out(f"bundle: {bundle_path} unchanged since verified in full, signature checked (reusing {target})")
+        else:
+            out(f"bundle: verifying {bundle_path} (same bundle as unpacked: reusing {target})")
+            report = fmt.verify_bundle(bundle_path, key)  # a delta: what it carries; the rest at unpack
+            seen = bundle_seen.remember(info, bundle_path, report)
+            if seen != info:
+                state.set_bundle_info(seen)
         reused = True
     else:
         base = _delta_base(head, manifest, info, bundle_path)
@@ -76,8 +83,9 @@ def prepare_bundle(bundle_path: Path, pub: Path, state: StateDir, out: Out) -> B
         for old in state.root.glob("bundle-*"):
             if old != target and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-        state.set_bundle_info({"manifest_sha256": digest, "fingerprint": report.fingerprint, "dir": str(target),
-                               "name": report.name, "version": report.version, "bundle": str(bundle_path)})
+        state.set_bundle_info(bundle_seen.remember(
+            {"manifest_sha256": digest, "fingerprint": report.fingerprint, "dir": str(target), "name": report.name,
+             "version": report.version, "bundle": str(bundle_path)}, bundle_path, report))
         reused = False
     if report.not_checked:
         out(f"bundle: verified with the {report.key_type} key {report.fingerprint}; "
@@ -145,13 +153,11 @@ def extract_binaries(bundle: Bundle, state: StateDir, names: Sequence[str]) -> D
                     shutil.copyfileobj(src, f)
                 tmp.chmod(0o755)
                 tmp.rename(dest / n)
+    sums = local_sums.Sums(dest)  # an unchanged file is not hashed again on every run (installer/local_sums.py)
     for n, (pattern, member) in wanted.items():
         p = dest / n
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        out[n] = (p, Source(digest.hexdigest(), f"{pattern}!{member}", 0o755))
+        out[n] = (p, Source(sums.sha256(p), f"{pattern}!{member}", 0o755))
+    sums.save()
     return out
 
 

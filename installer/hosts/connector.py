@@ -7,16 +7,21 @@ and their quoting is tested once, here.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
+import secrets
 import shlex
+import tarfile
+import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
+    BinaryIO,
     Callable,
     Dict,
     Hashable,
@@ -39,7 +44,8 @@ from contract.errors import Error
 
 Command = Union[str, Sequence[str]]
 Input = Union[bytes, str, None]
-Stdin = Union[bytes, Path, None]  # what a connector's primitive feeds the command: bytes or a file to stream
+Writer = Callable[[BinaryIO], None]  # writes a stream of any length (a tar of many files) to the file it is given
+Stdin = Union[bytes, Path, Writer, None]  # what a connector's primitive feeds the command: bytes, a file, a writer
 
 TIMEOUT_RC = 124  # coreutils `timeout` exit status when the limit was hit
 KILL_GRACE = 5  # seconds between TERM and KILL for the remote `timeout`, and extra wait on our side
@@ -72,9 +78,30 @@ class Connector(Protocol):
 
     def put_file(self, path: str, local: Path, mode: int, owner: str = "root", group: str = "root") -> None: ...
 
+    def put_many(self, uploads: Sequence["Upload"]) -> None: ...
+
     def get(self, path: str) -> Optional[bytes]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of a batch write (put_many): remote path, content (bytes, or a local file streamed), mode, owner."""
+
+    path: str
+    content: Union[bytes, Path]
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+
+
+class PartialWrite(Error):
+    """put_many stopped: the first `written` files of the batch are in place, the others untouched."""
+
+    def __init__(self, message: str, written: int, **kw) -> None:
+        super().__init__(message, **kw)
+        self.written = written
 
 
 # -- pure helpers (unit-tested) -------------------------------------------------------------------
@@ -129,7 +156,7 @@ def put_script(path: str, mode: int, owner: Optional[str] = "root", group: Optio
     if owner or group:
         spec = (owner or "") + (":" + group if group else "")
         lines.append(f'chown {q(spec)} "$t"')
-    lines += [f'mv -f -- "$t" {q(path)}', "trap - EXIT"]
+    lines += [f'mv -f -T -- "$t" {q(path)}', "trap - EXIT"]  # -T: onto a directory fails, never into it
     return "\n".join(lines) + "\n"
 
 
@@ -137,6 +164,63 @@ def get_script(path: str) -> str:
     """sh script printing the file, or exiting MISSING_RC when it does not exist."""
     p = shlex.quote(check_path(path))
     return f"if [ -e {p} ]; then exec cat -- {p}; else exit {MISSING_RC}; fi"
+
+
+def temp_name(path: str, nonce: str, i: int) -> str:
+    """The temp file next to `path` that a batch write renames into place (the `put_script` pattern)."""
+    d, base = posixpath.split(check_path(path))
+    return posixpath.join(d, f".{base[:40]}.k8s-offline.{nonce}{i}")
+
+
+def put_many_script(uploads: Sequence[Upload], nonce: str) -> str:
+    """sh script writing every upload atomically from a tar stream on stdin (`tar_writer`): GNU tar extracts
+    each member as a temp file next to its target (parents created, mode from the header, owned by root), the
+    ones not root's are chown'd, then they are renamed into place in order, `written <i>` printed after each.
+    On any failure the temp files are removed and what was renamed before stays (the printed lines say which)."""
+    q = shlex.quote
+    temps = [temp_name(u.path, nonce, i) for i, u in enumerate(uploads)]
+    lines = ["set -e", "clean() { rm -f -- " + " ".join(q(t) for t in temps) + "; }", "trap clean EXIT",
+             "tar -x -p -m --no-same-owner -C / -f -",
+             # all or nothing before the first rename: a stream cut short (a local file unreadable) renames none
+             "for t in " + " ".join(q(t) for t in temps) + '; do [ -f "$t" ] || exit 3; done']
+    for u, t in zip(uploads, temps):
+        if (u.owner or "root") != "root" or (u.group or "root") != "root":
+            lines.append(f"chown {q((u.owner or '') + (':' + u.group if u.group else ''))} {q(t)}")
+    for i, (u, t) in enumerate(zip(uploads, temps)):
+        lines += [f"mv -f -T -- {q(t)} {q(u.path)}", f"echo written {i}"]
+    lines += ["trap - EXIT"]
+    return "\n".join(lines) + "\n"
+
+
+def tar_writer(uploads: Sequence[Upload], nonce: str) -> Writer:
+    """A Writer of the tar stream put_many_script reads: member i is upload i at its temp name (a local file is
+    streamed, never read whole into memory)."""
+    def write(f: BinaryIO) -> None:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            for i, u in enumerate(uploads):
+                info = tarfile.TarInfo(temp_name(u.path, nonce, i).lstrip("/"))
+                info.mode, info.uid, info.gid, info.uname, info.gname = u.mode, 0, 0, "root", "root"
+                if isinstance(u.content, Path):
+                    try:
+                        src = open(u.content, "rb")
+                    except OSError as e:
+                        raise Error(f"cannot read {u.content}: {e.strerror}", context="sending files to a host") from None
+                    with src:
+                        info.size = os.fstat(src.fileno()).st_size
+                        tar.addfile(info, src)
+                else:
+                    info.size = len(u.content)
+                    tar.addfile(info, io.BytesIO(u.content))
+    return write
+
+
+def written_count(stdout: str) -> int:
+    """How many files of a batch put_many_script renamed into place (its `written <i>` lines, in order)."""
+    n = 0
+    for line in stdout.splitlines():
+        if line.strip() == f"written {n}":
+            n += 1
+    return n
 
 
 def short(cmd: Command, limit: int = 200) -> str:
@@ -210,7 +294,7 @@ class ShellConnector(ABC):
         return res
 
     def _run_bytes(self, cmd: Command, *, sudo: Optional[bool] = None, timeout: Optional[float] = None,
-                   input: Union[Input, Path] = None) -> Tuple[int, bytes, bytes]:
+                   input: Union[Input, Path, Writer] = None) -> Tuple[int, bytes, bytes]:
         use_sudo = self.sudo if sudo is None else sudo
         stdin = input.encode() if isinstance(input, str) else input
         rc, out, err = self._exec(wrap(cmd, sudo=use_sudo, timeout=timeout), stdin, timeout, cmd)
@@ -231,6 +315,22 @@ class ShellConnector(ABC):
         if rc != 0:
             raise command_error(self.name, f"write {path}", rc, _decode(err), self.user,
                                 what="writing a file")
+
+    def put_many(self, uploads: Sequence[Upload]) -> None:
+        """put/put_file of many files in one command (one round trip): a tar stream extracted next to the targets,
+        each file renamed into place in order. Raises PartialWrite saying how many are in place when it fails."""
+        uploads = list(uploads)
+        if not uploads:
+            return
+        nonce = secrets.token_hex(6)
+        rc, out, err = self._run_bytes(put_many_script(uploads, nonce), input=tar_writer(uploads, nonce))
+        if rc != 0:
+            done = written_count(_decode(out))
+            e = command_error(self.name, f"write {len(uploads)} files", rc, _decode(err), self.user,
+                              what="writing files")
+            raise PartialWrite(e.message + f" ({done} of {len(uploads)} written, the first: "
+                               f"{uploads[done].path} not)", done, context=e.context, details=e.details,
+                               hint=e.hint)
 
     def get(self, path: str) -> Optional[bytes]:
         """A whole file's bytes, or None if it does not exist."""
@@ -291,7 +391,11 @@ def failures(results: Dict[H, Union[R, BaseException]]) -> Dict[H, BaseException
 
 @contextmanager
 def feeding(stdin: Stdin) -> Iterator[dict]:
-    """subprocess keyword arguments that feed `stdin`: input=bytes, or stdin=the open file of a Path."""
+    """subprocess keyword arguments that feed `stdin`: input=bytes, stdin=the open file of a Path, or stdin=a
+    pipe that a Writer fills from a thread (an error it raised is raised here once the command ended)."""
+    if callable(stdin):
+        yield from _piped(stdin)
+        return
     if not isinstance(stdin, Path):
         yield {"input": stdin if stdin is not None else b""}
         return
@@ -301,3 +405,27 @@ def feeding(stdin: Stdin) -> Iterator[dict]:
         raise Error(f"cannot read {stdin}: {e.strerror}", context="sending a file to a host") from None
     with f:
         yield {"stdin": f}
+
+
+def _piped(writer: Writer) -> Iterator[dict]:
+    r, w = os.pipe()
+    failed: List[BaseException] = []
+
+    def pump() -> None:
+        try:
+            with open(w, "wb") as f:
+                writer(f)
+        except BrokenPipeError:
+            pass  # the command stopped reading: its exit status says why
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            failed.append(e)
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        with open(r, "rb") as f:
+            yield {"stdin": f}
+    finally:
+        t.join()
+    if failed:
+        raise failed[0]

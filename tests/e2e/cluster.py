@@ -34,10 +34,12 @@ class BuiltBundle:
     seconds: float
 
 
-def build_bundle(workdir: Path, release: str = "v1.10.3", since: Optional[Path] = None) -> BuiltBundle:
+def build_bundle(workdir: Path, release: str = "v1.10.3", since: Optional[Path] = None,
+                 profile: Optional[str] = None) -> BuiltBundle:
     """Start the stand-in upstreams, build the default spec's bundle (Python 3.11 wheels only), stop them;
     `release`: another Kubernetes release the stand-ins serve (its spec differs only there); `since`: a delta
-    bundle against that site receipt (or lock)."""
+    bundle against that site receipt (or lock); `profile`: the stand-ins' size profile ("small", "release";
+    default $UPSTREAM_PROFILE or small)."""
     from bundler.build import run_build
     from bundler.cache import Cache
     from contract.bundle import generate_keypair
@@ -45,7 +47,7 @@ def build_bundle(workdir: Path, release: str = "v1.10.3", since: Optional[Path] 
 
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
-    ups = start(workdir / "upstreams", cache=UPSTREAM_CACHE)
+    ups = start(workdir / "upstreams", cache=UPSTREAM_CACHE, profile=profile)
     try:
         priv, pub = generate_keypair(workdir / "keys")
         spec = workdir / "bundle-spec.yaml"

@@ -216,3 +216,18 @@ def test_check_reads_the_unpacked_bundle_and_asks_the_registry(inv, tmp_path, mo
     served["kubernetes/coredns"]["1.1.3"] = digests[L.COREDNS]
     (r,) = egress.egress_results(cdns, tmp_path, session=None)
     assert r.ok and "2 image(s) in 3 place(s)" in r.detail, r.detail
+
+
+def test_the_same_manifest_on_many_hosts_is_parsed_once_and_named_per_host(monkeypatch):
+    pod = b"kind: Pod\nmetadata: {name: p, namespace: kube-system}\nspec: {containers: [{name: c, image: x/y:1}]}\n"
+    files = {f"h{i}": {"/etc/kubernetes/manifests/p.yaml": File(pod), "/etc/kubernetes/bad.yaml": File(b"kind: [\n")}
+             for i in range(1, 4)}
+    parses = []
+    real = egress.manifest_references
+    monkeypatch.setattr(egress, "manifest_references", lambda text, host, path: parses.append(text) or
+                        real(text, host, path))
+    refs, problems = egress.references(files)
+    assert len(parses) == 2  # one valid manifest, one invalid: each parsed once for the three hosts
+    assert [(r.host, r.path, r.ref, r.obj, r.container) for r in refs] == [
+        (f"h{i}", "/etc/kubernetes/manifests/p.yaml", "x/y:1", "Pod kube-system/p", "container c") for i in range(1, 4)]
+    assert [p.line().split(": ")[0] for p in problems] == [f"h{i}:/etc/kubernetes/bad.yaml" for i in range(1, 4)]

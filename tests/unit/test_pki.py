@@ -169,6 +169,22 @@ def test_rerun_keeps_everything_and_never_touches_the_ca(state, inv):
     assert {f.name: f.read_bytes() for f in (state / "pki").iterdir()} == before
 
 
+@pytest.mark.parametrize("damage", ["other key", "garbled", "missing"])
+def test_a_key_that_is_not_its_certificates_reissues_it(state, inv, damage):
+    """key_matches skips the RSA consistency check of loading (speed): the comparison still catches these."""
+    key = state / "pki" / "apiserver.key"
+    if damage == "other key":
+        key.write_bytes((state / "pki" / "kubelet-client.key").read_bytes() if (state / "pki" / "kubelet-client.key")
+                        .exists() else (state / "pki" / "admin.key").read_bytes())
+    elif damage == "garbled":
+        key.write_bytes(key.read_bytes()[:200] + b"garbage" + key.read_bytes()[207:])
+    else:
+        key.unlink()
+    report = pki.Pki(state, clock=at(T0)).ensure(inv)
+    assert report.issued == ["apiserver"]
+    assert report.entries[[e.name for e in report.entries].index("apiserver")].reason == "key missing or does not match"
+
+
 def test_missing_ca_key_with_certs_present_is_refused(state, inv):
     (state / "pki" / "ca.key").unlink()
     with pytest.raises(Error) as e:
