@@ -106,7 +106,7 @@ def test_one_connection_per_host_when_many_threads_ask_at_once(inv):
 def test_apply_runs_its_checks_over_the_runs_connections(monkeypatch, inv, tmp_path):
     """Executor and checks share one connection per host; it is closed once, after the checks."""
     made = []
-    bundle = SimpleNamespace(name="k8s", version="1", digest="d" * 64, fingerprint="f", reused=True, dir=tmp_path,
+    bundle = SimpleNamespace(name="k8s", version="1", digest="d" * 64, fingerprint="f", reused=True, dir=tmp_path, trust=(),
                              components={})
     site = SimpleNamespace(inv=inv, pki=Pki(tmp_path), state=StateDir(tmp_path).ensure(), bundle=bundle,
                            pki_report=None)
