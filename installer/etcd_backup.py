@@ -37,6 +37,7 @@ from typing import Callable, List, Optional, Tuple
 
 import requests
 
+from contract.digest import sha256_file
 from contract.errors import Error
 from installer import checks
 from installer.hosts.connector import Connector, check_path
@@ -290,13 +291,6 @@ def _write_private(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def store(state_root: Path, data: bytes, facts: dict, member: Host, taken: dt.datetime, keep: int) -> Snapshot:
     """Write a fetched snapshot and its sidecar into <state>/backups, verify the file, apply retention."""
@@ -306,7 +300,7 @@ def store(state_root: Path, data: bytes, facts: dict, member: Host, taken: dt.da
         os.chmod(d, 0o700)
         db = d / snapshot_name(taken, facts["revision"])
         _write_private(db, data)
-        if _file_sha256(db) != facts["sha256"]:
+        if sha256_file(db) != facts["sha256"]:
             db.unlink()
             raise Error(f"{db}: the file written differs from the snapshot taken; removed",
                         context="writing the etcd snapshot", hint=f"check the disk holding {d}, then run it again")

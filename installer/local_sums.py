@@ -12,12 +12,13 @@ stat comes before the hash; an unreadable or garbled record means "hash it".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
+
+from contract.digest import sha256_file
 
 RACY_SECONDS = 2
 NAME = ".sums.json"
@@ -26,13 +27,6 @@ NAME = ".sums.json"
 def identity(st: os.stat_result) -> List[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Sums:
@@ -55,7 +49,7 @@ class Sums:
         rec = self._data.get(path.name)
         if isinstance(rec, dict) and rec.get("id") == identity(st) and _hexdigest(rec.get("sha256")):
             return rec["sha256"]
-        digest = file_sha256(path)
+        digest = sha256_file(path)
         self.hashed.append(path.name)
         if st.st_ctime_ns / 1e9 <= self.clock() - RACY_SECONDS:
             self._data[path.name] = {"id": identity(st), "sha256": digest}
