@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import itertools
 import json
 import os
 import ssl
@@ -26,6 +27,7 @@ from installer.apply import default_session
 from installer.pki import Pki
 from installer.render import PATHS
 from tests.e2e import cluster
+from tests.e2e.outage import Sampler, longest_outage
 from tests.e2e.test_docker_host import make_site_ca
 
 pytestmark = pytest.mark.e2e
@@ -381,28 +383,19 @@ def test_stopped_member_and_a_change_for_every_member_never_loses_quorum(site):
     """etcd stopped on h3 and every member's config drifted: one apply starts h3 first, restarts the others
     one at a time only while every other member is healthy (a continuous /health probe never sees fewer than
     2 of 3 healthy) and converges."""
-    import threading
 
     inv, pki, session = site.inventory(), site.pki(), default_session()
     site.tb.ssh(3, "systemctl stop etcd")
     for n in MASTERS:
         site.tb.ssh(n, "echo '# drift' >> /etc/etcd/etcd.conf")
-    counts, stop = [], threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            counts.append(sum(r.ok for r in checks_mod.etcd_health(inv, pki, session)))
-            time.sleep(0.2)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
     start = len(site.journal())
-    try:
+    def healthy() -> int:
+        return sum(r.ok for r in checks_mod.etcd_health(inv, pki, session))
+
+    with Sampler(healthy, up=lambda c: c == 3) as sampler:
         run = site.apply()
-    finally:
-        stop.set()
-        t.join(10)
     assert run.rc == 0, _fail(run)
+    counts = [c for _, c in sampler.samples]
     assert counts and min(counts) >= 2, counts  # quorum (2 of 3) held throughout
     assert counts[-1] == 3
     restarts = [e["host"] for e in site.journal()[start:]
@@ -415,7 +408,6 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
     """h3's etcd data, config and executables are gone (the host re-installed): apply removes its old entry,
     adds it again and starts it with initial-cluster-state existing, behind the others-healthy gate; a
     continuous write/read probe through the other members never fails for longer than a leader election."""
-    import threading
 
     pki = site.pki()
     tls = [f"--cacert={pki.crt_path('etcd-ca')}", f"--cert={pki.crt_path('etcd-admin')}",
@@ -431,34 +423,20 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
     before = {ln.split(", ")[2]: ln.split(", ")[0] for ln in ctl("member", "list").stdout.splitlines()}
     assert set(before) == {"h1", "h2", "h3"}, before
     site.tb.ssh(3, "systemctl stop etcd && rm -rf /var/lib/etcd /etc/etcd /usr/local/bin/etcd /usr/local/bin/etcdctl")
-    fails, stop = [], threading.Event()
+    writes = itertools.count(1)
 
     def probe():
-        i = 0
-        while not stop.is_set():
-            i += 1
-            ok = ctl("put", "/probe/rejoin", str(i)).returncode == 0 and \
-                ctl("get", "/probe/rejoin", "--print-value-only").stdout.strip() == str(i)
-            fails.append((time.monotonic(), ok))
-            time.sleep(0.2)
+        i = str(next(writes))
+        return ctl("put", "/probe/rejoin", i).returncode == 0 and \
+            ctl("get", "/probe/rejoin", "--print-value-only").stdout.strip() == i
 
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    try:
+    with Sampler(probe) as sampler:
         plan = cluster.installer("plan", *site.args())
         assert plan.rc == 0 and "rejoin etcd cluster: no etcd data" in plan.stdout, _fail(plan)
         run = site.apply()
-    finally:
-        stop.set()
-        t.join(20)
     assert run.rc == 0, _fail(run)
-    worst, down_since = 0.0, None  # the longest run of failed probes
-    for at, ok in fails:
-        if not ok and down_since is None:
-            down_since = at
-        elif ok and down_since is not None:
-            worst, down_since = max(worst, at - down_since), None
-    assert fails and down_since is None and worst < 5.0, (worst, fails[-5:])
+    worst, down_since = longest_outage(sampler.samples)
+    assert sampler.samples and down_since is None and worst < 5.0, (worst, sampler.samples[-5:])
     after = {ln.split(", ")[2]: ln.split(", ")[0] for ln in ctl("member", "list", endpoints=(1, 2, 3))
              .stdout.splitlines()}
     assert set(after) == {"h1", "h2", "h3"} and after["h3"] != before["h3"], (before, after)
@@ -467,7 +445,8 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
     assert r.returncode == 0 and r.stdout.strip(), r.stderr  # h3 serves the data it got from the others
     check = site.check()
     assert check.rc == 0, _fail(check)
-    print(f"\netcd member rejoin: {len(fails)} probes, longest failure {worst:.1f} s, apply {run.seconds:.1f} s")
+    print(f"\netcd member rejoin: {len(sampler.samples)} probes, longest failure {worst:.1f} s, "
+          f"apply {run.seconds:.1f} s")
 
 
 def test_node_units_heal_after_etcd_comes_back(site):
@@ -709,7 +688,6 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
     The 1.10.4 bundle is a delta computed from the site's receipt (`installer receipt` on the booted hosts):
     only what the site lacks is carried, and upgrade combines it with the unpacked 1.10.3 bundle."""
     import hashlib
-    import threading
 
     receipt = tmp_path_factory.mktemp("receipt") / "site-receipt.json"
     got = cluster.installer("receipt", "-i", str(site.inv4), "--state", str(site.state), "--known-hosts",
@@ -728,13 +706,10 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
     carried = hashlib.sha256(newer.path.read_bytes()).hexdigest()  # not changed by being applied
     inv, pki, session = site.inventory(), site.pki(), default_session()
     vip, port = inv.cluster.vip, inv.cluster.lb_port
-    health, quorum, stop = [], [], threading.Event()
 
     def probe():
-        while not stop.is_set():
-            health.append((time.monotonic(), checks_mod.apiserver_healthz(inv, pki, session, vip, port)[0]))
-            quorum.append(sum(r.ok for r in checks_mod.etcd_health(inv, pki, session)))
-            time.sleep(0.2)
+        return (checks_mod.apiserver_healthz(inv, pki, session, vip, port)[0],
+                sum(r.ok for r in checks_mod.etcd_health(inv, pki, session)))
 
     args = site.args(bundle=newer)
     # a pod without a controller on h4: the drain before h4's kubelet is replaced evicts it
@@ -744,24 +719,15 @@ def test_upgrade_to_the_next_patch_release_rolls_without_downtime(site, tmp_path
         f"spec:\n  nodeName: h4\n  containers:\n  - name: main\n    image: {image}\n")
     assert _kubectl(site, "apply -f /root/drain-probe.yaml", check=False).returncode == 0
     start = len(site.journal())
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    try:
+    with Sampler(probe, settle=30.0, up=lambda v: v[0]) as sampler:
         run = cluster.installer("upgrade", *args)
-    finally:
-        stop.set()
-        t.join(20)
     assert run.rc == 0, _fail(run)
     assert "upgrade: Kubernetes 1.10.3 -> 1.10.4" in run.stderr, run.stderr[-2000:]
     assert "(a delta: the files it does not carry come from" in run.stderr, run.stderr[-2000:]
     assert hashlib.sha256(newer.path.read_bytes()).hexdigest() == carried
-    worst, down_since = 0.0, None
-    for at, ok in health:
-        if not ok and down_since is None:
-            down_since = at
-        elif ok and down_since is not None:
-            worst, down_since = max(worst, at - down_since), None
-    assert health and down_since is None and worst < 10.0, worst  # keepalived moves the VIP in a few seconds
+    worst, down_since = longest_outage(sampler.samples, up=lambda v: v[0])
+    assert sampler.samples and down_since is None and worst < 10.0, worst  # keepalived moves the VIP in a few seconds
+    quorum = [v[1] for _, v in sampler.samples]
     assert quorum and min(quorum) >= 2, quorum
     for n in (1, 2, 3):
         assert "v1.10.4" in site.tb.ssh(n, "/usr/local/bin/kube-apiserver --version").stdout

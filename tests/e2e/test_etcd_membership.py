@@ -8,17 +8,17 @@ members that stay (h2, h3) never fails for longer than a leader election.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
-import threading
-import time
 
 import pytest
 import yaml
 
 from installer.pki import Pki
 from tests.e2e import cluster
+from tests.e2e.outage import Sampler, longest_outage
 
 pytestmark = pytest.mark.e2e
 KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.kubeconfig"
@@ -35,16 +35,6 @@ def _members(ctl, endpoints) -> dict:
         f = ln.split(", ")
         out[f[2] or f[3]] = f[1]
     return out
-
-
-def _longest_failure(samples) -> tuple:
-    worst, down_since = 0.0, None
-    for at, ok in samples:
-        if not ok and down_since is None:
-            down_since = at
-        elif ok and down_since is not None:
-            worst, down_since = max(worst, at - down_since), None
-    return worst, down_since
 
 
 def test_etcd_moves_from_a_master_to_a_node_one_member_per_apply(testbed_factory, tmp_path_factory):
@@ -80,21 +70,15 @@ def test_etcd_moves_from_a_master_to_a_node_one_member_per_apply(testbed_factory
                                   env={"PATH": os.environ["PATH"], "ETCDCTL_API": "3"})
 
         assert _members(ctl, (1, 2, 3)) == {"h1": "started", "h2": "started", "h3": "started"}
-        samples, stop = [], threading.Event()
+        writes = itertools.count(1)
 
         def probe():
-            i = 0
-            while not stop.is_set():
-                i += 1
-                ok = ctl("put", "/probe/membership", str(i)).returncode == 0 and \
-                    ctl("get", "/probe/membership", "--print-value-only").stdout.strip() == str(i)
-                samples.append((time.monotonic(), ok))
-                time.sleep(0.2)
+            i = str(next(writes))
+            return ctl("put", "/probe/membership", i).returncode == 0 and \
+                ctl("get", "/probe/membership", "--print-value-only").stdout.strip() == i
 
         started = {n: cluster.unit_invocation(tb, n, "etcd") for n in (2, 3)}
-        t = threading.Thread(target=probe, daemon=True)
-        t.start()
-        try:
+        with Sampler(probe) as sampler:
             plan = cluster.installer("plan", *args(inv2))
             assert plan.rc == 0, _fail(plan)
             assert "etcd member add h4: member add h4 --peer-urls=https://" in plan.stdout, plan.stdout
@@ -113,11 +97,8 @@ def test_etcd_moves_from_a_master_to_a_node_one_member_per_apply(testbed_factory
             assert remove.rc == 0, _fail(remove)
             assert "etcd member remove h1" in remove.stderr and "its data moved to /var/lib/etcd.removed-" \
                 in remove.stderr, remove.stderr[-4000:]
-        finally:
-            stop.set()
-            t.join(20)
-        worst, down_since = _longest_failure(samples)
-        assert samples and down_since is None and worst < 5.0, (worst, samples[-5:])
+        worst, down_since = longest_outage(sampler.samples)
+        assert sampler.samples and down_since is None and worst < 5.0, (worst, sampler.samples[-5:])
         assert _members(ctl, (2, 3, 4)) == {"h2": "started", "h3": "started", "h4": "started"}
         recorded = json.loads((state / "etcd-members.json").read_text())["members"]
         assert recorded == {f"h{n}": addrs[n] for n in (2, 3, 4)}, recorded
@@ -140,7 +121,7 @@ def test_etcd_moves_from_a_master_to_a_node_one_member_per_apply(testbed_factory
         assert check.rc == 0, _fail(check)
         again = cluster.installer("apply", *args(inv2), timeout=1200)
         assert again.rc == 0 and "nothing to do" in again.stderr, _fail(again)
-        print(f"\netcd h1 -> h4: {len(samples)} probes, longest failure {worst:.1f} s; applies: fresh "
+        print(f"\netcd h1 -> h4: {len(sampler.samples)} probes, longest failure {worst:.1f} s; applies: fresh "
               f"{first.seconds:.0f} s, add {add.seconds:.0f} s, remove {remove.seconds:.0f} s")
     finally:
         reg.stop()
