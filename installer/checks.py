@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -168,41 +169,52 @@ def leader(inv: Inventory, pki: Pki, session: requests.Session, component: str) 
 def run_all(inv: Inventory, pki: Pki, session: requests.Session, connector_for=None,
             max_parallel: int = DEFAULT_PARALLEL) -> Report:
     """Every check; none raises, each failure is a result. With connector_for (SSH to the hosts) also the pod
-    network and the nodes' image pulls (installer/podnet.py)."""
-    rep = Report()
-    rep.results += etcd_health(inv, pki, session)
-    from installer import etcd_access  # builds on this module's Result
-
-    rep.results += etcd_access.refused(inv, pki, session)
-    vip = f"{inv.cluster.vip}:{inv.cluster.lb_port}"
-    ok, detail = apiserver_healthz(inv, pki, session, inv.cluster.vip, inv.cluster.lb_port)
-    rep.results.append(Result("healthz via VIP", vip, ok, detail))
-    doc, why = _api(inv, pki, session, "/api/v1/componentstatuses")
-    if doc is None:
-        rep.results.append(Result("componentstatuses", vip, False, why))
-    else:
-        for item in doc.get("items") or []:
-            conds = item.get("conditions") or []
-            healthy = any(c.get("type") == "Healthy" and c.get("status") == "True" for c in conds)
-            msg = "; ".join(str(c.get("message") or c.get("error") or "") for c in conds).strip()
-            rep.results.append(Result("componentstatus", item.get("metadata", {}).get("name", "?"), healthy,
-                                      "Healthy" if healthy else msg or "unhealthy"))
-    for comp in ("kube-controller-manager", "kube-scheduler"):
-        holder, detail = leader(inv, pki, session, comp)
-        rep.results.append(Result(f"leader {comp}", vip, holder is not None,
-                                  f"{holder} ({detail})" if holder else detail))
-    ok, detail = nodes_ready(inv, pki, session, [n.name for n in inv.nodes])
-    rep.results.append(Result("nodes Ready", vip, ok, detail))
+    network and the nodes' image pulls (installer/podnet.py). The groups are independent (the API and etcd
+    over HTTPS from here, etcd's v3 authentication, the pod network, the image pulls: each on other hosts or
+    other connections), so they run at once; the report lists them in this fixed order."""
+    groups: List[Callable[[], List[Result]]] = [lambda: _api_checks(inv, pki, session)]
     if connector_for is not None:
         from installer import (
             etcd_auth,  # builds on this module's Result
             podnet,  # podnet builds on this module's Result
         )
 
-        rep.results += etcd_auth.check(inv, pki, connector_for)
-        rep.results += podnet.pod_network(inv, connector_for, max_parallel)
-        rep.results += podnet.image_pulls(inv, connector_for, max_parallel)
+        groups += [lambda: etcd_auth.check(inv, pki, connector_for),
+                   lambda: podnet.pod_network(inv, connector_for, max_parallel),
+                   lambda: podnet.image_pulls(inv, connector_for, max_parallel)]
+    rep = Report()
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        for results in pool.map(lambda g: g(), groups):
+            rep.results += results
     return rep
+
+
+def _api_checks(inv: Inventory, pki: Pki, session: requests.Session) -> List[Result]:
+    """etcd health, etcd refusing the site CA, /healthz through the VIP, componentstatuses, leaders, nodes."""
+    results = etcd_health(inv, pki, session)
+    from installer import etcd_access  # builds on this module's Result
+
+    results += etcd_access.refused(inv, pki, session)
+    vip = f"{inv.cluster.vip}:{inv.cluster.lb_port}"
+    ok, detail = apiserver_healthz(inv, pki, session, inv.cluster.vip, inv.cluster.lb_port)
+    results.append(Result("healthz via VIP", vip, ok, detail))
+    doc, why = _api(inv, pki, session, "/api/v1/componentstatuses")
+    if doc is None:
+        results.append(Result("componentstatuses", vip, False, why))
+    else:
+        for item in doc.get("items") or []:
+            conds = item.get("conditions") or []
+            healthy = any(c.get("type") == "Healthy" and c.get("status") == "True" for c in conds)
+            msg = "; ".join(str(c.get("message") or c.get("error") or "") for c in conds).strip()
+            results.append(Result("componentstatus", item.get("metadata", {}).get("name", "?"), healthy,
+                                  "Healthy" if healthy else msg or "unhealthy"))
+    for comp in ("kube-controller-manager", "kube-scheduler"):
+        holder, detail = leader(inv, pki, session, comp)
+        results.append(Result(f"leader {comp}", vip, holder is not None,
+                              f"{holder} ({detail})" if holder else detail))
+    ok, detail = nodes_ready(inv, pki, session, [n.name for n in inv.nodes])
+    results.append(Result("nodes Ready", vip, ok, detail))
+    return results
 
 
 # ------------------------------------------------------------------ flannel's network in etcd v2

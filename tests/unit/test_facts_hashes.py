@@ -1,6 +1,6 @@
 """The facts script's hash cache, run for real with dash and bash (CentOS 7's sh) on files in a tmp dir.
 
-sha256sum on PATH is a wrapper that logs each call, so a test can tell which runs read the files.
+sha256sum on PATH is a wrapper that logs each file it is given, so a test can tell which files a run read.
 Files a test caches must have a ctime at least RACY_SECONDS old: they come from a pool made once per module.
 """
 
@@ -49,7 +49,7 @@ class Host:
         self.log = tmp / "sha256sum.log"
         self.bin = tmp / "bin"
         self.bin.mkdir()
-        self.wrap("sha256sum", f'echo "$*" >> {self.log}\n')
+        self.wrap("sha256sum", f'for a; do [ "$a" = -- ] || echo "$a"; done >> {self.log}\n')
         self.paths = [str(files / n) for n in NAMES]
 
     def wrap(self, command: str, body: str) -> None:
@@ -67,7 +67,7 @@ class Host:
         return dict(facts.parse(r.stdout, host="t", managed_files=paths).files)
 
     def hashed(self) -> int:
-        """sha256sum calls since the last call of hashed()."""
+        """Files sha256sum was given since the last call of hashed()."""
         n = len(self.log.read_text().splitlines()) if self.log.exists() else 0
         self.log.unlink(missing_ok=True)
         return n
@@ -234,3 +234,26 @@ def test_without_a_cache_every_file_is_hashed(host):
         files = facts.parse(r.stdout, host="t", managed_files=host.paths).files
         assert all(files[p].sha256 == sha(p) for p in host.paths) and host.hashed() == 3
     assert not host.cache.parent.parent.exists()
+
+
+def test_the_files_a_run_hashes_go_to_one_sha256sum_call(host):
+    calls = host.bin.parent / "calls.log"
+    host.wrap("sha256sum", f'echo call >> {calls}\nfor a; do [ "$a" = -- ] || echo "$a"; done >> {host.log}\n')
+    fresh = host.files / "fresh2"
+    fresh.write_bytes(b"racy")
+    paths = [*host.paths, str(fresh)]
+    host.run(paths)
+    assert host.hashed() == 4 and calls.read_text().count("call") == 1
+    host.run(paths)  # only the recently changed one, in one call again
+    assert host.hashed() == 1 and calls.read_text().count("call") == 2
+
+
+def test_a_path_that_is_not_plain_is_hashed_by_the_plain_loop(host):
+    odd = host.files / "with space"
+    odd.write_bytes(b"odd")
+    paths = [*host.paths, str(odd), str(host.files / "gone too")]
+    for _ in range(2):
+        files = host.run(paths)
+        assert files[str(odd)].sha256 == hashlib.sha256(b"odd").hexdigest() and files[paths[-1]] is None
+        assert all(files[p].sha256 == sha(p) for p in host.paths)
+        assert host.hashed() == 4  # no cache for such a run
