@@ -20,6 +20,7 @@ Needs root. Exits 1 when an assertion (each file once, the changed byte caught) 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import resource
@@ -432,6 +433,10 @@ def main(argv=None) -> int:
         args.logs.mkdir(parents=True, exist_ok=True)
         LOGS[0] = args.logs
     sys.path.insert(0, str(ROOT))
+    # the installer as users run it has its bytecode (pip install, the static build); this machine may set
+    # PYTHONDONTWRITEBYTECODE, which would make every installer run compile its modules again
+    for package in ("contract", "installer"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
     sizes = [int(s) for s in args.scale.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         work = Path(tmp)

@@ -32,6 +32,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 CONTAINER_KEYS = ("initContainers", "containers")
 _FLAG = re.compile(r"^--?(?P<name>[a-z0-9-]*image)(?:=(?P<value>.*))?$")
 _ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_UNQUOTE = str.maketrans("", "", "\\\"'")
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,10 @@ def flag_references(text: str, host: str, path: str) -> List[ImageRef]:
     """Image flags in shell-like lines: KEY="--a=b --x-image=REF" (EnvironmentFile) or a command line."""
     out: List[ImageRef] = []
     for line in text.splitlines():
+        # every flag _FLAG matches ends in "image", which no line without those letters can give after the
+        # shell's quote removal (quotes and backslashes taken out first): most lines need no split at all
+        if "image" not in line.translate(_UNQUOTE):
+            continue
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError:  # not shell syntax (an unbalanced quote in JSON or prose): plain words

@@ -5,6 +5,7 @@ installs, the phase that writes each file, and which files a plan never shows.""
 from __future__ import annotations
 
 import fnmatch
+import functools
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from installer import components
@@ -66,13 +67,28 @@ def owner_components(path: str, host: Host) -> Tuple[str, ...]:
 
 def phase_of(path: str, host: Host) -> str:
     """The phase that writes a file: the earliest phase of a unit that reads it, else of a component that holds it."""
+    phase = _phase_of(path, _Roles(r for r in components.ROLES if host.has(r)))
+    if phase is None:
+        raise ValueError(f"no component of {host.name} holds {path} (installer/components.py)")
+    return phase
+
+
+class _Roles(tuple):
+    """A host's roles, all that components.for_host reads of it (a hashable cache key)."""
+
+    def has(self, role: str) -> bool:
+        return role in self
+
+
+@functools.lru_cache(maxsize=8192)
+def _phase_of(path: str, host: _Roles) -> Optional[str]:
+    """phase_of for the hosts with these roles (the planner asks it for every file in every phase of every host:
+    hosts of one kind share the answer)."""
     units = owners(path, wanted_units(host))
     if units:
         return min((UNIT_PHASE[u] for u in units), key=PHASES.index)
     phases = [components.BY_NAME[c].phase for c in owner_components(path, host)]
-    if not phases:
-        raise ValueError(f"no component of {host.name} holds {path} (installer/components.py)")
-    return min(phases, key=PHASES.index)
+    return min(phases, key=PHASES.index) if phases else None
 
 
 def is_secret(path: str, f: Optional[File] = None) -> bool:
