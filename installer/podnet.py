@@ -55,9 +55,8 @@ def _why(e: BaseException) -> str:
 def _reach(conn: Connector, targets: Sequence[Tuple[str, str]], netns: Optional[str] = None) -> Dict[str, str]:
     """{probe node: '' if reached, else the route used}; netns runs the connects inside a probe namespace."""
     lines = "".join(f"{name} {ip} {PORT}\n" for name, ip in targets)
-    script = f"bash -c {shlex.quote(REACH_SCRIPT)} reach {TIMEOUT}"
-    if netns:
-        script = f"ip netns exec {shlex.quote(netns)} {script}"
+    reach = f'"$P" -c {shlex.quote(REACH_SCRIPT)} reach {TIMEOUT}'
+    script = PYTHON + (f"exec ip netns exec {shlex.quote(netns)} {reach}" if netns else f"exec {reach}")
     res = conn.run(script, timeout=TIMEOUT * 4 + 10, check=False, input=lines)
     got: Dict[str, str] = {}
     for line in res.stdout.splitlines():

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -32,7 +33,7 @@ class Host:
     def run(self, cmd, *, sudo=None, timeout=None, check=True, input=None):
         self.calls.append(cmd if isinstance(cmd, str) else " ".join(cmd))
         line = self.calls[-1]
-        if "exec \"$P\" -" in line:
+        if "exec \"$P\" - " in line:
             assert input == podnet.PROBE_SCRIPT  # the script travels on stdin
         if "exec \"$P\" - add" in line:
             if self.name in self.world.get("no_cni", ()):
@@ -146,3 +147,35 @@ def test_pull_failures_are_classified_per_node(inv, err, kind):
 def test_probe_script_compiles_for_the_hosts_python():
     compile(podnet.PROBE_SCRIPT, "probe", "exec")
     assert re.search(r"\bf\"", podnet.PROBE_SCRIPT) is None  # no f-strings: CentOS 7 runs it with Python 2.7
+
+
+def _runs(python: str) -> bool:
+    import subprocess
+
+    return shutil.which(python) is not None and subprocess.run([python, "-c", "pass"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("python", [p for p in ("python3", "python2") if _runs(p)])  # CentOS 7: python2
+def test_the_reach_script_connects_to_every_target_at_once_and_routes_the_misses(python):
+    """REACH_SCRIPT run for real (as on a host) against loopback: a listener is reached, a closed port fails
+    with the route `ip route get` gives, a blank line is skipped."""
+    import socket
+    import subprocess
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connect is refused
+    try:
+        rows = f"up 127.0.0.1 {srv.getsockname()[1]}\ndown 127.0.0.1 {closed.getsockname()[1]}\n\n"
+        r = subprocess.run([python, "-c", podnet.REACH_SCRIPT, "reach", "3"], input=rows, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        got = dict(line.split(" ", 1)[::-1] if line.startswith("ok ") else (line.split(" ", 2)[1], line)
+                   for line in r.stdout.splitlines())
+        assert got["up"] == "ok", r.stdout
+        assert got["down"].startswith("fail down ") and "127.0.0.1" in got["down"] and " lo" in got["down"], r.stdout
+    finally:
+        srv.close()
+        closed.close()
