@@ -156,7 +156,7 @@ REACH_SCRIPT = r'''
 import errno, select, socket, subprocess, sys, time
 
 timeout = float(sys.argv[2])  # argv: -c reach TIMEOUT
-pending, lines = {}, []
+pending, reached, missed = {}, [], []  # pending: {socket: (name, ip)}; missed: [(name, ip)]
 for row in sys.stdin.read().splitlines():
     f = row.split()
     if len(f) != 3:
@@ -165,33 +165,32 @@ for row in sys.stdin.read().splitlines():
     s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(0)
     rc = s.connect_ex((ip, int(port)))
-    if rc == 0:
-        lines.append("ok " + name)
-        s.close()
-    elif rc in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+    if rc in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
         pending[s] = (name, ip)
+        continue
+    if rc == 0:
+        reached.append(name)
     else:
-        lines.append((name, ip))
-        s.close()
+        missed.append((name, ip))
+    s.close()
 deadline = time.time() + timeout
-while pending:
-    left = deadline - time.time()
-    if left <= 0:
-        break
-    _, ready, _ = select.select([], list(pending), [], left)
+while pending and time.time() < deadline:
+    _, ready, _ = select.select([], list(pending), [], max(0, deadline - time.time()))
     for s in ready:
         name, ip = pending.pop(s)
-        lines.append("ok " + name if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 else (name, ip))
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            reached.append(name)
+        else:
+            missed.append((name, ip))
         s.close()
-lines += list(pending.values())
-for line in lines:
-    if not isinstance(line, tuple):
-        sys.stdout.write(line + "\n")
-        continue
+missed += list(pending.values())
+for name in reached:
+    sys.stdout.write("ok %s\n" % name)
+for name, ip in missed:
     try:
-        p = subprocess.Popen(["ip", "route", "get", line[1]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(["ip", "route", "get", ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         route = p.communicate()[0].decode("utf-8", "replace").strip().splitlines()
     except OSError as e:
         route = ["no route shown: %s" % e]
-    sys.stdout.write("fail %s %s\n" % (line[0], route[0] if route else "no route shown"))
+    sys.stdout.write("fail %s %s\n" % (name, route[0] if route else "no route shown"))
 '''

@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import socket
+import subprocess
 
 import pytest
 
@@ -150,8 +152,6 @@ def test_probe_script_compiles_for_the_hosts_python():
 
 
 def _runs(python: str) -> bool:
-    import subprocess
-
     return shutil.which(python) is not None and subprocess.run([python, "-c", "pass"], capture_output=True).returncode == 0
 
 
@@ -159,9 +159,6 @@ def _runs(python: str) -> bool:
 def test_the_reach_script_connects_to_every_target_at_once_and_routes_the_misses(python):
     """REACH_SCRIPT run for real (as on a host) against loopback: a listener is reached, a closed port fails
     with the route `ip route get` gives, a blank line is skipped."""
-    import socket
-    import subprocess
-
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
@@ -172,9 +169,8 @@ def test_the_reach_script_connects_to_every_target_at_once_and_routes_the_misses
         r = subprocess.run([python, "-c", podnet.REACH_SCRIPT, "reach", "3"], input=rows, capture_output=True,
                            text=True, timeout=30)
         assert r.returncode == 0, r.stderr
-        got = dict(line.split(" ", 1)[::-1] if line.startswith("ok ") else (line.split(" ", 2)[1], line)
-                   for line in r.stdout.splitlines())
-        assert got["up"] == "ok", r.stdout
+        got = {line.split(" ")[1]: line for line in r.stdout.splitlines()}
+        assert got["up"] == "ok up", r.stdout
         assert got["down"].startswith("fail down ") and "127.0.0.1" in got["down"] and " lo" in got["down"], r.stdout
     finally:
         srv.close()
