@@ -94,7 +94,8 @@ JOBS = typer.Option(DEFAULT_PARALLEL, "--jobs", "-j", min=1, metavar="N",
 def out(line: str) -> None:
     import sys
 
-    print(line, file=sys.stderr, flush=True)
+    sys.stderr.write(line + "\n")  # one write: lines of hosts handled at once never interleave
+    sys.stderr.flush()
 
 
 def connectors(state: Path, known_hosts: Optional[Path], host_keys: str):

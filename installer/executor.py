@@ -29,6 +29,7 @@ from installer.plan_model import CONTROL, Gate, Name, Plan, Step, StepKind
 from installer.site import Site, record_etcd_members
 
 JOURNAL_LINES = 30
+GATE_FIRST_PAUSE, GATE_MAX_PAUSE = 0.1, 1.0  # seconds between a gate's probes: doubling from the first to the most
 WRITES = (StepKind.PUT, StepKind.BINARY, StepKind.REPO)  # steps that only write files: batched per host
 
 
@@ -339,13 +340,15 @@ class Executor:
         timeout = self.opts.harbor_timeout if handler.slow else self.opts.gate_timeout
         deadline = self.opts.clock() + timeout
         probe = handler.probe(env, s)
+        pause = GATE_FIRST_PAUSE
         while True:
             ok, detail = probe()
             if ok:
                 return detail
             if self.opts.clock() > deadline:
                 break
-            self.opts.sleep(1.0)
+            self.opts.sleep(pause)  # soon after the restart it guards, then at most once a second
+            pause = min(pause * 2, GATE_MAX_PAUSE)
         raise handler.error(env, s, handler.blame(env, s), detail, timeout)
 
 

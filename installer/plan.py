@@ -20,8 +20,10 @@ order) and then its gates. Rolling phases have one wave per host, so a gate guar
   flannel-network  the v2 key <prefix>/config (control host, etcd client cert)
   flannel    flanneld on every master and node in parallel (Type=notify: a start returns once the lease and
              /run/flannel/subnet.env exist), so the apiservers reach pod IPs through flannel.1
-  masters    one at a time, gate: that apiserver's /healthz
-  lb         haproxy + keepalived one at a time, gate: /healthz through the VIP
+  masters    one at a time, gate: that apiserver's /healthz (all at once, then each gate, while none of them
+             runs: a first install has no availability to keep)
+  lb         haproxy + keepalived one at a time, gate: /healthz through the VIP (all at once, then one VIP gate,
+             while neither runs anywhere)
   nodes      docker, CNI, kubelet, kube-proxy in parallel, gate: nodes Ready
   addons     manifests on the first master, then `kubectl apply` there (also when an earlier run wrote them
              but did not apply them: they stay pending in the state dir until kubectl exits 0)
@@ -64,6 +66,15 @@ from installer.plan_rules import (
 from installer.plan_steps import files_steps, os_prep_steps, packages_step, registry_host_steps, unit_steps
 from installer.preflight import preflight
 from installer.render import BIN_DIR, PATHS, UNIT_DIR
+
+
+def _serving(comp: components.Component, hosts: Sequence[Host], states: Mapping[str, HostState]) -> bool:
+    """Whether any of the hosts runs one of the component's gated units now (its facts): then its phase rolls."""
+    for h in hosts:
+        units = states[h.name].facts.units or {}
+        if any(units.get(u) is not None and units[u].running for u in comp.gate_units):
+            return True
+    return False
 
 
 def _etcd_rolling(active: Sequence[Host], per_host: Mapping[str, List[Step]], states: Mapping[str, HostState],
@@ -262,6 +273,17 @@ def build(
             if steps:
                 restarts = any(s.kind is StepKind.RESTART for s in steps)
                 waves_m.append(Wave(tuple(steps), (gate_for(h),) if restarts else ()))
+        if len(waves_m) > 1 and not _serving(comp, [h for h in hosts if h.has(role)], states):
+            # nothing of this component serves yet (a first install): no availability to keep, so every host
+            # starts at once and the gates follow (one VIP gate for the lb: it names all of them)
+            gates_m = tuple(g for w in waves_m for g in w.gates)
+            if comp is lb_c and gates_m:
+                names = tuple(n for g in gates_m for n in g.items)
+                gates_m = (Step(CONTROL, StepKind.GATE, Gate(lb_c.gate), f"https://{inv.cluster.vip}:"
+                                f"{inv.cluster.lb_port}/healthz (after {', '.join(names)})",
+                                units=lb_c.gate_units, items=names),)
+            phases.append(Phase(phase, (Wave(tuple(s for w in waves_m for s in w.steps), gates_m),)))
+            continue
         phases.append(Phase(phase, tuple(waves_m), rolling=True))
 
     # nodes: in parallel, then every changed node must be Ready; a running node whose kubelet or kube-proxy

@@ -114,12 +114,16 @@ def _version_tuple(v: str) -> Tuple[int, ...]:
 def _vrrp(inv: Inventory, host: Host) -> dict:
     """keepalived settings: priorities by lb order (or lb_priority), router id and password from the VIP."""
     lbs = inv.lbs
-    prio = host.lb_priority if host.lb_priority is not None else 100 - lbs.index(host)
+    prios = {h.name: h.lb_priority if h.lb_priority is not None else 100 - i for i, h in enumerate(lbs)}
+    prio = prios[host.name]
+    # the first host of the highest priority starts as MASTER and holds the VIP at once (a BACKUP waits three
+    # advert intervals for a master first); the others start as BACKUP and preemption keeps the order after
+    top = max(prios, key=lambda n: (prios[n], -[h.name for h in lbs].index(n)))
     # distinct VIPs on one L2 segment get distinct router ids without a setting
     router_id = int(ipaddress.ip_address(inv.cluster.vip)) % 255 + 1
     # VRRP "PASS" travels in clear text: it only keeps two clusters apart, it protects nothing
     auth = hashlib.sha256(f"{inv.cluster.name}/{inv.cluster.vip}".encode()).hexdigest()[:8]
-    return {"priority": prio, "router_id": router_id, "auth_pass": auth,
+    return {"priority": prio, "router_id": router_id, "auth_pass": auth, "state": "MASTER" if host.name == top else "BACKUP",
             "peers": [h.address for h in lbs if h.name != host.name]}
 
 

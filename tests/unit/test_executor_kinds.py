@@ -92,3 +92,15 @@ def test_the_harbor_project_step_is_skipped_on_a_plain_registry(monkeypatch, inv
     ex._step("registry", Step(CONTROL, StepKind.HARBOR_PROJECT, "kubernetes", "create the project"))
     assert [(e["status"], e["detail"]) for e in journal_steps(site)] == [(status, answer)]
     assert (ex.outcome.skipped == [f"control: kubernetes: {answer}"]) is (status == "skipped")
+
+
+def test_a_gate_probes_soon_after_its_restart_then_at_most_once_a_second(monkeypatch, inv, tmp_path):  # noqa: F811
+    answers = iter([False] * 6 + [True])
+    monkeypatch.setattr(checks, "apiserver_healthz", lambda *a: (next(answers), "ok"))
+    ex, site = executor_for(inv, tmp_path)
+    pauses = []
+    ex.opts = A.Options(connector_for=None, session=requests.Session(), gate_timeout=60.0, sleep=pauses.append,
+                        clock=lambda: 0.0)
+    gate = Step("h1", StepKind.GATE, Gate.APISERVER_HEALTHZ, "https://198.18.0.11:6443/healthz")
+    assert ex._gate(gate) == "ok"
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]

@@ -493,3 +493,41 @@ def test_new_nodes_and_config_changes_still_go_together(inv, desired):
     nodes = next(p for p in plan.phases if p.name == "nodes")
     assert not nodes.rolling and len(nodes.waves) == 1
     assert [g.items for g in nodes.waves[0].gates] == [("h4", "h5")]
+
+
+def _stopped(states, names, units):
+    """The states with `units` dead on the hosts `names` (and their config files not there yet)."""
+    out = dict(states)
+    for n in names:
+        f = out[n].facts
+        out[n] = plan_model.HostState(replace(f, units=dict(f.units, **{u: UnitState("loaded", "inactive", "dead",
+                                                                                   "disabled") for u in units})))
+    return out
+
+
+MASTER_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def test_first_install_starts_every_master_and_lb_at_once_then_gates_each(inv, desired):
+    states = _stopped(converged(inv, desired), ("h1", "h2", "h3"), MASTER_UNITS + ("haproxy", "keepalived"))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    masters = next(p for p in plan.phases if p.name == "masters")
+    assert not masters.rolling and len(masters.waves) == 1
+    (w,) = masters.waves
+    assert {s.host for s in w.steps if s.kind == "restart"} == {"h1", "h2", "h3"}
+    assert [(g.host, g.target) for g in w.gates] == [(n, plan_model.Gate.APISERVER_HEALTHZ) for n in ("h1", "h2", "h3")]
+    lb = next(p for p in plan.phases if p.name == "lb")
+    assert not lb.rolling and len(lb.waves) == 1
+    (g,) = lb.waves[0].gates  # one VIP gate naming every lb host
+    assert g.target is plan_model.Gate.VIP_HEALTHZ and g.items == ("h1", "h2", "h3")
+    assert {s.host for s in lb.waves[0].steps if s.kind == "restart"} == {"h1", "h2", "h3"}
+
+
+def test_masters_and_lb_roll_once_one_of_them_serves(inv, desired):
+    # h1 serves (an earlier run started it), h2 and h3 do not yet: the others start one at a time behind gates
+    states = _stopped(converged(inv, desired), ("h2", "h3"), MASTER_UNITS + ("haproxy", "keepalived"))
+    plan = P.build(inv, desired, states, control_ok(inv))
+    for name in ("masters", "lb"):
+        phase = next(p for p in plan.phases if p.name == name)
+        assert phase.rolling and [w.hosts for w in phase.waves] == [["h2"], ["h3"]], name
+        assert all(len(w.gates) == 1 for w in phase.waves)

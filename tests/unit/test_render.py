@@ -242,6 +242,9 @@ def test_keepalived_priorities_descend_and_peers_are_the_others(rendered):
         assert sorted(peers) == sorted(f"192.168.10.1{j}" for j in (1, 2, 3) if j != i)
         assert "192.168.10.100/24 dev eth0" in conf and "killall -0 haproxy" in conf
     assert prios == sorted(prios, reverse=True) and len(set(prios)) == 3
+    states = [re.search(r"state (\w+)", text(rendered, f"k8s-master{i}", "/etc/keepalived/keepalived.conf")).group(1)
+              for i in (1, 2, 3)]
+    assert states == ["MASTER", "BACKUP", "BACKUP"]  # the highest priority holds the VIP from its start
 
 
 def test_lb_priority_overrides_order(inv):
@@ -249,7 +252,9 @@ def test_lb_priority_overrides_order(inv):
     hosts[2] = hosts[2].model_copy(update={"lb_priority": 200})
     inv2 = inv.model_copy(update={"hosts": tuple(hosts)})
     conf = render.render_host(inv2, "k8s-master3", pki_files={})["/etc/keepalived/keepalived.conf"].content
-    assert b"priority 200" in conf
+    assert b"priority 200" in conf and b"state MASTER" in conf
+    first = render.render_host(inv2, "k8s-master1", pki_files={})["/etc/keepalived/keepalived.conf"].content
+    assert b"state BACKUP" in first
 
 
 def test_sysctl_and_modules(rendered):
