@@ -216,9 +216,14 @@ def _pod(site, name: str) -> dict:
 
 
 def _sandbox_pid(site, n: int, pod: str) -> str:
-    return site.tb.ssh(n, "docker ps -q --filter label=io.kubernetes.docker.type=podsandbox "
-                          f"--filter label=io.kubernetes.pod.name={pod} | head -1 | "
-                          "xargs -r docker inspect -f '{{.State.Pid}}'").stdout.strip()
+    """The pod's sandbox process, "" when there is none: a sandbox kubelet removes between `docker ps` and
+    `docker inspect` is gone (inspect says "No such object"), which is what the removal wait waits for."""
+    r = site.tb.ssh(n, "docker ps -q --filter label=io.kubernetes.docker.type=podsandbox "
+                       f"--filter label=io.kubernetes.pod.name={pod} | head -1 | "
+                       "xargs -r docker inspect -f '{{.State.Pid}}'", check=False)
+    if r.returncode != 0 and "No such object" not in r.stderr:
+        raise AssertionError(f"h{n}: finding the sandbox of {pod} failed (rc {r.returncode}): {r.stderr.strip()}")
+    return r.stdout.strip() if r.returncode == 0 else ""
 
 
 def test_pods_on_two_nodes_reach_each_other_and_the_masters_reach_them(site):
