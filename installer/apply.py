@@ -8,18 +8,20 @@ restarted, so a run that stopped midway (host unreachable, gate failed) is finis
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import requests
 
 from contract.bundle import layout
 from contract.errors import Error
 from installer import checks as checks_mod
-from installer import egress, etcd_backup, etcd_membership, versions
+from installer import egress, etcd_backup, etcd_membership, harbor_install, versions
 from installer import plan as plan_mod
 from installer.executor import Executor, Outcome, StepFailed  # noqa: F401  (re-exported)
 from installer.gather import control_state, gather_states
+from installer.inventory import Inventory
 from installer.options import Hosts, Options, Out, default_session, ssh_connectors  # noqa: F401  (re-exported)
 from installer.plan_model import Plan
 from installer.report import evidence, evidence_text, trust_summary  # noqa: F401  (re-exported)
@@ -39,17 +41,44 @@ SETTLE_TRIES, SETTLE_PAUSE = 10, 3.0
 def make_plan(site: Site, hosts: Hosts, opts: Options, focus: Optional[Sequence[str]] = None, *,
               read_only: bool = False) -> Plan:
     """Gather facts of the hosts concerned and plan (read_only: `plan`, which writes nothing to the hosts)."""
-    names = [h.name for h in site.inv.hosts]
-    if site.registry_host is not None:
-        names.append(site.registry_host.name)
     refusal = etcd_membership.moved_members(site.state.etcd_members(), site.inv)  # before any host is asked
     if refusal:
         raise refusal
-    states = gather_states(site, hosts, names, opts, read_only=read_only)
-    control = control_state(site, opts.session)
-    plan = plan_mod.build(site.inv, site.desired, states, control, pending=site.state.pending.load(), focus=focus,
-                          registry_host=site.registry_host)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # registry and etcd over HTTPS while the hosts answer
+        control = pool.submit(control_state, site, opts.session)
+        states = gather_states(site, hosts, host_names(site.inv), opts, read_only=read_only)
+        control_now = control.result()
+    plan = plan_mod.build(site.inv, site.desired, states, control_now, pending=site.state.pending.load(),
+                          focus=focus, registry_host=site.registry_host)
     return dataclasses.replace(plan, images=images_report(site))
+
+
+def host_names(inv: Inventory) -> List[str]:
+    """Every host a run talks to: the inventory's, then the registry host Harbor is installed on."""
+    reg = harbor_install.registry_host(inv)
+    return [h.name for h in inv.hosts] + ([reg.name] if reg is not None else [])
+
+
+def open_site(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, opts: Options) -> Tuple[Site, Hosts]:
+    """load_site, and the run's host connections: opened as soon as the inventory is read, so the ssh
+    handshakes overlap the bundle check, the PKI and the rendering. Closed again when loading fails."""
+    early: List[Hosts] = []
+
+    def connect(inv: Inventory) -> None:
+        early.append(Hosts(inv, opts))
+        early[-1].open_early(host_names(inv))
+
+    try:
+        site = load_site(inventory, bundle_path, pub, state_dir, opts.out, on_inventory=connect)
+    except BaseException:
+        for h in early:
+            h.close()
+        raise
+    if early and early[-1].inv is site.inv:
+        return site, early[-1]
+    for h in early:
+        h.close()
+    return site, Hosts(site.inv, opts)
 
 
 def images_report(site: Site, registry: Optional[object] = None) -> egress.Report:
@@ -73,8 +102,7 @@ def plan_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path,
     from installer import dryrun
 
     with dryrun.scratch(Path(state_dir)) as scratch:  # whatever loading the site writes goes to a scratch copy
-        site = load_site(inventory, bundle_path, pub, scratch.root, opts.out)
-        hosts = Hosts(site.inv, opts)
+        site, hosts = open_site(inventory, bundle_path, pub, scratch.root, opts)
         try:
             plan = make_plan(site, hosts, opts, read_only=True)
         finally:
@@ -88,13 +116,12 @@ def apply_command(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path
     pipeline; returns the evidence report. Only upgrade changes the Kubernetes version a cluster was recorded with."""
     t0 = opts.clock()
     etcd_membership.refuse_moved_early(Path(inventory), Path(state_dir))  # before the PKI follows the new address
-    site = load_site(inventory, bundle_path, pub, state_dir, opts.out)
-    previous = site.state.applied()  # what the last successful run converged to (None before the first)
-    if upgrade is None:
-        versions.guard_apply(previous, site.bundle.components, site.state.applied_path)
-    now = versions.host_versions(site.inv, versions.component_versions(site.bundle.components))
-    hosts = Hosts(site.inv, opts)
+    site, hosts = open_site(inventory, bundle_path, pub, state_dir, opts)
     try:
+        previous = site.state.applied()  # what the last successful run converged to (None before the first)
+        if upgrade is None:
+            versions.guard_apply(previous, site.bundle.components, site.state.applied_path)
+        now = versions.host_versions(site.inv, versions.component_versions(site.bundle.components))
         plan = make_plan(site, hosts, opts, focus=focus)
         if plan.problems:
             raise Error(f"preflight failed on {len({c.host for c in plan.problems})} host(s); nothing was changed",

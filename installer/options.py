@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import requests
 
@@ -57,20 +58,45 @@ def default_session() -> requests.Session:
 
 class Hosts:
     """Open connectors by host name, created on first use, closed together: one connection (an ssh master) per
-    host for a whole run, the checks after it included (`connector_for`)."""
+    host for a whole run, the checks after it included (`connector_for`).
+
+    open_early(names) starts the connections in the background (the ssh handshakes, about a quarter second of
+    CPU each on both ends, overlap the control host's own work: bundle check, PKI, rendering); the first use of
+    a host waits for its handshake and raises its connection error."""
 
     def __init__(self, inv: Inventory, opts: Options) -> None:
         self.inv, self.opts = inv, opts
         self._conns: Dict[str, Connector] = {}
         self._lock = threading.Lock()  # hosts are handled in parallel threads
+        self._early: Dict[str, Future] = {}
+        self._pool: Optional[ThreadPoolExecutor] = None
 
-    def __getitem__(self, name: str) -> Connector:
+    def _conn(self, name: str) -> Connector:
         with self._lock:
             if name not in self._conns:
                 reg = harbor_install.registry_host(self.inv)
                 host = reg if reg is not None and name == reg.name else self.inv.host(name)
                 self._conns[name] = self.opts.connector_for(self.inv, host)
             return self._conns[name]
+
+    def __getitem__(self, name: str) -> Connector:
+        conn = self._conn(name)
+        early = self._early.get(name)
+        if early is not None:
+            early.result()  # this host's connection error, if its early connect failed
+        return conn
+
+    def open_early(self, names: Sequence[str]) -> None:
+        """Connect to these hosts in the background, max_parallel at once (connectors without connect(): none)."""
+        todo = [(n, getattr(self._conn(n), "connect", None)) for n in names if n not in self._early]
+        todo = [(n, connect) for n, connect in todo if callable(connect)]
+        if not todo:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(self.opts.max_parallel, len(todo))),
+                                            thread_name_prefix="connect")
+        for n, connect in todo:
+            self._early[n] = self._pool.submit(connect)
 
     def connector_for(self, inv: Inventory, host: Host) -> Connector:
         """A connector factory (Options.connector_for's signature) lending this pool's open connections: what
@@ -80,12 +106,26 @@ class Hosts:
         return Borrowed(self[host.name])
 
     def close(self) -> None:
-        for c in self._conns.values():
+        """Close every connection, all at once (an early connect still under way is waited for first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # connects not begun are not begun
+            self._pool = None
+        self._early.clear()
+        conns = list(self._conns.values())
+        self._conns.clear()
+
+        def close_one(c: Connector) -> None:
             try:
                 c.close()
             except Exception:  # closing must never hide the real outcome
                 pass
-        self._conns.clear()
+
+        if len(conns) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(conns), max(1, self.opts.max_parallel))) as pool:
+                list(pool.map(close_one, conns))
+        else:
+            for c in conns:
+                close_one(c)
 
 
 class Borrowed:

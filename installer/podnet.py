@@ -3,8 +3,9 @@
 Pod network, without the Kubernetes API: on every node a probe gets an address through that node's own CNI
 configuration and plugins (podnet_probe.PROBE_SCRIPT, what kubelet does for a sandbox) and listens on TCP;
 then every master and node, and every probe (pod to pod), must reach every probe within TIMEOUT. flanneld
-must be active on every host that runs it: a stopped flanneld keeps its routes (as the real one does) but no
-longer follows leases, so the next node's pods would be unreachable. A failure names the pair, the route the
+must be active on every host that runs it (asked in the same command as the host's reach test): a stopped
+flanneld keeps its routes (as the real one does) but no longer follows leases, so the next node's pods would be
+unreachable. A failure names the pair, the route the
 source uses and a hint. The probes are removed afterwards, also when a step fails.
 
 Image pulls: every node pulls kubelet's pod-infra image (read from the node's own kubelet settings) through
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import shlex
 import uuid
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from installer.checks import Result
 from installer.hosts.connector import DEFAULT_PARALLEL, Connector, run_on
@@ -52,20 +53,30 @@ def _why(e: BaseException) -> str:
     return getattr(e, "message", None) or str(e)
 
 
-def _reach(conn: Connector, targets: Sequence[Tuple[str, str]], netns: Optional[str] = None) -> Dict[str, str]:
-    """{probe node: '' if reached, else the route used}; netns runs the connects inside a probe namespace."""
+FLANNELD_STATE = 'S=$(systemctl is-active flanneld); echo "flanneld $? $S"; '
+FlanneldState = Union[Tuple[int, str], BaseException]  # (rc of `systemctl is-active`, its word), or the error
+
+
+def _reach(conn: Connector, targets: Sequence[Tuple[str, str]], netns: Optional[str] = None,
+           flanneld: bool = False) -> Tuple[Dict[str, str], Optional[Tuple[int, str]]]:
+    """({probe node: '' if reached, else the route used}, flanneld's state when asked for it);
+    netns runs the connects inside a probe namespace; flanneld asks systemd first, in the same command."""
     lines = "".join(f"{name} {ip} {PORT}\n" for name, ip in targets)
     reach = f'"$P" -c {shlex.quote(REACH_SCRIPT)} reach {TIMEOUT}'
-    script = PYTHON + (f"exec ip netns exec {shlex.quote(netns)} {reach}" if netns else f"exec {reach}")
+    script = (FLANNELD_STATE if flanneld else "") + PYTHON + \
+        (f"exec ip netns exec {shlex.quote(netns)} {reach}" if netns else f"exec {reach}")
     res = conn.run(script, timeout=TIMEOUT * 4 + 10, check=False, input=lines)
     got: Dict[str, str] = {}
+    state: Optional[Tuple[int, str]] = None
     for line in res.stdout.splitlines():
         parts = line.split(" ", 2)
-        if len(parts) >= 2 and parts[0] in ("ok", "fail"):
+        if flanneld and len(parts) >= 2 and parts[0] == "flanneld" and parts[1].isdigit() and state is None:
+            state = (int(parts[1]), parts[2].strip() if len(parts) > 2 else "")
+        elif len(parts) >= 2 and parts[0] in ("ok", "fail"):
             got[parts[1]] = "" if parts[0] == "ok" else (parts[2] if len(parts) > 2 else "no route shown")
     for name, _ in targets:
         got.setdefault(name, f"no answer from the reach test ({res.stderr.strip()[:200] or res.rc})")
-    return got
+    return got, (state if state is not None else (-1, "no answer")) if flanneld else None
 
 
 def pod_network(inv: Inventory, connector_for: ConnectorFor, max_parallel: int = DEFAULT_PARALLEL) -> List[Result]:
@@ -94,9 +105,12 @@ def pod_network(inv: Inventory, connector_for: ConnectorFor, max_parallel: int =
                                       f"{msg} (hint: the node's CNI config in {CNI_CONF_DIR}, plugins in "
                                       f"{CNI_BIN_DIR} and /run/flannel/subnet.env must all be there)"))
         targets = sorted(probes.items())
-        if targets:
-            results += _reachability(inv, sources, conns, targets, probe_id, max_parallel)
-        results += _flanneld(sources, conns, max_parallel)
+        if targets:  # the sources' reach tests also ask for flanneld's state (no round of its own)
+            reach, flanneld = _reachability(inv, sources, conns, targets, probe_id, max_parallel)
+            results += reach
+        else:
+            flanneld = _flanneld_states(sources, conns, max_parallel)
+        results += _flanneld(sources, flanneld)
     finally:
         run_on(nodes, lambda h: conns[h.name].run(_script("del", probe_id), timeout=60, check=False,
                                                     input=PROBE_SCRIPT), max_parallel)
@@ -106,21 +120,28 @@ def pod_network(inv: Inventory, connector_for: ConnectorFor, max_parallel: int =
 
 
 def _reachability(inv: Inventory, sources: Sequence[Host], conns: Dict[str, Connector],
-                  targets: Sequence[Tuple[str, str]], probe_id: str, max_parallel: int) -> List[Result]:
+                  targets: Sequence[Tuple[str, str]], probe_id: str,
+                  max_parallel: int) -> Tuple[List[Result], Dict[str, FlanneldState]]:
     jobs: List[Tuple[str, Optional[str], Host]] = [(h.name, None, h) for h in sources]
     jobs += [(f"pod on {name}", probe_id, inv.host(name)) for name, _ in targets]  # pod to pod
     got = run_on(jobs, lambda j: _reach(conns[j[2].name], [t for t in targets if t[0] != j[2].name or not j[1]],
-                                        netns=j[1]), max_parallel)
+                                        netns=j[1], flanneld=j[1] is None), max_parallel)
     ips = dict(targets)
     out: List[Result] = []
+    flanneld: Dict[str, FlanneldState] = {}
     bad = 0
     total = 0
-    for (label, _, _host), r in got.items():
+    for (label, netns, host), r in got.items():
         if isinstance(r, BaseException):
             out.append(Result("pod network", f"{label} -> probes", False, _why(r)))
+            if netns is None:
+                flanneld[host.name] = r
             bad += 1
             continue
-        for dst, route in sorted(r.items()):
+        reached, state = r
+        if netns is None and state is not None:
+            flanneld[host.name] = state
+        for dst, route in sorted(reached.items()):
             total += 1
             if route:
                 bad += 1
@@ -131,19 +152,30 @@ def _reachability(inv: Inventory, sources: Sequence[Host], conns: Dict[str, Conn
     if not bad:
         out.append(Result("pod network", f"{len(jobs)} sources -> {len(targets)} probes", True,
                           f"{total} TCP paths reached (hosts -> pods and pod -> pod across nodes)"))
-    return out
+    return out, flanneld
 
 
-def _flanneld(sources: Sequence[Host], conns: Dict[str, Connector], max_parallel: int) -> List[Result]:
-    got = run_on(sources, lambda h: conns[h.name].run("systemctl is-active flanneld", timeout=15, check=False),
-                 max_parallel)
+def _flanneld_states(sources: Sequence[Host], conns: Dict[str, Connector],
+                     max_parallel: int) -> Dict[str, FlanneldState]:
+    """flanneld's state on every source, in a round of its own (when there is no probe to reach)."""
+    def ask(h: Host) -> Tuple[int, str]:
+        r = conns[h.name].run("systemctl is-active flanneld", timeout=15, check=False)
+        return r.rc, r.stdout.strip()
+
+    got = run_on(sources, ask, max_parallel)
+    return {h.name: r for h, r in got.items()}
+
+
+def _flanneld(sources: Sequence[Host], states: Dict[str, FlanneldState]) -> List[Result]:
     out = []
-    for h, r in got.items():
+    for h in sources:
+        r = states.get(h.name, (-1, "no answer"))
         if isinstance(r, BaseException):
             out.append(Result("flanneld", h.name, False, _why(r)))
             continue
-        state = r.stdout.strip() or "unknown"
-        out.append(Result("flanneld", h.name, r.ok, state if r.ok else
+        rc, state = r
+        state = state or "unknown"
+        out.append(Result("flanneld", h.name, rc == 0, state if rc == 0 else
                           f"{state} (hint: `journalctl -u flanneld` on {h.name}; without it the host stops "
                           "following other nodes' subnets)"))
     return out

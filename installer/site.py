@@ -9,7 +9,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contract.bundle import layout
 from contract.bundle.contents import Component, TrustEntry
@@ -251,11 +251,14 @@ def desired_state(inv: Inventory, bundle: Bundle, state: StateDir, pki: pki_mod.
 
 
 def load_site(inventory: Path, bundle_path: Path, pub: Path, state_dir: Path, out: Out,
-              renew: bool = False) -> Site:
-    """Inventory, verified bundle, PKI and desired state (nothing on hosts yet)."""
+              renew: bool = False, on_inventory: Optional[Callable[[Inventory], None]] = None) -> Site:
+    """Inventory, verified bundle, PKI and desired state (nothing on hosts yet). on_inventory(inv) is called as
+    soon as the inventory is read (apply starts its ssh connections there, while the rest is prepared)."""
     from installer import inventory as inventory_mod
 
     inv = inventory_mod.load(Path(inventory))
+    if on_inventory is not None:
+        on_inventory(inv)
     state = StateDir(state_dir).ensure()
     bundle = prepare_bundle(Path(bundle_path), Path(pub), state, out)
     p = pki_mod.Pki(state.root)

@@ -142,3 +142,95 @@ def test_apply_runs_its_checks_over_the_runs_connections(monkeypatch, inv, tmp_p
     apply_mod.apply_command(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts)
     assert sorted(c.name for c in made) == sorted(h.name for h in inv.hosts)  # one connection per host
     assert all(c.ran == ["step", "check"] and c.closed == 1 for c in made)
+
+
+class Slow(Conn):
+    """A connector whose connect() takes a while (an ssh handshake), or fails for the hosts in `down`."""
+
+    def __init__(self, name, made, down=(), started=None):
+        super().__init__(name, made)
+        self.down, self.started, self.connected = down, started, threading.Event()
+
+    def connect(self):
+        if self.started is not None:
+            self.started.append(self.name)
+        if self.name in self.down:
+            raise apply_mod.Error(f"{self.name}: cannot connect over ssh", hint="check the host")
+        threading.Event().wait(0.05)
+        self.connected.set()
+
+
+def test_open_early_connects_every_host_at_once_and_the_first_use_waits_for_it(inv):
+    made, started = [], []
+    hosts = Hosts(inv, Options(connector_for=lambda i, h: Slow(h.name, made, started=started), session=None,
+                               max_parallel=32))
+    hosts.open_early([h.name for h in inv.hosts])
+    assert len(made) == len(inv.hosts)  # every connector made now, connecting in the background
+    for h in inv.hosts:
+        c = hosts[h.name]
+        assert c.connected.is_set()  # the first use came after the handshake
+    assert sorted(started) == sorted(h.name for h in inv.hosts)
+    hosts.close()
+    assert all(c.closed == 1 for c in made)
+
+
+def test_an_early_connect_that_failed_is_raised_on_every_use_of_that_host_only(inv):
+    made = []
+    bad = inv.hosts[1].name
+    hosts = Hosts(inv, Options(connector_for=lambda i, h: Slow(h.name, made, down={bad}), session=None))
+    hosts.open_early([h.name for h in inv.hosts])
+    for _ in range(2):
+        with pytest.raises(apply_mod.Error, match="cannot connect over ssh"):
+            hosts[bad]
+    assert hosts[inv.hosts[0].name].name == inv.hosts[0].name
+    hosts.close()
+
+
+def test_close_waits_for_early_connects_then_closes_them_all(inv):
+    made = []
+    hosts = Hosts(inv, Options(connector_for=lambda i, h: Slow(h.name, made), session=None, max_parallel=1))
+    hosts.open_early([h.name for h in inv.hosts])
+    hosts.close()  # right away: queued connects are dropped, the running one is waited for
+    assert all(c.closed == 1 for c in made) and len(made) == len(inv.hosts)
+    assert hosts._pool is None and not hosts._early
+
+
+def test_connectors_without_connect_are_not_opened_early(inv):
+    made = []
+    hosts = pool(inv, made)
+    hosts.open_early([h.name for h in inv.hosts])
+    assert hosts._pool is None and all(c.ran == [] for c in made)
+    hosts.close()
+
+
+def test_open_site_connects_once_the_inventory_is_read_and_closes_when_loading_fails(monkeypatch, inv, tmp_path):
+    made, started = [], []
+    opts = Options(connector_for=lambda i, h: Slow(h.name, made, started=started), session=None)
+
+    def load_site(*a, on_inventory=None, **k):
+        on_inventory(inv)
+        # connecting while the rest of the site is prepared: every host, the registry host Harbor goes on too
+        assert sorted(c.name for c in made) == sorted(apply_mod.host_names(inv))
+        assert len(made) == len(inv.hosts) + 1
+        raise apply_mod.Error("bundle signature does not verify")
+
+    monkeypatch.setattr(apply_mod, "load_site", load_site)
+    with pytest.raises(apply_mod.Error, match="signature"):
+        apply_mod.open_site(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts)
+    assert all(c.closed == 1 for c in made)  # no master outlives a failed load
+
+
+def test_open_site_returns_the_pool_it_opened_for_the_sites_inventory(monkeypatch, inv, tmp_path):
+    made = []
+    opts = Options(connector_for=lambda i, h: Slow(h.name, made), session=None)
+    site = SimpleNamespace(inv=inv)
+
+    def load_site(*a, on_inventory=None, **k):
+        on_inventory(inv)
+        return site
+
+    monkeypatch.setattr(apply_mod, "load_site", load_site)
+    got, hosts = apply_mod.open_site(tmp_path / "inv", tmp_path / "b", tmp_path / "pub", tmp_path, opts)
+    assert got is site and hosts.inv is inv and len(made) == len(apply_mod.host_names(inv))
+    assert all(hosts[h.name].connected.is_set() for h in inv.hosts)
+    hosts.close()

@@ -49,6 +49,9 @@ class Host:
             if self.world.get("reach_raises") == self.name:
                 raise RuntimeError("ssh: connection lost")
             out = []
+            if line.startswith(podnet.FLANNELD_STATE):  # a host's reach test asks systemd first
+                assert "ip netns exec" not in line
+                out.append(self._flanneld())
             for row in input.splitlines():
                 name, ip, _ = row.split()
                 if (src, name) in self.world.get("blocked", ()):
@@ -63,6 +66,9 @@ class Host:
             err = self.world.get("pull", {}).get(self.name)
             return Res(1, "", err) if err else Res(0, "3.1: Pulling from kubernetes/pause-amd64\n", "")
         raise AssertionError(f"unexpected command {line!r}")
+
+    def _flanneld(self):
+        return "flanneld 3 inactive" if self.name in self.world.get("flanneld_down", ()) else "flanneld 0 active"
 
     def get(self, path):
         assert path == "/etc/kubernetes/kubelet"
@@ -112,6 +118,27 @@ def test_stopped_flanneld_fails_naming_the_host(inv):
     bad = [r for r in results if not r.ok]
     assert [(r.name, r.target) for r in bad] == [("flanneld", "n2")]
     assert "journalctl -u flanneld" in bad[0].detail
+
+
+def test_flanneld_is_asked_in_the_hosts_reach_command_not_a_round_of_its_own(inv):
+    results, hosts = run(inv, {})
+    assert [c for c in hosts["m1"].calls] == [c for c in hosts["m1"].calls if c.startswith(podnet.FLANNELD_STATE)]
+    assert len(hosts["m1"].calls) == 1  # m1 runs no probe: its one command is the reach test with flanneld
+    assert not any(c == "systemctl is-active flanneld" for h in hosts.values() for c in h.calls)
+    assert {r.target: r.ok for r in results if r.name == "flanneld"} == {"m1": True, "n1": True, "n2": True}
+
+
+def test_without_any_probe_flanneld_is_still_checked_everywhere(inv):
+    results, hosts = run(inv, {"no_cni": {"n1", "n2"}, "flanneld_down": {"m1"}})
+    assert {r.target: r.ok for r in results if r.name == "flanneld"} == {"m1": False, "n1": True, "n2": True}
+    assert all("systemctl is-active flanneld" in h.calls for h in hosts.values())
+
+
+def test_a_reach_command_without_the_flanneld_line_fails_flanneld_for_that_host(inv, monkeypatch):
+    monkeypatch.setattr(Host, "_flanneld", lambda self: "" if self.name == "n1" else "flanneld 0 active")
+    results, _ = run(inv, {})
+    bad = [r for r in results if not r.ok]
+    assert [(r.name, r.target) for r in bad] == [("flanneld", "n1")] and "no answer" in bad[0].detail
 
 
 def test_missing_cni_config_fails_the_probe_and_still_cleans_up(inv):
