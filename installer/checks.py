@@ -240,6 +240,20 @@ def flannel_config(inv: Inventory, pki: Pki, session: requests.Session) -> Optio
     return None
 
 
+def etcd_peer_urls(inv: Inventory, pki: Pki, session: requests.Session) -> Optional[Tuple[str, ...]]:
+    """The peer URLs in the running cluster's member list (GET /v2/members of the first member that answers
+    with one; unstarted entries included), or None when none does."""
+    for m in inv.etcd_members:
+        r, _ = _get(session, f"https://{m.address}:2379/v2/members", pki, "etcd-healthcheck")
+        if r is None or r.status_code != 200:
+            continue
+        try:
+            return tuple(sorted(u for member in r.json()["members"] for u in member.get("peerURLs") or ()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
+
+
 def put_flannel_config(inv: Inventory, pki: Pki, session: requests.Session, value: str) -> None:
     """Write the network config through the first member that answers (v2 API: flannel 0.10 reads only v2)."""
     errors = []

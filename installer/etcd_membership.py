@@ -58,7 +58,6 @@ from installer.plan_model import CONTROL, ControlState, Gate, HostState, Step, S
 PHASE = "etcd-membership"
 CONF = "/etc/etcd/etcd.conf"
 BOOTSTRAP_ONLY = ("ETCD_INITIAL_CLUSTER=", "ETCD_INITIAL_CLUSTER_STATE=")  # read only with an empty data dir
-RETIRED_DIR = etcd_member.DATA_DIR + ".removed-"  # + UTC time: where a removed member's data goes
 TIMEOUT = 120.0
 ADD, REMOVE = "add", "remove"
 
@@ -81,11 +80,7 @@ class Change:
 
     @property
     def peer_url(self) -> str:
-        return f"https://{self.address}:2380"
-
-
-def peer_url(address: str) -> str:
-    return f"https://{address}:2380"
+        return etcd_member.peer_url(self.address)
 
 
 def _running(st: Optional[HostState]) -> bool:
@@ -166,7 +161,7 @@ def decide(inv: Inventory, states: Mapping[str, HostState], control: ControlStat
         if probe == 0 and not _running(states.get(name)):
             raise _refused(f"{what} is not done: {name} already has etcd data ({etcd_member.DATA_DIR}/member) "
                            "that is not of a member of this cluster",
-                           f"on {name}, move it aside (mv {etcd_member.DATA_DIR} {RETIRED_DIR}old) and apply again")
+                           f"on {name}, move it aside (mv {etcd_member.DATA_DIR} {etcd_member.RETIRED_DIR}old) and apply again")
     via = next((n for n in (recorded if kind == ADD else after) if n in now and n not in unhealthy
                 and _running(states.get(n)) and n != name), None)
     via = via or next((n for n in (recorded if kind == ADD else after) if n in now and n != name), None)
@@ -301,7 +296,7 @@ def remove_waves(change: Change) -> Tuple[Wave, ...]:
                        f"member remove {change.name} (its entry by name or peer URL {change.peer_url})",
                        command=remove_script(change)),)),
             Wave((Step(change.name, StepKind.ETCD_MEMBER_RETIRE, "etcd", "no longer a member: etcd stopped and "
-                       f"disabled, its data moved to {RETIRED_DIR}<UTC time> (if the host answers)",
+                       f"disabled, its data moved to {etcd_member.RETIRED_DIR}<UTC time> (if the host answers)",
                        command=retire_script()),)),
             Wave((_record(change),), (_gate_after(change),)))
 
@@ -326,12 +321,12 @@ def add_script(change: Change, on: OnMember = OnMember()) -> str:
     q = shlex.quote
     return "\n".join([
         "set -e", _etcdctl_fn([a for n, a in change.before if n != change.name], on),
-        f"name={q(change.name)} peer={q(change.peer_url)}",
+        f"name={q(change.name)} peer={q(change.peer_url)}", etcd_member.reconfig_fns(),
         "list=$(e member list)",
         # `member list`: "ID, started|unstarted, NAME, PEER URLS, CLIENT URLS" (an unstarted entry has no name)
         "have=$(printf '%s\\n' \"$list\" | awk -F', ' -v p=\"$peer\" '$4 == p { print $2 \" \" $3 }')",
         "case \"$have\" in",
-        "  '') e member add \"$name\" --peer-urls=\"$peer\" >/dev/null; echo \"added $name ($peer)\" ;;",
+        "  '') add_member; echo \"added $name ($peer)\" ;;",
         "  unstarted*) echo \"$name: the unstarted entry with $peer is kept (added by an earlier run)\" ;;",
         "  \"started $name\") echo \"$name is a member already\" ;;",
         "  *) echo \"$peer belongs to another member: $have\" >&2; exit 3 ;;",
@@ -344,10 +339,11 @@ def remove_script(change: Change, on: OnMember = OnMember()) -> str:
     q = shlex.quote
     return "\n".join([
         "set -e", _etcdctl_fn([a for _n, a in change.after], on),
-        f"name={q(change.name)} peer={q(change.peer_url)}",
-        "ids=$(e member list | awk -F', ' -v n=\"$name\" -v p=\"$peer\" '$3 == n || $4 == p { print $1 }')",
+        f"name={q(change.name)} peer={q(change.peer_url)}", etcd_member.reconfig_fns(),
+        "list=$(e member list)",
+        "ids=$(printf '%s\\n' \"$list\" | awk -F', ' -v n=\"$name\" -v p=\"$peer\" '$3 == n || $4 == p { print $1 }')",
         "[ -n \"$ids\" ] || { echo \"$name is not a member (removed by an earlier run)\"; exit 0; }",
-        "for id in $ids; do e member remove \"$id\" >/dev/null; done",
+        "for id in $ids; do remove_member \"$id\"; done",
         "echo \"removed $name (member id $(echo $ids))\"",
     ]) + "\n"
 
@@ -362,7 +358,7 @@ def retire_script() -> str:
         "systemctl daemon-reload",
         "if systemctl is-active -q etcd; then echo 'etcd is still active' >&2; exit 3; fi",
         f"if [ -d {q(data)} ] && [ -n \"$(ls -A {q(data)})\" ]; then",
-        f"  to={q(RETIRED_DIR)}$(date -u +%Y%m%dT%H%M%SZ); mv {q(data)} \"$to\"; echo \"etcd stopped and disabled, "
+        f"  to={q(etcd_member.RETIRED_DIR)}$(date -u +%Y%m%dT%H%M%SZ); mv {q(data)} \"$to\"; echo \"etcd stopped and disabled, "
         "its data moved to $to\"",
         "else echo 'etcd stopped and disabled (no data directory to move)'; fi",
     ]) + "\n"

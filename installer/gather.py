@@ -75,4 +75,5 @@ def control_state(site: Site, session: requests.Session) -> ControlState:
     return ControlState(images_missing=missing, images_total=total, flannel_config=value, harbor_up=up,
                         harbor_detail=detail, etcd_unhealthy=unhealthy,
                         etcd_recorded=recorded is not None, etcd_members=tuple((recorded or {}).items()),
+                        etcd_peers=checks_mod.etcd_peer_urls(inv, site.pki, session) if recorded else None,
                         cordoned=drain.marked(inv, site.pki, session) if inv.nodes else ())

@@ -201,11 +201,12 @@ def build(
     per_host = {h.name: em.quiet(host_phase(h, "etcd"), states[h.name], pending.get(h.name, set())) for h in members}
     newcomers = {n: per_host.pop(n) for n in list(per_host) if recorded and n not in recorded}
     members = [h for h in members if h.name not in newcomers]
-    joining = [n for n in etcd_member.joiners(inv, states, control) if n in per_host]
-    for n in joining:
-        per_host[n] = etcd_member.with_join(per_host[n], inv.host(n))
+    joining = {n: why for n, why in etcd_member.joiners(inv, states, control).items() if n in per_host}
+    for n, why in joining.items():
+        per_host[n] = etcd_member.with_join(per_host[n], inv.host(n), why)
     starting = {n for n, s_h in per_host.items() if any(s.kind is StepKind.RESTART for s in s_h)}
-    change, later = em.this_run(inv, states, control, starting, focus=focus_set is not None, rejoining=joining)
+    change, later = em.this_run(inv, states, control, starting, focus=focus_set is not None,
+                                  rejoining=list(joining))
     deferred += later
     cluster = em.cluster_names(inv, change, recorded)
     active = [h for h in members if per_host.get(h.name)]

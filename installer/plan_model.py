@@ -141,6 +141,7 @@ class ControlState:
     etcd_unhealthy: Optional[Tuple[str, ...]] = None  # members whose /health failed; None: not probed
     etcd_recorded: bool = False  # the cluster was formed (etcd-members.json exists): members join, not form
     etcd_members: Tuple[Tuple[str, str], ...] = ()  # that record: (name, address) of each member
+    etcd_peers: Optional[Tuple[str, ...]] = None  # peer URLs in the running cluster's member list; None: not read
     cordoned: Tuple[str, ...] = ()  # nodes an earlier run cordoned for their upgrade and did not uncordon
 
 

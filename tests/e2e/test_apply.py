@@ -409,11 +409,8 @@ def test_stopped_member_and_a_change_for_every_member_never_loses_quorum(site):
     print(f"\nquorum-safe etcd roll: {len(counts)} probes, min {min(counts)} healthy, {run.seconds:.1f} s")
 
 
-def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
-    """h3's etcd data, config and executables are gone (the host re-installed): apply removes its old entry,
-    adds it again and starts it with initial-cluster-state existing, behind the others-healthy gate; a
-    continuous write/read probe through the other members never fails for longer than a leader election."""
-
+def _etcdctl(site):
+    """etcdctl (v3) with the etcd-admin certificate: ctl(*args, endpoints=(1, 2)) -> CompletedProcess."""
     pki = site.pki()
     tls = [f"--cacert={pki.crt_path('etcd-ca')}", f"--cert={pki.crt_path('etcd-admin')}",
            f"--key={pki.key_path('etcd-admin')}"]
@@ -424,8 +421,22 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
         return subprocess.run(["etcdctl", f"--endpoints={eps}", "--dial-timeout=2s", "--command-timeout=3s", *tls,
                                *args], capture_output=True, text=True, timeout=20, check=False,
                               env={"PATH": os.environ["PATH"], "ETCDCTL_API": "3"})
+    return ctl
 
-    before = {ln.split(", ")[2]: ln.split(", ")[0] for ln in ctl("member", "list").stdout.splitlines()}
+
+def _members(ctl, endpoints=(1, 2)) -> dict:
+    """{name: member id} of the started members (an unstarted entry has no name)."""
+    return {ln.split(", ")[2]: ln.split(", ")[0] for ln in ctl("member", "list", endpoints=endpoints)
+            .stdout.splitlines() if ln.split(", ")[2]}
+
+
+def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
+    """h3's etcd data, config and executables are gone (the host re-installed): apply removes its old entry,
+    adds it again and starts it with initial-cluster-state existing, behind the others-healthy gate; a
+    continuous write/read probe through the other members never fails for longer than a leader election."""
+
+    ctl = _etcdctl(site)
+    before = _members(ctl)
     assert set(before) == {"h1", "h2", "h3"}, before
     site.tb.ssh(3, "systemctl stop etcd && rm -rf /var/lib/etcd /etc/etcd /usr/local/bin/etcd /usr/local/bin/etcdctl")
     writes = itertools.count(1)
@@ -442,8 +453,7 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
     assert run.rc == 0, _fail(run)
     worst, down_since = longest_outage(sampler.samples)
     assert sampler.samples and down_since is None and worst < 5.0, (worst, sampler.samples[-5:])
-    after = {ln.split(", ")[2]: ln.split(", ")[0] for ln in ctl("member", "list", endpoints=(1, 2, 3))
-             .stdout.splitlines()}
+    after = _members(ctl, endpoints=(1, 2, 3))
     assert set(after) == {"h1", "h2", "h3"} and after["h3"] != before["h3"], (before, after)
     assert after["h1"] == before["h1"] and after["h2"] == before["h2"]
     r = ctl("get", "/probe/rejoin", "--print-value-only", endpoints=(3,))
@@ -452,6 +462,31 @@ def test_a_member_whose_host_was_reinstalled_rejoins_under_its_name(site):
     assert check.rc == 0, _fail(check)
     print(f"\netcd member rejoin: {len(sampler.samples)} probes, longest failure {worst:.1f} s, "
           f"apply {run.seconds:.1f} s")
+
+
+def test_a_member_the_cluster_removed_rejoins_with_its_data_moved_aside(site):
+    """h3's entry was removed (as by a join stopped after `member remove`) and etcd then started on it by hand:
+    it exits for good ("the member has been permanently removed"), its data stays. apply sees the member list
+    without h3's peer URL, moves the data aside and h3 rejoins; the check is green."""
+    ctl = _etcdctl(site)
+    old = _members(ctl)["h3"]
+    site.tb.ssh(3, "systemctl stop etcd")
+    r = ctl("member", "remove", old)
+    assert r.returncode == 0, r.stderr
+    site.tb.ssh(3, "systemctl start etcd", check=False)
+    cluster.wait_for(lambda: site.tb.ssh(3, "systemctl is-active etcd", check=False).returncode != 0, 60, 1.0,
+                     what="etcd on h3 to stop as a removed member")
+    assert site.tb.ssh(3, "test -d /var/lib/etcd/member", check=False).returncode == 0
+    plan = cluster.installer("plan", *site.args())
+    assert plan.rc == 0 and "member the cluster removed" in plan.stdout, _fail(plan)
+    run = site.apply()
+    assert run.rc == 0, _fail(run)
+    now = _members(ctl, endpoints=(1, 2, 3))
+    assert set(now) == {"h1", "h2", "h3"} and now["h3"] != old, now
+    moved = site.tb.ssh(3, "ls -d /var/lib/etcd.removed-*").stdout.split()
+    assert moved, "the removed member's data is kept aside"
+    check = site.check()
+    assert check.rc == 0, _fail(check)
 
 
 def test_node_units_heal_after_etcd_comes_back(site):

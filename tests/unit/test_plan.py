@@ -449,13 +449,13 @@ def test_no_rejoin_when_no_other_member_runs_and_one_at_a_time(inv, desired):
         f = states[n].facts
         states[n] = plan_model.HostState(replace(f, units=dict(f.units, etcd=UnitState("loaded", "failed", "dead",
                                                                                           "enabled"))))
-    assert etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True)) == []
+    assert etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True)) == {}
     states = _fresh_member(inv, desired)
     f = states["h2"].facts
     states["h2"] = plan_model.HostState(replace(f, probes=dict(f.probes, **{etcd_member.PROBE_DATA: 1}),
                                                 units=dict(f.units, etcd=UnitState("loaded", "inactive", "dead",
                                                                                    "disabled"))))
-    assert etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True)) == ["h2"]  # one per run
+    assert list(etcd_member.joiners(inv, states, replace(control_ok(inv), etcd_recorded=True))) == ["h2"]  # one per run
 
 
 def test_nodes_whose_kubelet_is_replaced_go_one_at_a_time_each_behind_its_ready_gate(inv, desired):
