@@ -163,7 +163,10 @@ class Pki:
         if crt.exists() and key.exists():
             try:
                 ca_cert = x509.load_pem_x509_certificate(crt.read_bytes())
-                ca_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
+                # the RSA consistency check of loading (about 0.2 s a CA key, on every run) is skipped: the
+                # public numbers are compared below, and issue() verifies each certificate it signs
+                ca_key = serialization.load_pem_private_key(key.read_bytes(), password=None,
+                                                            unsafe_skip_rsa_key_validation=True)
             except ValueError as e:
                 raise Error(f"the site CA in {self.dir} is unreadable: {e}", context="loading the site CA",
                             hint=HINT_CA) from None

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from contract.errors import Error
 from installer.pki_specs import ETCD_CA, CertSpec
 
 CA_DAYS = 3650
@@ -80,7 +81,12 @@ def issue(spec: CertSpec, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, 
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(spec.ips, key=ipaddress.ip_address)]
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return key, b.sign(ca_key, hashes.SHA256())
+    cert = b.sign(ca_key, hashes.SHA256())
+    if not signed_by(cert, ca_cert):  # the CA key was loaded without its RSA consistency check
+        raise Error(f"the key of {ca_cert.subject.rfc4514_string()} makes signatures its certificate does not verify",
+                    context=f"issuing the certificate {spec.name}",
+                    hint="the CA key file is damaged: restore the state directory's pki/ from your backup")
+    return key, cert
 
 
 def cert_names(cert: x509.Certificate) -> Tuple[FrozenSet[str], FrozenSet[str]]:

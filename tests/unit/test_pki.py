@@ -277,3 +277,22 @@ def test_empty_state_dir_gets_a_fresh_ca(tmp_path, inv):
     _, ca_cert, created = pki.Pki(tmp_path, clock=at(T0)).load_or_create_ca(inv)
     assert created and ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert (ca_cert.not_valid_after_utc - T0).days == pki_x509.CA_DAYS
+
+
+def test_a_damaged_ca_key_is_caught_when_it_signs(tmp_path, inv):
+    """The CA keys load without OpenSSL's RSA consistency check (0.2 s each, every run): a key whose public
+    numbers still match but whose private part is damaged is caught by the signature check of issue()."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    p = pki.Pki(tmp_path, clock=at(T0))
+    p.load_or_create_ca(inv)
+    key = serialization.load_pem_private_key(p.key_path(pki_specs.SITE_CA).read_bytes(), password=None)
+    n = key.private_numbers()
+    bad = rsa.RSAPrivateNumbers(n.p, n.q, n.d ^ 2, n.dmp1 ^ 2, n.dmq1 ^ 2, n.iqmp, n.public_numbers)
+    bad_key = bad.private_key(unsafe_skip_rsa_key_validation=True)
+    p.key_path(pki_specs.SITE_CA).write_bytes(bad_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(Error) as e:
+        p.ensure(inv)
+    assert "signatures its certificate does not verify" in e.value.message and "backup" in e.value.hint
