@@ -125,6 +125,12 @@ def reconfig_fns() -> str:
     ])
 
 
+def move_data(said: str) -> str:
+    """sh: DATA_DIR moved to RETIRED_DIR<UTC time> (never deleted), then `said` and where it went echoed."""
+    q = shlex.quote
+    return f"to={q(RETIRED_DIR)}$(date -u +%Y%m%dT%H%M%SZ); mv {q(DATA_DIR)} \"$to\"; echo \"{said} $to\""
+
+
 def join_script(inv: Inventory, host: Host, on: OnMember = OnMember(),
                 members: Optional[Mapping[str, str]] = None) -> str:
     """sh run on the joining host (see the module docstring). members: the recorded membership {name: address}
@@ -145,8 +151,8 @@ def join_script(inv: Inventory, host: Host, on: OnMember = OnMember(),
         "($3 == n || $4 == p) { print $1 }')",
         "for id in $old; do remove_member \"$id\"; done",
         "add_member",
-        f"if [ -d {q(DATA_DIR + '/member')} ]; then systemctl stop etcd; to={q(RETIRED_DIR)}$(date -u +%Y%m%dT%H%M%SZ); "
-        f"mv {q(DATA_DIR)} \"$to\"; echo \"the data of its removed member moved to $to\"; fi",
+        f"if [ -d {q(DATA_DIR + '/member')} ]; then systemctl stop etcd; "
+        f"{move_data('the data of its removed member moved to')}; fi",
         f"mkdir -p {q(JOIN_ENV.rsplit('/', 1)[0])} {q(JOIN_DROPIN.rsplit('/', 1)[0])}",
         f"printf 'ETCD_INITIAL_CLUSTER_STATE=existing\\nETCD_INITIAL_CLUSTER=%s\\n' {q(cluster)} > {q(JOIN_ENV)}",
         f"printf '[Service]\\nEnvironmentFile=%s\\n' {q(JOIN_ENV)} > {q(JOIN_DROPIN)}",

@@ -358,8 +358,7 @@ def retire_script() -> str:
         "systemctl daemon-reload",
         "if systemctl is-active -q etcd; then echo 'etcd is still active' >&2; exit 3; fi",
         f"if [ -d {q(data)} ] && [ -n \"$(ls -A {q(data)})\" ]; then",
-        f"  to={q(etcd_member.RETIRED_DIR)}$(date -u +%Y%m%dT%H%M%SZ); mv {q(data)} \"$to\"; echo \"etcd stopped and disabled, "
-        "its data moved to $to\"",
+        f"  {etcd_member.move_data('etcd stopped and disabled, its data moved to')}",
         "else echo 'etcd stopped and disabled (no data directory to move)'; fi",
     ]) + "\n"
 
